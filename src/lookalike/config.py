@@ -1,0 +1,48 @@
+"""Every tunable default of lookalike, in one place.
+
+Library functions take these as explicit keyword arguments whose defaults come from here;
+the CLI and the service only ever pass them through.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# --- decoding -------------------------------------------------------------------------------
+#: Files larger than this are skipped unread (a 200 MB JPEG is not a photo anyone indexes).
+MAX_FILE_BYTES = 200 * 1024 * 1024
+#: Images with more pixels than this are refused before their pixels are decoded
+#: (decompression bombs; a 100 MP camera still fits).
+MAX_IMAGE_PIXELS = 120_000_000
+#: Transparent pixels are composited onto this colour (white: catalogue photos use it).
+ALPHA_BACKGROUND = (255, 255, 255)
+
+# --- models ---------------------------------------------------------------------------------
+DEFAULT_MODEL = "efficientnet-lite0"
+#: Images per inference call while indexing.
+BATCH_SIZE = 32
+
+# --- store and search -----------------------------------------------------------------------
+DEFAULT_K = 10
+
+
+def cache_dir() -> Path:
+    """Where built model graphs are cached: $LOOKALIKE_CACHE, else the XDG cache folder."""
+    explicit = os.environ.get("LOOKALIKE_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lookalike"
+
+
+def data_dir() -> Path:
+    """Where collections live by default: $XDG_DATA_HOME/lookalike (~/.local/share/lookalike)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lookalike"
+
+
+def default_db() -> Path:
+    """The collection used when none is named: $LOOKALIKE_DB, else data_dir()/lookalike.db."""
+    explicit = os.environ.get("LOOKALIKE_DB")
+    return Path(explicit) if explicit else data_dir() / "lookalike.db"

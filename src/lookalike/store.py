@@ -1,0 +1,221 @@
+"""The embedded store: one SQLite file (WAL mode) holding image metadata and vectors.
+
+Every write is one transaction, so a killed process leaves the file as it was after the
+last committed batch. Files that could not be decoded are remembered too (with their size,
+mtime and reason), so an unchanged bad file is not decoded again on the next run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    indexed_at REAL NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS skipped (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the store knows of a file: its size and mtime when seen, and whether it was bad."""
+
+    size: int
+    mtime_ns: int
+    skipped: bool
+
+
+@dataclass(frozen=True)
+class EmbeddedImage:
+    path: str
+    size: int
+    mtime_ns: int
+    width: int
+    height: int
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+class Store:
+    """SQLite-backed metadata and vector store of one collection."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        with self._transaction():
+            if self.get_meta("schema_version") is None:
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
+        version = int(self.get_meta("schema_version") or 0)
+        if version != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema {version}, expected {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- metadata ------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def generation(self) -> int:
+        """A number that changes whenever the set of vectors changes."""
+        return int(self.get_meta("generation") or 0)
+
+    def _bump_generation(self) -> None:
+        self.set_meta("generation", str(self.generation() + 1))
+
+    # --- files -----------------------------------------------------------------------------
+
+    def file_states(self, under: str | None = None) -> dict[str, FileState]:
+        """Known files (indexed or skipped), optionally only those below folder ``under``."""
+        where = ""
+        args: tuple[str, ...] = ()
+        if under is not None:
+            prefix = under.rstrip("/") + "/"
+            # A range on the primary key / unique index instead of LIKE, which would need
+            # escaping of % and _ in folder names.
+            where = "WHERE path >= ? AND path < ?"
+            args = (prefix, prefix[:-1] + "0")
+        states: dict[str, FileState] = {}
+        for path, size, mtime in self._db.execute(
+            f"SELECT path, size, mtime_ns FROM images {where}", args
+        ):
+            states[path] = FileState(size, mtime, skipped=False)
+        for path, size, mtime in self._db.execute(
+            f"SELECT path, size, mtime_ns FROM skipped {where}", args
+        ):
+            states[path] = FileState(size, mtime, skipped=True)
+        return states
+
+    def write_batch(
+        self, embedded: Iterable[EmbeddedImage], skipped: Iterable[SkippedFile]
+    ) -> None:
+        """Insert or replace a batch of results in one transaction."""
+        now = time.time()
+        with self._transaction():
+            for image in embedded:
+                self._db.execute("DELETE FROM skipped WHERE path = ?", (image.path,))
+                self._db.execute(
+                    "INSERT INTO images (path, size, mtime_ns, width, height, indexed_at, vector)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET"
+                    " size = excluded.size, mtime_ns = excluded.mtime_ns,"
+                    " width = excluded.width, height = excluded.height,"
+                    " indexed_at = excluded.indexed_at, vector = excluded.vector",
+                    (
+                        image.path,
+                        image.size,
+                        image.mtime_ns,
+                        image.width,
+                        image.height,
+                        now,
+                        np.asarray(image.vector, dtype="<f4").tobytes(),
+                    ),
+                )
+            for bad in skipped:
+                self._db.execute("DELETE FROM images WHERE path = ?", (bad.path,))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO skipped (path, size, mtime_ns, reason)"
+                    " VALUES (?, ?, ?, ?)",
+                    (bad.path, bad.size, bad.mtime_ns, bad.reason),
+                )
+            self._bump_generation()
+
+    def remove(self, paths: Iterable[str]) -> int:
+        """Forget these files; returns how many indexed images were removed."""
+        removed = 0
+        with self._transaction():
+            for path in paths:
+                removed += self._db.execute("DELETE FROM images WHERE path = ?", (path,)).rowcount
+                self._db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+            self._bump_generation()
+        return removed
+
+    def skipped_files(self) -> list[SkippedFile]:
+        rows = self._db.execute("SELECT path, size, mtime_ns, reason FROM skipped ORDER BY path")
+        return [SkippedFile(*row) for row in rows]
+
+    # --- vectors ---------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    def load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """All ids (int64, ascending) and vectors (float32, N x D)."""
+        rows = self._db.execute("SELECT id, vector FROM images ORDER BY id").fetchall()
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        if not rows:
+            return ids, np.empty((0, 0), dtype=np.float32)
+        vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4")
+        return ids, vectors.reshape(len(rows), -1).astype(np.float32, copy=False)
+
+    def lookup(self, path: str) -> tuple[int, np.ndarray] | None:
+        """Id and vector of an indexed file, if it is indexed."""
+        row = self._db.execute("SELECT id, vector FROM images WHERE path = ?", (path,)).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), np.frombuffer(row[1], dtype="<f4").astype(np.float32)
+
+    def paths(self, ids: Iterable[int]) -> dict[int, str]:
+        wanted = [int(i) for i in ids]
+        found: dict[int, str] = {}
+        for start in range(0, len(wanted), 500):  # stay under SQLite's variable limit
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for image_id, path in self._db.execute(
+                f"SELECT id, path FROM images WHERE id IN ({marks})", chunk
+            ):
+                found[int(image_id)] = str(path)
+        return found

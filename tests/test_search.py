@@ -1,0 +1,106 @@
+"""Exact top-k search, and searching a collection of real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike import Collection
+from lookalike.models import normalize
+from lookalike.vector_index import ExactIndex
+
+
+def test_exact_index_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    vectors = normalize(rng.normal(size=(500, 32)))
+    queries = normalize(rng.normal(size=(7, 32)))
+    ids = np.arange(500) * 3 + 10  # ids need not be positions
+    found_ids, found_scores = ExactIndex(ids, vectors).search(queries, 12)
+    expected = np.argsort(-(queries @ vectors.T), axis=1)[:, :12]
+    np.testing.assert_array_equal(found_ids, ids[expected])
+    assert (np.diff(found_scores, axis=1) <= 0).all()
+
+
+def test_exact_index_excludes_and_pads() -> None:
+    vectors = normalize(np.eye(3, dtype=np.float32))
+    index = ExactIndex(np.array([5, 6, 7]), vectors)
+    ids, scores = index.search(vectors[:2], 5, exclude=[5, None])
+    assert ids[0].tolist() == [6, 7, -1, -1, -1]  # itself left out, then padding
+    assert ids[1][0] == 6 and scores[1][0] == pytest.approx(1.0)
+    assert np.isneginf(scores[0][2:]).all()
+
+
+def test_empty_index() -> None:
+    ids, _ = ExactIndex(np.empty(0, np.int64), np.empty((0, 4), np.float32)).search(
+        np.ones((1, 4), np.float32), 3
+    )
+    assert ids.tolist() == [[-1, -1, -1]]
+
+
+@pytest.fixture
+def indexed(photos: Path, tmp_path: Path) -> Collection:
+    collection = Collection.open(tmp_path / "c.db")
+    report = collection.add([photos])
+    assert report.added == 30 and not report.skipped
+    return collection
+
+
+def test_real_photos_find_their_category(indexed: Collection, panda_query: Path) -> None:
+    results = indexed.search(panda_query, k=5)
+    assert len(results) == 5
+    assert all("/panda/" in r.path for r in results), [r.path for r in results]
+    assert all(0 < r.score <= 1.0 + 1e-6 for r in results)
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+
+
+def test_queries_by_bytes_image_and_path_agree(indexed: Collection, panda_query: Path) -> None:
+    by_path = indexed.search(panda_query, k=3)
+    by_bytes = indexed.search(panda_query.read_bytes(), k=3)
+    by_image = indexed.search(Image.open(panda_query), k=3)
+    assert [r.path for r in by_path] == [r.path for r in by_bytes] == [r.path for r in by_image]
+    np.testing.assert_allclose([r.score for r in by_path], [r.score for r in by_bytes], atol=1e-5)
+
+
+def test_more_like_this_uses_stored_vector_and_leaves_itself_out(
+    indexed: Collection, photos: Path
+) -> None:
+    own = photos / "sunflower" / "image_0003.jpg"
+    results = indexed.search(own, k=4)
+    assert str(own) not in [r.path for r in results]
+    assert sum("/sunflower/" in r.path for r in results) >= 3
+
+
+def test_exact_copy_scores_one(indexed: Collection, photos: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes((photos / "cup" / "image_0004.jpg").read_bytes())
+    best = indexed.search(copy, k=1)[0]
+    assert best.path == str(photos / "cup" / "image_0004.jpg")
+    assert best.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_min_score_and_k(indexed: Collection, panda_query: Path) -> None:
+    everything = indexed.search(panda_query, k=100)
+    assert len(everything) == 30
+    threshold = everything[4].score
+    assert len(indexed.search(panda_query, k=100, min_score=threshold)) == 5
+
+
+def test_search_many_shares_one_model_run(
+    indexed: Collection, panda_query: Path, photos: Path
+) -> None:
+    queries = [panda_query, photos / "chair" / "image_0002.jpg"]
+    results = indexed.search_many(queries, k=2)
+    assert len(results) == 2
+    assert "/panda/" in results[0][0].path and "/chair/" in results[1][0].path
+
+
+def test_index_sees_changes_made_after_it_was_loaded(indexed: Collection, photos: Path) -> None:
+    before = len(indexed.index())
+    indexed.remove([photos / "cup"])
+    assert len(indexed.index()) == before - 5
+    assert not any(
+        "/cup/" in r.path for r in indexed.search(photos / "chair" / "image_0002.jpg", k=30)
+    )
