@@ -102,11 +102,11 @@ def test_other_model_on_existing_collection_is_refused(tmp_path: Path) -> None:
 _SLOW_INDEX = """
 import sys, time
 import lookalike.indexer as indexer
-original = indexer._prepare
+original = indexer._decode_one
 def slow(embedder, candidate):
     time.sleep(0.03)
     return original(embedder, candidate)
-indexer._prepare = slow
+indexer._decode_one = slow
 from lookalike.cli import main
 sys.exit(main(["index", sys.argv[1], "--db", sys.argv[2], "--batch-size", "4"]))
 """

@@ -104,3 +104,13 @@ def test_index_sees_changes_made_after_it_was_loaded(indexed: Collection, photos
     assert not any(
         "/cup/" in r.path for r in indexed.search(photos / "chair" / "image_0002.jpg", k=30)
     )
+
+
+def test_changed_indexed_file_is_embedded_afresh(indexed: Collection, photos: Path) -> None:
+    """A query path that is indexed but changed on disk since is not searched with the
+    stale stored vector."""
+    target = photos / "panda" / "image_0002.jpg"
+    target.write_bytes((photos / "starfish" / "image_0005.jpg").read_bytes())
+    results = indexed.search(target, k=2)
+    assert results[0].path == str(photos / "starfish" / "image_0005.jpg")
+    assert results[0].score == pytest.approx(1.0, abs=1e-5)

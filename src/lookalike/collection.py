@@ -37,6 +37,7 @@ class Collection:
         self.store = store
         self.spec = spec
         self._embedder: Embedder | None = None
+        self._index_embedder: Embedder | None = None
         self._index: ExactIndex | None = None
         self._index_generation = -1
 
@@ -83,10 +84,18 @@ class Collection:
 
     @property
     def embedder(self) -> Embedder:
-        """The model, loaded on first use (opening a collection to list it stays instant)."""
+        """The model for queries, using every core for one image at a time; loaded on first
+        use (opening a collection to list it stays instant)."""
         if self._embedder is None:
             self._embedder = Embedder(self.spec)
         return self._embedder
+
+    @property
+    def index_embedder(self) -> Embedder:
+        """The model for indexing: one core per run, several runs at once (see indexer.run)."""
+        if self._index_embedder is None:
+            self._index_embedder = Embedder(self.spec, threads=1)
+        return self._index_embedder
 
     # --- indexing --------------------------------------------------------------------------
 
@@ -110,7 +119,7 @@ class Collection:
         if not work.todo and not work.vanished:
             return IndexReport(unchanged=work.unchanged)
         return indexer.run(
-            self.store, self.embedder, work, batch_size=batch_size, progress=progress
+            self.store, self.index_embedder, work, batch_size=batch_size, progress=progress
         )
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:

@@ -20,8 +20,11 @@ ALPHA_BACKGROUND = (255, 255, 255)
 
 # --- models ---------------------------------------------------------------------------------
 DEFAULT_MODEL = "efficientnet-lite0"
-#: Images per inference call while indexing.
-BATCH_SIZE = 32
+#: Images per inference call while indexing: small batches stay in the CPU caches
+#: (8 ran faster per image than 32 on a 2-core EPYC, see BENCHMARKS.md) and bound memory.
+BATCH_SIZE = 8
+#: Indexing threads, each decoding a batch and running the model on it with one core.
+INDEX_WORKERS = os.cpu_count() or 1
 
 # --- store and search -----------------------------------------------------------------------
 DEFAULT_K = 10

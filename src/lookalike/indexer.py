@@ -155,54 +155,57 @@ def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class _Outcome:
+    """One file's result: its vector and size, or the reason it was skipped."""
+
     candidate: Candidate
-    pixels: np.ndarray | None
+    vector: np.ndarray | None
     width: int = 0
     height: int = 0
     reason: str = ""
 
 
-def _prepare(embedder: Embedder, candidate: Candidate) -> _Prepared:
+def _decode_one(embedder: Embedder, candidate: Candidate) -> tuple[np.ndarray, int, int] | str:
+    """Pixels and original size of a file, or the reason it cannot be used."""
     try:
         image = load_image(candidate.path, min_side=embedder.spec.input_size)
-        return _Prepared(candidate, embedder.prepare(image), image.width, image.height)
+        return embedder.prepare(image), image.width, image.height
     except DecodeError as exc:
-        return _Prepared(candidate, None, reason=exc.reason)
+        return exc.reason
     except Exception as exc:  # a bad file must never stop the batch
         log.exception("unexpected error preparing %s", candidate.path)
-        return _Prepared(candidate, None, reason=f"unexpected error: {exc}")
+        return f"unexpected error: {exc}"
 
 
-def _prefetch(
-    pool: ThreadPoolExecutor,
-    embedder: Embedder,
-    todo: list[Candidate],
-    ahead: int,
-) -> Iterator[_Prepared]:
-    """Like pool.map, but with at most ``ahead`` tasks in flight: bounded memory."""
-    pending: deque[Future[_Prepared]] = deque()
-    items = iter(todo)
-    for candidate in items:
-        pending.append(pool.submit(_prepare, embedder, candidate))
+def _process_batch(embedder: Embedder, batch: list[Candidate]) -> list[_Outcome]:
+    """Decode and embed one batch, on one worker thread."""
+    decoded = [_decode_one(embedder, candidate) for candidate in batch]
+    good = [d for d in decoded if not isinstance(d, str)]
+    vectors = iter(embedder.embed(np.stack([d[0] for d in good])) if good else [])
+    outcomes = []
+    for candidate, d in zip(batch, decoded, strict=True):
+        if isinstance(d, str):
+            outcomes.append(_Outcome(candidate, None, reason=d))
+        else:
+            outcomes.append(_Outcome(candidate, next(vectors), d[1], d[2]))
+    return outcomes
+
+
+def _in_order(
+    pool: ThreadPoolExecutor, embedder: Embedder, batches: list[list[Candidate]], ahead: int
+) -> Iterator[list[_Outcome]]:
+    """Like pool.map, but with at most ``ahead`` batches in flight: bounded memory."""
+    pending: deque[Future[list[_Outcome]]] = deque()
+    remaining = iter(batches)
+    for batch in remaining:
+        pending.append(pool.submit(_process_batch, embedder, batch))
         if len(pending) >= ahead:
             break
     while pending:
         yield pending.popleft().result()
-        nxt = next(items, None)
+        nxt = next(remaining, None)
         if nxt is not None:
-            pending.append(pool.submit(_prepare, embedder, nxt))
-
-
-def _batches(items: Iterator[_Prepared], size: int) -> Iterator[list[_Prepared]]:
-    batch: list[_Prepared] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+            pending.append(pool.submit(_process_batch, embedder, nxt))
 
 
 def run(
@@ -211,51 +214,51 @@ def run(
     work: Plan,
     *,
     batch_size: int = config.BATCH_SIZE,
-    workers: int | None = None,
+    workers: int = config.INDEX_WORKERS,
     progress: Callable[[int], None] | None = None,
 ) -> IndexReport:
-    """Carry out a plan: embed what is new or changed, drop what vanished."""
+    """Carry out a plan: embed what is new or changed, drop what vanished.
+
+    Each of ``workers`` threads decodes a batch and runs the model on it with one core
+    (``embedder`` should have ``threads=1``): on a few cores this beats one multi-threaded
+    model run fed by decoding threads, whose parallel operators stall whenever a decoder
+    takes their core. Batches are written in order, each in its own transaction.
+    """
     started = time.perf_counter()
     report = IndexReport(unchanged=work.unchanged)
     if work.vanished:
         report.removed = store.remove(work.vanished)
-    workers = workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        prepared = _prefetch(pool, embedder, work.todo, ahead=2 * batch_size)
-        for batch in _batches(prepared, batch_size):
-            good = [p for p in batch if p.pixels is not None]
-            vectors = (
-                embedder.embed(np.stack([p.pixels for p in good]))  # type: ignore[misc]
-                if good
-                else np.empty((0, 0), dtype=np.float32)
-            )
+    batches = [work.todo[i : i + batch_size] for i in range(0, len(work.todo), batch_size)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="index") as pool:
+        for outcomes in _in_order(pool, embedder, batches, ahead=2 * workers):
             store.write_batch(
                 [
                     EmbeddedImage(
-                        p.candidate.path,
-                        p.candidate.size,
-                        p.candidate.mtime_ns,
-                        p.width,
-                        p.height,
-                        vector,
+                        o.candidate.path,
+                        o.candidate.size,
+                        o.candidate.mtime_ns,
+                        o.width,
+                        o.height,
+                        o.vector,
                     )
-                    for p, vector in zip(good, vectors, strict=True)
+                    for o in outcomes
+                    if o.vector is not None
                 ],
                 [
-                    SkippedFile(p.candidate.path, p.candidate.size, p.candidate.mtime_ns, p.reason)
-                    for p in batch
-                    if p.pixels is None and p.candidate.size >= 0
+                    SkippedFile(o.candidate.path, o.candidate.size, o.candidate.mtime_ns, o.reason)
+                    for o in outcomes
+                    if o.vector is None and o.candidate.size >= 0
                 ],
             )
-            for p in batch:
-                if p.pixels is None:
-                    log.info("skipped %s: %s", p.candidate.path, p.reason)
-                    report.skipped.append((p.candidate.path, p.reason))
-                elif p.candidate.path in work.new_paths:
+            for o in outcomes:
+                if o.vector is None:
+                    log.info("skipped %s: %s", o.candidate.path, o.reason)
+                    report.skipped.append((o.candidate.path, o.reason))
+                elif o.candidate.path in work.new_paths:
                     report.added += 1
                 else:
                     report.updated += 1
             if progress is not None:
-                progress(len(batch))
+                progress(len(outcomes))
     report.seconds = time.perf_counter() - started
     return report

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,7 +181,6 @@ class Embedder:
         if spec.output not in outputs:
             raise ModelError(f"model has no output {spec.output!r}; it has {sorted(outputs)}")
         self.has_logits = spec.onnx_path is None and "logits" in outputs
-        self._lock = threading.Lock()
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """Decoded RGB image -> uint8 pixels (S, S, 3) at the model's input size."""
@@ -193,10 +191,8 @@ class Embedder:
         return normalize_batch(pixels, self.spec.mean, self.spec.std)
 
     def run(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
-        # One run at a time: a run already uses every core, and concurrent runs would only
-        # fight over them.
-        with self._lock:
-            result: list[Any] = self._session.run(outputs, {self._input: batch})
+        """Run the graph (thread-safe: ONNX Runtime sessions allow concurrent runs)."""
+        result: list[Any] = self._session.run(outputs, {self._input: batch})
         return result
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:

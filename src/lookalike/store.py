@@ -7,12 +7,15 @@ mtime and reason), so an unchanged bad file is not decoded again on the next run
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +76,9 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # One connection shared by threads (indexing jobs and searches in the service):
+        # the lock keeps a transaction and the statements of other threads apart.
+        self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
@@ -85,26 +91,32 @@ class Store:
             raise RuntimeError(f"{self.path} has schema {version}, expected {SCHEMA_VERSION}")
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
 
     # --- metadata ------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self._db.execute(
+        self._query(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
@@ -130,11 +142,11 @@ class Store:
             where = "WHERE path >= ? AND path < ?"
             args = (prefix, prefix[:-1] + "0")
         states: dict[str, FileState] = {}
-        for path, size, mtime in self._db.execute(
+        for path, size, mtime in self._query(
             f"SELECT path, size, mtime_ns FROM images {where}", args
         ):
             states[path] = FileState(size, mtime, skipped=False)
-        for path, size, mtime in self._db.execute(
+        for path, size, mtime in self._query(
             f"SELECT path, size, mtime_ns FROM skipped {where}", args
         ):
             states[path] = FileState(size, mtime, skipped=True)
@@ -184,17 +196,17 @@ class Store:
         return removed
 
     def skipped_files(self) -> list[SkippedFile]:
-        rows = self._db.execute("SELECT path, size, mtime_ns, reason FROM skipped ORDER BY path")
+        rows = self._query("SELECT path, size, mtime_ns, reason FROM skipped ORDER BY path")
         return [SkippedFile(*row) for row in rows]
 
     # --- vectors ---------------------------------------------------------------------------
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        return int(self._query("SELECT COUNT(*) FROM images")[0][0])
 
     def load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All ids (int64, ascending) and vectors (float32, N x D)."""
-        rows = self._db.execute("SELECT id, vector FROM images ORDER BY id").fetchall()
+        rows = self._query("SELECT id, vector FROM images ORDER BY id")
         ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         if not rows:
             return ids, np.empty((0, 0), dtype=np.float32)
@@ -202,9 +214,16 @@ class Store:
         return ids, vectors.reshape(len(rows), -1).astype(np.float32, copy=False)
 
     def lookup(self, path: str) -> tuple[int, np.ndarray] | None:
-        """Id and vector of an indexed file, if it is indexed."""
-        row = self._db.execute("SELECT id, vector FROM images WHERE path = ?", (path,)).fetchone()
-        if row is None:
+        """Id and vector of an indexed file, if it is indexed and unchanged on disk since."""
+        rows = self._query("SELECT id, vector, size, mtime_ns FROM images WHERE path = ?", (path,))
+        if not rows:
+            return None
+        row = rows[0]
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        if (stat.st_size, stat.st_mtime_ns) != (row[2], row[3]):
             return None
         return int(row[0]), np.frombuffer(row[1], dtype="<f4").astype(np.float32)
 
@@ -214,7 +233,7 @@ class Store:
         for start in range(0, len(wanted), 500):  # stay under SQLite's variable limit
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for image_id, path in self._db.execute(
+            for image_id, path in self._query(
                 f"SELECT id, path FROM images WHERE id IN ({marks})", chunk
             ):
                 found[int(image_id)] = str(path)

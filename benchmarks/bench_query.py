@@ -1,0 +1,114 @@
+"""Query latency: decode a 1000 px JPEG, embed it, search 10,000 images.
+
+    .venv/bin/python benchmarks/bench_query.py [--size 10000] [--runs 100]
+
+1. warm: one process, model loaded, index in memory; p50 / p95 of whole `search()` calls
+   (decode + embed + top-k + paths), and of the top-k step alone;
+2. cold: a fresh `lookalike search` process per query, median wall time of several.
+
+The collection holds 10,000 random unit vectors under made-up paths: search time depends on
+their number and dimension, not their content. The query is a real photo (Caltech-101, from
+../shared/datasets if present, else the bundled sample) enlarged to 1000 px wide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import lookalike
+from lookalike import Collection
+from lookalike.models import normalize
+from lookalike.store import EmbeddedImage
+
+SAMPLE_QUERY = Path(lookalike.__file__).parent / "sample" / "queries" / "query_panda.jpg"
+
+
+def make_collection(db: Path, size: int, dim: int = 1280) -> None:
+    rng = np.random.default_rng(0)
+    with Collection.open(db) as collection:
+        for start in range(0, size, 1000):
+            count = min(1000, size - start)
+            vectors = normalize(rng.normal(size=(count, dim)))
+            collection.store.write_batch(
+                [
+                    EmbeddedImage(f"/collection/{start + i:06}.jpg", 1, 1, 640, 480, v)
+                    for i, v in enumerate(vectors)
+                ],
+                [],
+            )
+
+
+def make_query(path: Path) -> None:
+    image = Image.open(SAMPLE_QUERY).convert("RGB")
+    height = round(1000 * image.height / image.width)
+    image.resize((1000, height), Image.Resampling.LANCZOS).save(path, "JPEG", quality=90)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--cold-runs", type=int, default=7)
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        db, query = Path(tmp) / "bench.db", Path(tmp) / "query.jpg"
+        make_collection(db, args.size)
+        make_query(query)
+        with Collection.open(db) as collection:
+            collection.search(query, k=10)  # warm-up: model and index loaded
+            whole, topk = [], []
+            vector, _ = collection.query_vectors([query])
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                collection.search(query, k=10)
+                whole.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                collection.index().search(vector, 10)
+                topk.append(time.perf_counter() - start)
+        cold = []
+        for _ in range(args.cold_runs):
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "lookalike.cli", "search", str(query), "--db", str(db)],
+                check=True,
+                capture_output=True,
+            )
+            cold.append(time.perf_counter() - start)
+    ms = 1000
+    print(
+        json.dumps(
+            {
+                "collection": args.size,
+                "query": "1000 px JPEG",
+                "warm_search_ms_p50": round(percentile(whole, 50) * ms, 2),
+                "warm_search_ms_p95": round(percentile(whole, 95) * ms, 2),
+                "topk_only_ms_p50": round(percentile(topk, 50) * ms, 2),
+                "cold_process_s_median": round(statistics.median(cold), 3),
+                "cold_process_s_max": round(max(cold), 3),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
