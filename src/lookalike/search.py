@@ -1,4 +1,4 @@
-"""Search results and the query side of the pipeline: query -> vector -> top-k -> paths."""
+"""Search results and the query side of the pipeline: query -> vector -> top-k -> records."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lookalike.store import Store
+from lookalike.store import Box, Store
 from lookalike.vector_index import VectorIndex
 
 
@@ -15,9 +15,19 @@ class SearchResult:
     id: int
     path: str
     score: float
+    category: str | None = None
+    cluster: int | None = None
+    box: Box | None = None  # object box (x0, y0, x1, y1, fractions), if localization is on
 
     def as_dict(self) -> dict[str, object]:
-        return {"id": self.id, "path": self.path, "score": round(self.score, 6)}
+        out: dict[str, object] = {"id": self.id, "path": self.path, "score": round(self.score, 6)}
+        if self.category is not None:
+            out["category"] = self.category
+        if self.cluster is not None:
+            out["cluster"] = self.cluster
+        if self.box is not None:
+            out["box"] = [round(v, 4) for v in self.box]
+        return out
 
 
 def top_k(
@@ -31,13 +41,25 @@ def top_k(
 ) -> list[list[SearchResult]]:
     """Top-``k`` results per query vector, each list best first, scores >= ``min_score``."""
     ids, scores = index.search(vectors, k, exclude)
-    paths = store.paths(int(i) for i in np.unique(ids) if i >= 0)
+    return results_for(store, ids, scores, min_score)
+
+
+def results_for(
+    store: Store, ids: np.ndarray, scores: np.ndarray, min_score: float | None = None
+) -> list[list[SearchResult]]:
+    """Turn rows of (id, score) into results with the images' metadata."""
+    records = store.records(int(i) for i in np.unique(ids) if i >= 0)
     results: list[list[SearchResult]] = []
     for row_ids, row_scores in zip(ids, scores, strict=True):
-        row = [
-            SearchResult(int(i), paths[int(i)], float(s))
-            for i, s in zip(row_ids, row_scores, strict=True)
-            if i >= 0 and int(i) in paths and (min_score is None or s >= min_score)
-        ]
+        row = []
+        for i, s in zip(row_ids, row_scores, strict=True):
+            record = records.get(int(i))
+            if record is None or (min_score is not None and s < min_score):
+                continue
+            row.append(
+                SearchResult(
+                    record.id, record.path, float(s), record.category, record.cluster, record.box
+                )
+            )
         results.append(row)
     return results

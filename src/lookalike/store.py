@@ -3,6 +3,10 @@
 Every write is one transaction, so a killed process leaves the file as it was after the
 last committed batch. Files that could not be decoded are remembered too (with their size,
 mtime and reason), so an unchanged bad file is not decoded again on the next run.
+
+Tables: ``images`` (one row per indexed file: size, mtime, vector, object box, cluster),
+``skipped`` (bad files and why), ``labels`` (user-given categories by path, kept even for
+files not indexed yet) and ``meta`` (model spec, fitted classifier and PCA, counters).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -31,8 +35,12 @@ CREATE TABLE IF NOT EXISTS images (
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     indexed_at REAL NOT NULL,
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    box TEXT,
+    cluster INTEGER
 );
+CREATE INDEX IF NOT EXISTS images_cluster ON images (cluster);
+CREATE TABLE IF NOT EXISTS labels (path TEXT PRIMARY KEY, category TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -51,6 +59,9 @@ class FileState:
     skipped: bool
 
 
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of width and height
+
+
 @dataclass(frozen=True)
 class EmbeddedImage:
     path: str
@@ -59,6 +70,20 @@ class EmbeddedImage:
     width: int
     height: int
     vector: np.ndarray
+    box: Box | None = None  # where the object was found, when localization is on
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What search results show of an indexed image."""
+
+    id: int
+    path: str
+    width: int
+    height: int
+    category: str | None
+    cluster: int | None
+    box: Box | None
 
 
 @dataclass(frozen=True)
@@ -82,13 +107,21 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
+        self._upgrade_from_v1()
         self._db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
         with self._transaction():
-            if self.get_meta("schema_version") is None:
+            if self.get_meta("schema_version") in (None, "1"):
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
         version = int(self.get_meta("schema_version") or 0)
         if version != SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} has schema {version}, expected {SCHEMA_VERSION}")
+
+    def _upgrade_from_v1(self) -> None:
+        """Schema 1 lacked the box and cluster columns (and the labels table)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(images)")}
+        if columns and "box" not in columns:
+            self._db.execute("ALTER TABLE images ADD COLUMN box TEXT")
+            self._db.execute("ALTER TABLE images ADD COLUMN cluster INTEGER")
 
     def close(self) -> None:
         with self._lock:
@@ -161,11 +194,13 @@ class Store:
             for image in embedded:
                 self._db.execute("DELETE FROM skipped WHERE path = ?", (image.path,))
                 self._db.execute(
-                    "INSERT INTO images (path, size, mtime_ns, width, height, indexed_at, vector)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET"
+                    "INSERT INTO images"
+                    " (path, size, mtime_ns, width, height, indexed_at, vector, box)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET"
                     " size = excluded.size, mtime_ns = excluded.mtime_ns,"
                     " width = excluded.width, height = excluded.height,"
-                    " indexed_at = excluded.indexed_at, vector = excluded.vector",
+                    " indexed_at = excluded.indexed_at, vector = excluded.vector,"
+                    " box = excluded.box, cluster = NULL",
                     (
                         image.path,
                         image.size,
@@ -174,6 +209,7 @@ class Store:
                         image.height,
                         now,
                         np.asarray(image.vector, dtype="<f4").tobytes(),
+                        _box_text(image.box),
                     ),
                 )
             for bad in skipped:
@@ -228,13 +264,88 @@ class Store:
         return int(row[0]), np.frombuffer(row[1], dtype="<f4").astype(np.float32)
 
     def paths(self, ids: Iterable[int]) -> dict[int, str]:
+        return {i: r.path for i, r in self.records(ids).items()}
+
+    def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
+        """Metadata of indexed images by id (unknown ids are left out)."""
         wanted = [int(i) for i in ids]
-        found: dict[int, str] = {}
+        found: dict[int, ImageRecord] = {}
         for start in range(0, len(wanted), 500):  # stay under SQLite's variable limit
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for image_id, path in self._query(
-                f"SELECT id, path FROM images WHERE id IN ({marks})", chunk
+            for row in self._query(
+                "SELECT i.id, i.path, i.width, i.height, l.category, i.cluster, i.box"
+                f" FROM images i LEFT JOIN labels l ON l.path = i.path WHERE i.id IN ({marks})",
+                chunk,
             ):
-                found[int(image_id)] = str(path)
+                found[int(row[0])] = ImageRecord(
+                    int(row[0]), row[1], row[2], row[3], row[4], row[5], _parse_box(row[6])
+                )
         return found
+
+    def all_ids(self) -> list[int]:
+        return [int(row[0]) for row in self._query("SELECT id FROM images ORDER BY id")]
+
+    # --- categories ------------------------------------------------------------------------
+
+    def set_labels(self, labels: dict[str, str]) -> int:
+        """Set the category of files by absolute path; returns how many changed."""
+        changed = 0
+        with self._transaction():
+            for path, category in labels.items():
+                changed += self._db.execute(
+                    "INSERT INTO labels (path, category) VALUES (?, ?) ON CONFLICT(path)"
+                    " DO UPDATE SET category = excluded.category"
+                    " WHERE category IS NOT excluded.category",
+                    (path, category),
+                ).rowcount
+            if changed:
+                self.set_meta("labels_generation", str(self.labels_generation() + 1))
+        return changed
+
+    def labels_generation(self) -> int:
+        """Changes whenever labels change (a trained classifier records the one it saw)."""
+        return int(self.get_meta("labels_generation") or 0)
+
+    def labelled_ids(self) -> tuple[np.ndarray, list[str]]:
+        """Ids of indexed images that have a category, and those categories (id order)."""
+        rows = self._query(
+            "SELECT i.id, l.category FROM images i JOIN labels l ON l.path = i.path ORDER BY i.id"
+        )
+        return np.array([r[0] for r in rows], dtype=np.int64), [str(r[1]) for r in rows]
+
+    def category_counts(self) -> dict[str, int]:
+        rows = self._query(
+            "SELECT l.category, COUNT(*) FROM images i JOIN labels l ON l.path = i.path"
+            " GROUP BY l.category ORDER BY l.category"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    # --- clusters --------------------------------------------------------------------------
+
+    def set_clusters(self, clusters: dict[int, int]) -> None:
+        """Replace every image's cluster (images not given get none; -1 means noise)."""
+        with self._transaction():
+            self._db.execute("UPDATE images SET cluster = NULL")
+            self._db.executemany(
+                "UPDATE images SET cluster = ? WHERE id = ?",
+                [(int(c), int(i)) for i, c in clusters.items()],
+            )
+
+    def cluster_counts(self) -> dict[int, int]:
+        rows = self._query(
+            "SELECT cluster, COUNT(*) FROM images WHERE cluster IS NOT NULL"
+            " GROUP BY cluster ORDER BY cluster"
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+
+def _box_text(box: Box | None) -> str | None:
+    return None if box is None else ",".join(f"{v:.5f}" for v in box)
+
+
+def _parse_box(text: str | None) -> Box | None:
+    if not text:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    return x0, y0, x1, y1
