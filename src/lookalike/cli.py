@@ -48,22 +48,44 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
         "--std", type=_floats3, default=(0.229, 0.224, 0.225), help="ONNX model std, 0..1"
     )
     group.add_argument("--output", default=None, help="ONNX output with the embedding")
+    group.add_argument(
+        "--pooling", choices=["avg", "gem"], default=None, help="feature-map pooling (avg)"
+    )
+    group.add_argument(
+        "--scales",
+        type=_ints,
+        default=None,
+        help="extra input sides whose descriptors are added, e.g. 320 or 160,320",
+    )
+    group.add_argument(
+        "--localize",
+        choices=["none", "mask", "crop"],
+        default=None,
+        help="find the object first: pool only its cells (mask) or re-embed it (crop)",
+    )
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(",") if p.strip())
 
 
 def _model_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from lookalike.models import builtin_spec, onnx_spec
 
-    if args.model is None:
+    options = (args.pooling, args.scales, args.localize)
+    if args.model is None and options == (None, None, None):
         return None
-    if args.model.endswith(".onnx"):
-        return onnx_spec(
+    if args.model is not None and args.model.endswith(".onnx"):
+        spec = onnx_spec(
             args.model,
             input_size=args.input_size,
             mean=args.mean,
             std=args.std,
             output=args.output,
         )
-    return builtin_spec(args.model)
+    else:
+        spec = builtin_spec(args.model or config.DEFAULT_MODEL)
+    return spec.with_options(pooling=args.pooling, scales=args.scales, localize=args.localize)
 
 
 def _open(args: argparse.Namespace, *, with_model: bool = False):  # type: ignore[no-untyped-def]

@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -17,13 +20,23 @@ from types import TracebackType
 import numpy as np
 from PIL import Image
 
-from lookalike import config, indexer
+from lookalike import compression, config, indexer
+from lookalike.categories import (
+    DEFAULT_COVERAGE,
+    DEFAULT_MAX_CATEGORIES,
+    CategoryModel,
+    choose_categories,
+    fit_classifier,
+)
+from lookalike.compression import Pca
 from lookalike.decode import load_image
 from lookalike.indexer import IndexReport, Plan
 from lookalike.models import Embedder, ModelSpec, builtin_spec
-from lookalike.search import SearchResult, top_k
+from lookalike.search import QueryOutcome, SearchResult, results_for
 from lookalike.store import Store
 from lookalike.vector_index import ExactIndex
+
+log = logging.getLogger(__name__)
 
 #: What can be searched with: a file path (an indexed file searches "more like this" with
 #: its stored vector), encoded image bytes, a decoded image, or a vector.
@@ -39,7 +52,9 @@ class Collection:
         self._embedder: Embedder | None = None
         self._index_embedder: Embedder | None = None
         self._index: ExactIndex | None = None
-        self._index_generation = -1
+        self._index_key: tuple[object, ...] = ()
+        self._pca: Pca | None = None
+        self._partition: _Partition | None = None
 
     @classmethod
     def open(
@@ -117,10 +132,13 @@ class Collection:
         changed ones re-embedded, and files gone from a given folder are removed."""
         work = work or self.plan(paths, all_files=all_files)
         if not work.todo and not work.vanished:
-            return IndexReport(unchanged=work.unchanged)
-        return indexer.run(
-            self.store, self.index_embedder, work, batch_size=batch_size, progress=progress
-        )
+            report = IndexReport(unchanged=work.unchanged)
+        else:
+            report = indexer.run(
+                self.store, self.index_embedder, work, batch_size=batch_size, progress=progress
+            )
+        self.refresh_models()
+        return report
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Remove files, or every file below folders, from the index; returns the count."""
@@ -129,17 +147,90 @@ class Collection:
             path = os.path.abspath(raw)
             doomed.append(path)
             doomed.extend(self.store.file_states(path))
-        return self.store.remove(doomed)
+        removed = self.store.remove(doomed)
+        self.refresh_models()
+        return removed
+
+    # --- categories and compression: models fitted on the collection -----------------------
+
+    def set_labels(self, labels: dict[str, str]) -> int:
+        """Give files (absolute paths, indexed or not yet) a category; retrains the
+        category classifier if anything changed. Returns how many labels changed."""
+        changed = self.store.set_labels({os.path.abspath(p): c for p, c in labels.items()})
+        self.refresh_models()
+        return changed
+
+    def categories(self) -> dict[str, int]:
+        """Category -> number of indexed images with that label."""
+        return self.store.category_counts()
+
+    def classifier(self) -> CategoryModel | None:
+        data = self.store.get_artifact("classifier")
+        return CategoryModel.from_bytes(data) if data else None
+
+    def set_compression(self, dims: int | None, *, whiten: bool = False) -> None:
+        """Compress the search index with PCA to ``dims`` (None: no compression)."""
+        self.store.set_meta("pca", json.dumps({"dims": dims, "whiten": whiten} if dims else {}))
+        self.store.put_artifact("pca", None)
+        self.refresh_models()
+
+    def pca(self) -> Pca | None:
+        data = self.store.get_artifact("pca")
+        return Pca.from_bytes(data) if data else None
+
+    def refresh_models(self) -> None:
+        """Refit what the collection's changes made stale: the PCA (when the collection grew
+        or shrank by over 10%) and the category classifier (when labels or images changed)."""
+        self._refresh_pca()
+        self._refresh_classifier()
+
+    def _refresh_pca(self) -> None:
+        settings = json.loads(self.store.get_meta("pca") or "{}")
+        if not settings:
+            return
+        current = self.pca()
+        count = len(self)
+        if current is not None and not compression.is_stale(current, count):
+            return
+        if count < 2:
+            return
+        _, vectors = self.store.load_vectors()
+        fitted = compression.fit(vectors, settings["dims"], whiten=settings["whiten"])
+        self.store.put_artifact("pca", fitted.to_bytes())
+        self.store.set_meta("pca_generation", str(self.store.generation()))
+
+    def _refresh_classifier(self) -> None:
+        key = f"{self.store.labels_generation()}:{self.store.generation()}"
+        if self.store.get_meta("classifier_key") == key:
+            return
+        ids, labels = self.store.labelled_ids()
+        model = None
+        if len(set(labels)) >= 2:
+            all_ids, vectors = self.store.load_vectors()
+            model = fit_classifier(vectors[np.searchsorted(all_ids, ids)], labels)
+        self.store.put_artifact("classifier", model.to_bytes() if model else None)
+        self.store.set_meta("classifier_key", key)
 
     # --- searching -------------------------------------------------------------------------
 
     def index(self) -> ExactIndex:
-        """The vector index, reloaded from the store when the store has changed."""
-        generation = self.store.generation()
-        if self._index is None or generation != self._index_generation:
+        """The vector index (PCA-compressed if enabled), reloaded when the store changed."""
+        key = (
+            self.store.generation(),
+            self.store.get_meta("classifier_key"),
+            self.store.get_meta("pca_generation"),
+        )
+        if self._index is None or key != self._index_key:
             ids, vectors = self.store.load_vectors()
+            classifier = self.classifier()
+            self._partition = None
+            if classifier is not None and len(ids):
+                self._partition = _Partition.build(self.store, classifier, ids, vectors)
+            self._pca = self.pca()
+            if self._pca is not None and len(ids):
+                vectors = self._pca.transform(vectors)
             self._index = ExactIndex(ids, vectors)
-            self._index_generation = generation
+            self._index_key = key
         return self._index
 
     def query_vectors(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[int | None]]:
@@ -166,23 +257,167 @@ class Collection:
 
     def _decode(self, query: str | os.PathLike[str] | bytes) -> Image.Image:
         source = query if isinstance(query, bytes) else os.fspath(query)
-        return load_image(source, min_side=self.spec.input_size)
+        return load_image(source, min_side=self.embedder.decode_side)
 
     def search_many(
-        self, queries: Sequence[Query], *, k: int = config.DEFAULT_K, min_score: float | None = None
+        self,
+        queries: Sequence[Query],
+        *,
+        k: int = config.DEFAULT_K,
+        min_score: float | None = None,
+        by_category: bool = False,
+        expand: int = 0,
     ) -> list[list[SearchResult]]:
         """Top-``k`` most similar indexed images for each query, best first.
 
+        ``by_category`` predicts each query's categories and searches only them (see
+        :meth:`search_detailed`); ``expand`` > 0 turns on query expansion: the query is
+        averaged with its top ``expand`` results and searched again.
         Raises :class:`lookalike.decode.DecodeError` if a query is not a usable image.
         A query that is itself an indexed file is left out of its own results.
         """
+        outcomes = self.search_detailed(
+            queries, k=k, min_score=min_score, by_category=by_category, expand=expand
+        )
+        return [outcome.results for outcome in outcomes]
+
+    def search_detailed(
+        self,
+        queries: Sequence[Query],
+        *,
+        k: int = config.DEFAULT_K,
+        min_score: float | None = None,
+        by_category: bool = False,
+        expand: int = 0,
+        coverage: float = DEFAULT_COVERAGE,
+        max_categories: int = DEFAULT_MAX_CATEGORIES,
+    ) -> list[QueryOutcome]:
+        """Like :meth:`search_many`, also saying which categories were searched.
+
+        With ``by_category``, the classifier's top categories whose probabilities add up to
+        ``coverage`` are searched, unless that takes more than ``max_categories``: then
+        the prediction is unsure and the whole collection is searched (``searched`` None).
+        """
         if not queries:
             return []
-        vectors, own_ids = self.query_vectors(queries)
-        return top_k(self.store, self.index(), vectors, k=k, min_score=min_score, exclude=own_ids)
+        raw, own_ids = self.query_vectors(queries)
+        index = self.index()
+        vectors = self._pca.transform(raw) if self._pca is not None else raw
+        partition = self._partition if by_category else None
+        if by_category and partition is None:
+            log.info("no category classifier in %s: searching everything", self.store.path)
+        outcomes = []
+        for i in range(len(vectors)):
+            query, exclude = vectors[i : i + 1], [own_ids[i]]
+            searched, predictions = None, []
+            if partition is not None:
+                probabilities = partition.classifier.predict_proba(raw[i : i + 1])[0]
+                top = np.argsort(-probabilities)[:5]
+                predictions = [
+                    (partition.classifier.classes[j], float(probabilities[j])) for j in top
+                ]
+                chosen = choose_categories(
+                    probabilities, coverage=coverage, max_categories=max_categories
+                )
+                if chosen is not None:
+                    searched = [partition.classifier.classes[j] for j in chosen]
+            ids, scores = self._top_k(index, query, k, exclude, searched)
+            if expand > 0:
+                ids, scores = self._top_k(
+                    index, _expand(index, query, ids[0][:expand]), k, exclude, searched
+                )
+            results = results_for(self.store, ids, scores, min_score)[0]
+            outcomes.append(QueryOutcome(results, searched, predictions))
+        return outcomes
+
+    def _top_k(
+        self,
+        index: ExactIndex,
+        query: np.ndarray,
+        k: int,
+        exclude: list[int | None],
+        searched: list[str] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if searched is None or self._partition is None:
+            return index.search(query, k, exclude)
+        parts = [
+            self._partition.subindex(index, name).search(query, k, exclude) for name in searched
+        ]
+        ids = np.concatenate([p[0] for p in parts], axis=1)
+        scores = np.concatenate([p[1] for p in parts], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+    def classify(self, query: Query, *, top: int = 5) -> list[tuple[str, float]]:
+        """Most likely categories of an image: from the collection's classifier when it has
+        labelled categories, else from the model's ImageNet head (1000 classes)."""
+        classifier = self.classifier()
+        if classifier is not None:
+            raw, _ = self.query_vectors([query])
+            probabilities = classifier.predict_proba(raw)[0]
+            names: Sequence[str] = classifier.classes
+        else:
+            image = query if isinstance(query, Image.Image) else self._decode(query)  # type: ignore[arg-type]
+            probabilities = self.embedder.imagenet_probabilities([image.convert("RGB")])[0]
+            names = imagenet_class_names()
+        order = np.argsort(-probabilities)[:top]
+        return [(names[i], float(probabilities[i])) for i in order]
 
     def search(
         self, query: Query, *, k: int = config.DEFAULT_K, min_score: float | None = None
     ) -> list[SearchResult]:
         """Top-``k`` most similar indexed images, best first (see :meth:`search_many`)."""
         return self.search_many([query], k=k, min_score=min_score)[0]
+
+
+class _Partition:
+    """Which category each indexed image belongs to, for category-first search.
+
+    An image's category is its label when it has one, else the classifier's prediction.
+    Per-category sub-indexes are cut from the main index on first use.
+    """
+
+    def __init__(self, classifier: CategoryModel, codes: np.ndarray) -> None:
+        self.classifier = classifier
+        self.codes = codes  # (N,) index into classifier.classes, aligned with the index rows
+        self._subindexes: dict[str, ExactIndex] = {}
+
+    @classmethod
+    def build(
+        cls, store: Store, classifier: CategoryModel, ids: np.ndarray, vectors: np.ndarray
+    ) -> _Partition:
+        codes = classifier.predict_proba(vectors).argmax(axis=1)
+        position = {name: i for i, name in enumerate(classifier.classes)}
+        labelled_ids, labels = store.labelled_ids()
+        rows = np.searchsorted(ids, labelled_ids)
+        for row, label in zip(rows, labels, strict=True):
+            if label in position:
+                codes[row] = position[label]
+        return cls(classifier, codes)
+
+    def subindex(self, index: ExactIndex, name: str) -> ExactIndex:
+        if name not in self._subindexes:
+            rows = self.codes == self.classifier.classes.index(name)
+            self._subindexes[name] = ExactIndex(index.ids[rows], index.vectors[rows])
+        return self._subindexes[name]
+
+    def fraction(self, names: list[str]) -> float:
+        """Share of the collection that searching these categories scans."""
+        wanted = [self.classifier.classes.index(n) for n in names]
+        return float(np.isin(self.codes, wanted).mean()) if len(self.codes) else 0.0
+
+
+def _expand(index: ExactIndex, query: np.ndarray, top_ids: np.ndarray) -> np.ndarray:
+    """Average query expansion: the query plus its top results' vectors, renormalised."""
+    found = top_ids[top_ids >= 0]
+    rows = np.searchsorted(index.ids, found)
+    expanded = query[0] + index.vectors[rows].sum(axis=0)
+    return (expanded / max(float(np.linalg.norm(expanded)), 1e-12))[None, :].astype(np.float32)
+
+
+@functools.cache
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in model output order (WordNet lemmas; list from
+    timm, Apache-2.0)."""
+    text = (Path(__file__).parent / "imagenet_classes.txt").read_text()
+    return tuple(line.split("\t", 1)[1] for line in text.splitlines() if line.strip())

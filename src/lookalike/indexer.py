@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from lookalike import config
 from lookalike.decode import DecodeError, load_image
 from lookalike.models import Embedder
-from lookalike.store import EmbeddedImage, SkippedFile, Store
+from lookalike.store import Box, EmbeddedImage, SkippedFile, Store
 
 log = logging.getLogger(__name__)
 
@@ -163,31 +164,39 @@ class _Outcome:
     width: int = 0
     height: int = 0
     reason: str = ""
+    box: Box | None = None
 
 
-def _decode_one(embedder: Embedder, candidate: Candidate) -> tuple[np.ndarray, int, int] | str:
-    """Pixels and original size of a file, or the reason it cannot be used."""
+def _decode_one(embedder: Embedder, candidate: Candidate) -> Image.Image | str:
+    """The decoded image, or the reason the file cannot be used."""
     try:
-        image = load_image(candidate.path, min_side=embedder.spec.input_size)
-        return embedder.prepare(image), image.width, image.height
+        return load_image(candidate.path, min_side=embedder.decode_side)
     except DecodeError as exc:
         return exc.reason
     except Exception as exc:  # a bad file must never stop the batch
-        log.exception("unexpected error preparing %s", candidate.path)
+        log.exception("unexpected error decoding %s", candidate.path)
         return f"unexpected error: {exc}"
 
 
 def _process_batch(embedder: Embedder, batch: list[Candidate]) -> list[_Outcome]:
     """Decode and embed one batch, on one worker thread."""
     decoded = [_decode_one(embedder, candidate) for candidate in batch]
-    good = [d for d in decoded if not isinstance(d, str)]
-    vectors = iter(embedder.embed(np.stack([d[0] for d in good])) if good else [])
+    images = [d for d in decoded if not isinstance(d, str)]
+    described: Iterator[tuple[np.ndarray, Box | None]] = iter([])
+    if images:
+        try:
+            description = embedder.describe(images)
+            described = iter(zip(description.vectors, description.boxes, strict=True))
+        except Exception as exc:  # e.g. a model that cannot take some image
+            log.exception("model failed on a batch")
+            return [_Outcome(c, None, reason=f"model error: {exc}") for c in batch]
     outcomes = []
     for candidate, d in zip(batch, decoded, strict=True):
         if isinstance(d, str):
             outcomes.append(_Outcome(candidate, None, reason=d))
         else:
-            outcomes.append(_Outcome(candidate, next(vectors), d[1], d[2]))
+            vector, box = next(described)
+            outcomes.append(_Outcome(candidate, vector, d.width, d.height, box=box))
     return outcomes
 
 
@@ -240,6 +249,7 @@ def run(
                         o.width,
                         o.height,
                         o.vector,
+                        o.box,
                     )
                     for o in outcomes
                     if o.vector is not None

@@ -23,7 +23,10 @@ import numpy as np
 from PIL import Image
 
 from lookalike import config
-from lookalike.preprocess import ResizeMode, normalize_batch, to_pixels
+from lookalike.features import Localize, Pooling, mask_boxes, object_masks
+from lookalike.features import pool as pool_feature_map
+from lookalike.preprocess import ResizeMode, crop_region, normalize_batch, to_pixels
+from lookalike.store import Box
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,13 @@ class ModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to turn an image into a vector; stored with each collection."""
+    """Everything needed to turn an image into a vector; stored with each collection.
+
+    Besides the model and its input, it says how the feature map becomes a vector
+    (:mod:`lookalike.features`): ``pooling``, extra ``scales`` (input sides whose descriptors
+    are added to the base one) and ``localize`` (``mask``: pool only the object's cells;
+    ``crop``: find the object, crop the image to it and describe the crop).
+    """
 
     name: str
     input_size: int
@@ -56,6 +65,9 @@ class ModelSpec:
     resize: ResizeMode = "crop"
     onnx_path: str | None = None  # None for built-in models
     output: str = "embedding"  # graph output holding the embedding (N x D, or N x C x H x W)
+    pooling: Pooling = "avg"
+    scales: tuple[int, ...] = ()
+    localize: Localize = "none"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -63,8 +75,31 @@ class ModelSpec:
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
         data = json.loads(text)
-        data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
+        for key in ("mean", "std", "scales"):
+            if key in data:
+                data[key] = tuple(data[key])
         return cls(**data)
+
+    def with_options(
+        self,
+        *,
+        pooling: Pooling | None = None,
+        scales: tuple[int, ...] | None = None,
+        localize: Localize | None = None,
+    ) -> ModelSpec:
+        """This spec with other descriptor options (None keeps the current one)."""
+        return dataclasses.replace(
+            self,
+            pooling=pooling or self.pooling,
+            scales=self.scales
+            if scales is None
+            else tuple(s for s in scales if s != self.input_size),
+            localize=localize or self.localize,
+        )
+
+    @property
+    def all_scales(self) -> tuple[int, ...]:
+        return (self.input_size, *self.scales)
 
 
 def builtin_models() -> list[str]:
@@ -155,11 +190,21 @@ def builtin_graph_path(name: str) -> Path:
     return target
 
 
+@dataclass(frozen=True)
+class Description:
+    """Unit vectors of a batch of images, and the object box of each (or None)."""
+
+    vectors: np.ndarray
+    boxes: list[Box | None]
+
+
 class Embedder:
     """Runs one model: images -> L2-normalised float32 vectors (and ImageNet logits if any).
 
-    ``prepare`` (resize and crop to uint8 pixels) is thread-safe and meant to run in decoding
-    workers; ``embed`` normalises a stacked batch of them and runs the graph.
+    ``describe`` is the whole image -> vector path (scales, pooling, localization). The
+    lower-level ``prepare`` (resize and crop to uint8 pixels) and ``embed`` (normalise a
+    stacked batch and run the graph at the base size) serve tests and benchmarks.
+    Thread-safe: ONNX Runtime sessions allow concurrent runs.
     """
 
     def __init__(self, spec: ModelSpec, *, threads: int | None = None) -> None:
@@ -177,31 +222,119 @@ class Embedder:
         except Exception as exc:
             raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
         self._input = self._session.get_inputs()[0].name
-        outputs = {o.name for o in self._session.get_outputs()}
+        outputs = {o.name: o for o in self._session.get_outputs()}
         if spec.output not in outputs:
             raise ModelError(f"model has no output {spec.output!r}; it has {sorted(outputs)}")
         self.has_logits = spec.onnx_path is None and "logits" in outputs
+        if spec.onnx_path is None:
+            self._feature_output: str | None = "feature_map"
+        else:
+            rank = len(outputs[spec.output].shape or ())
+            self._feature_output = spec.output if rank == 4 else None
+        plain = spec.pooling == "avg" and spec.localize == "none" and not spec.scales
+        if self._feature_output is None and not plain:
+            raise ModelError(
+                f"{spec.name}: pooling, scales and localization need a 4-D feature-map output"
+            )
 
-    def prepare(self, image: Image.Image) -> np.ndarray:
-        """Decoded RGB image -> uint8 pixels (S, S, 3) at the model's input size."""
-        return to_pixels(image, self.spec.input_size, self.spec.resize)
+    @property
+    def decode_side(self) -> int:
+        """Shortest side worth decoding (JPEG draft mode may reduce down to it)."""
+        return max(self.spec.all_scales) * (2 if self.spec.localize == "crop" else 1)
+
+    def prepare(self, image: Image.Image, size: int | None = None) -> np.ndarray:
+        """Decoded RGB image -> uint8 pixels (S, S, 3) at the model's input size (or ``size``)."""
+        return to_pixels(image, size or self.spec.input_size, self.spec.resize)
 
     def model_input(self, pixels: np.ndarray) -> np.ndarray:
         """Stacked uint8 pixels (N, S, S, 3) -> normalised float32 model input (N, 3, S, S)."""
         return normalize_batch(pixels, self.spec.mean, self.spec.std)
 
     def run(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
-        """Run the graph (thread-safe: ONNX Runtime sessions allow concurrent runs)."""
+        """Run the graph on a normalised batch."""
         result: list[Any] = self._session.run(outputs, {self._input: batch})
         return result
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        """Stacked uint8 pixels (N, S, S, 3) -> (N, D) unit-length vectors."""
+        """Stacked uint8 pixels (N, S, S, 3) -> (N, D) unit vectors, base size, average pool."""
         (raw,) = self.run(self.model_input(pixels), [self.spec.output])
         return normalize(pool(raw))
 
+    def feature_maps(self, images: list[Image.Image], size: int) -> np.ndarray:
+        """(N, C, h, w) feature maps of the images resized to ``size``."""
+        if self._feature_output is None:
+            raise ModelError(f"{self.spec.name} has no feature-map output")
+        pixels = np.stack([self.prepare(image, size) for image in images])
+        (fmaps,) = self.run(self.model_input(pixels), [self._feature_output])
+        return fmaps
+
+    def describe(self, images: list[Image.Image]) -> Description:
+        """Images -> unit vectors (and object boxes), as the spec says."""
+        spec = self.spec
+        if self._feature_output is None:  # a plain vector model: nothing to pool or localize
+            return Description(
+                self.embed(np.stack([self.prepare(i) for i in images])), [None] * len(images)
+            )
+        boxes: list[Box | None] = [None] * len(images)
+        if spec.localize == "crop":
+            found = self._object_boxes(images)
+            images = [_crop(image, box) for image, box in zip(images, found, strict=True)]
+            boxes = list(found)
+        total: np.ndarray | None = None
+        for size in spec.all_scales:
+            fmaps = self.feature_maps(images, size)
+            masks = object_masks(fmaps) if spec.localize == "mask" else None
+            if masks is not None and size == spec.input_size:
+                boxes = [
+                    _to_image_box(box, crop_region(image.width, image.height, size, spec.resize))
+                    for box, image in zip(mask_boxes(masks), images, strict=True)
+                ]
+            pooled = normalize(pool_feature_map(fmaps, spec.pooling, masks))
+            total = pooled if total is None else total + pooled
+        assert total is not None
+        return Description(normalize(total), boxes)
+
+    def _object_boxes(self, images: list[Image.Image]) -> list[Box]:
+        size = self.spec.input_size
+        masks = object_masks(self.feature_maps(images, size))
+        return [
+            _to_image_box(box, crop_region(image.width, image.height, size, self.spec.resize))
+            for box, image in zip(mask_boxes(masks), images, strict=True)
+        ]
+
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
-        return self.embed(np.stack([self.prepare(image) for image in images]))
+        return self.describe(images).vectors
+
+    def imagenet_probabilities(self, images: list[Image.Image]) -> np.ndarray:
+        """(N, 1000) softmax of the built-in model's ImageNet head."""
+        if not self.has_logits:
+            raise ModelError(f"{self.spec.name} has no ImageNet head")
+        pixels = np.stack([self.prepare(image) for image in images])
+        (logits,) = self.run(self.model_input(pixels), ["logits"])
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+#: Margin added around a found object before cropping to it (fraction of the box side).
+CROP_MARGIN = 0.1
+
+
+def _to_image_box(box: Box, region: Box) -> Box:
+    """A box in fractions of the model's square input -> fractions of the whole image."""
+    rx0, ry0, rx1, ry1 = region
+    x0, y0, x1, y1 = box
+    w, h = rx1 - rx0, ry1 - ry0
+    return (rx0 + x0 * w, ry0 + y0 * h, rx0 + x1 * w, ry0 + y1 * h)
+
+
+def _crop(image: Image.Image, box: Box) -> Image.Image:
+    x0, y0, x1, y1 = box
+    mx, my = (x1 - x0) * CROP_MARGIN, (y1 - y0) * CROP_MARGIN
+    left, top = max(0.0, x0 - mx) * image.width, max(0.0, y0 - my) * image.height
+    right, bottom = min(1.0, x1 + mx) * image.width, min(1.0, y1 + my) * image.height
+    if right - left < 8 or bottom - top < 8:
+        return image
+    return image.crop((round(left), round(top), round(right), round(bottom)))
 
 
 def pool(raw: np.ndarray) -> np.ndarray:

@@ -10,6 +10,23 @@ from PIL import Image
 ResizeMode = Literal["crop", "squash"]
 
 
+def crop_region(
+    width: int, height: int, size: int, mode: ResizeMode = "crop"
+) -> tuple[float, float, float, float]:
+    """The part of a width x height image that :func:`fit_square` keeps, as fractions."""
+    if mode == "squash":
+        return (0.0, 0.0, 1.0, 1.0)
+    left, top, right, bottom = _crop_box(width, height, size)
+    return (left / width, top / height, right / width, bottom / height)
+
+
+def _crop_box(width: int, height: int, size: int) -> tuple[float, float, float, float]:
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return (left / scale, top / scale, (left + size) / scale, (top + size) / scale)
+
+
 def fit_square(image: Image.Image, size: int, mode: ResizeMode = "crop") -> Image.Image:
     """Resize to ``size`` x ``size``.
 
@@ -18,12 +35,8 @@ def fit_square(image: Image.Image, size: int, mode: ResizeMode = "crop") -> Imag
     """
     if mode == "squash":
         return image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    width, height = image.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    left, top = (new_w - size) // 2, (new_h - size) // 2
     # box= crops in source coordinates while resizing, so only the kept part is resampled.
-    box = (left / scale, top / scale, (left + size) / scale, (top + size) / scale)
+    box = _crop_box(image.width, image.height, size)
     return image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
 
 

@@ -30,6 +30,15 @@ class SearchResult:
         return out
 
 
+@dataclass(frozen=True)
+class QueryOutcome:
+    """One query's results, and with category-first search, what was searched."""
+
+    results: list[SearchResult]
+    searched: list[str] | None = None  # categories searched; None: the whole collection
+    predictions: list[tuple[str, float]] | None = None  # top predicted categories
+
+
 def top_k(
     store: Store,
     index: VectorIndex,

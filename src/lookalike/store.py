@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_cluster ON images (cluster);
 CREATE TABLE IF NOT EXISTS labels (path TEXT PRIMARY KEY, category TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS artifacts (name TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -154,6 +155,20 @@ class Store:
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+    def put_artifact(self, name: str, data: bytes | None) -> None:
+        """Save (or with None, delete) a fitted model: classifier, PCA."""
+        with self._transaction():
+            if data is None:
+                self._db.execute("DELETE FROM artifacts WHERE name = ?", (name,))
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO artifacts (name, data) VALUES (?, ?)", (name, data)
+                )
+
+    def get_artifact(self, name: str) -> bytes | None:
+        rows = self._query("SELECT data FROM artifacts WHERE name = ?", (name,))
+        return bytes(rows[0][0]) if rows else None
 
     def generation(self) -> int:
         """A number that changes whenever the set of vectors changes."""

@@ -1,0 +1,85 @@
+"""Category prediction: a linear classifier on the stored vectors, trained per collection.
+
+Categories come from the collection (class folders or a labels CSV). The classifier is fitted
+with scikit-learn's logistic regression, then kept as plain arrays (coefficients, intercepts,
+class names) so that predicting needs only NumPy: loading scikit-learn would cost a cold
+`lookalike search` a second.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Search the smallest set of top categories whose probabilities add up to this...
+DEFAULT_COVERAGE = 0.8
+#: ...unless it takes more categories than this: then the prediction is unsure and the
+#: whole collection is searched.
+DEFAULT_MAX_CATEGORIES = 3
+
+
+@dataclass(frozen=True)
+class CategoryModel:
+    classes: tuple[str, ...]
+    coef: np.ndarray  # (K, D)
+    intercept: np.ndarray  # (K,)
+
+    def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, D) vectors -> (N, K) class probabilities (softmax of the linear scores)."""
+        scores = np.atleast_2d(vectors) @ self.coef.T + self.intercept
+        scores -= scores.max(axis=1, keepdims=True)
+        exp = np.exp(scores)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict(self, vectors: np.ndarray) -> list[str]:
+        return [self.classes[i] for i in self.predict_proba(vectors).argmax(axis=1)]
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, classes=np.array(self.classes), coef=self.coef, intercept=self.intercept)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CategoryModel:
+        arrays = np.load(io.BytesIO(data), allow_pickle=False)
+        return cls(tuple(str(c) for c in arrays["classes"]), arrays["coef"], arrays["intercept"])
+
+
+def fit_classifier(vectors: np.ndarray, labels: list[str], *, c: float = 10.0) -> CategoryModel:
+    """Fit a multinomial logistic regression on unit vectors.
+
+    A two-class or larger problem is needed; with one category there is nothing to predict.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise ValueError("category prediction needs at least two categories")
+    model = LogisticRegression(C=c, max_iter=300)
+    model.fit(vectors, labels)
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:  # scikit-learn keeps one row for two classes
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    return CategoryModel(
+        tuple(str(c) for c in model.classes_),
+        coef.astype(np.float32),
+        intercept.astype(np.float32),
+    )
+
+
+def choose_categories(
+    probabilities: np.ndarray,
+    *,
+    coverage: float = DEFAULT_COVERAGE,
+    max_categories: int = DEFAULT_MAX_CATEGORIES,
+) -> list[int] | None:
+    """Indices of the top categories covering ``coverage``; None when that needs too many."""
+    order = np.argsort(-probabilities)
+    covered = np.cumsum(probabilities[order])
+    needed = int(np.searchsorted(covered, coverage) + 1)
+    if needed > max_categories:
+        return None
+    return [int(i) for i in order[:needed]]
