@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -95,12 +94,29 @@ def _open(args: argparse.Namespace, *, with_model: bool = False):  # type: ignor
 
 
 def _index(args: argparse.Namespace) -> int:
+    from lookalike.evaluate import read_labels
+
     with _open(args, with_model=True) as collection:
+        if args.pca is not None:
+            collection.set_compression(args.pca or None, whiten=args.whiten)
         report = _index_with_progress(collection, args.paths, args.all_files, args.batch_size)
+        labels: dict[str, str] = {}
+        if args.labels is not None:
+            labels.update(read_labels(args.labels.parent, args.labels))
+        if args.categories_from_folders:
+            for folder in (Path(p) for p in args.paths):
+                if folder.is_dir():
+                    labels.update(read_labels(folder))
+        if labels:
+            collection.set_labels(labels)
+        summary = report.as_dict()
+        summary["categories"] = len(collection.categories())
         if args.json:
-            print(json.dumps(report.as_dict()))
+            print(json.dumps(summary))
         else:
             _print_report(report)
+            if labels:
+                print(f"{summary['categories']} categories; classifier trained on the labels")
     return 0
 
 
@@ -141,7 +157,13 @@ def _search(args: argparse.Namespace) -> int:
             return 2
         for query in args.images:
             try:
-                results = collection.search(query, k=args.k, min_score=args.min_score)
+                (outcome,) = collection.search_detailed(
+                    [query],
+                    k=args.k,
+                    min_score=args.min_score,
+                    by_category=args.by_category,
+                    expand=args.expand,
+                )
             except DecodeError as exc:
                 status = 1
                 if args.json:
@@ -149,55 +171,98 @@ def _search(args: argparse.Namespace) -> int:
                 else:
                     print(f"{query}: cannot search: {exc.reason}", file=sys.stderr)
                 continue
+            results = outcome.results
             if args.json:
-                hits = [r.as_dict() for r in results]
-                print(json.dumps({"query": query, "results": hits}))
+                line: dict[str, object] = {
+                    "query": query,
+                    "results": [r.as_dict() for r in results],
+                }
+                if args.by_category:
+                    line["searched_categories"] = outcome.searched
+                    line["predictions"] = outcome.predictions
+                print(json.dumps(line))
             else:
                 print(query)
+                if args.by_category:
+                    where = ", ".join(outcome.searched) if outcome.searched else "everything"
+                    print(f"  searched: {where}")
                 for rank, hit in enumerate(results, 1):
-                    print(f"  {rank:>3}  {hit.score:.4f}  {hit.path}")
+                    label = f"  [{hit.category}]" if hit.category else ""
+                    print(f"  {rank:>3}  {hit.score:.4f}  {hit.path}{label}")
+    return status
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from lookalike.decode import DecodeError
+
+    status = 0
+    with _open(args) as collection:
+        for query in args.images:
+            try:
+                predictions = collection.classify(query, top=args.top)
+            except DecodeError as exc:
+                print(f"{query}: cannot classify: {exc.reason}", file=sys.stderr)
+                status = 1
+                continue
+            if args.json:
+                top = [{"category": c, "probability": round(p, 4)} for c, p in predictions]
+                print(json.dumps({"query": query, "predictions": top}))
+            else:
+                print(query)
+                for category, probability in predictions:
+                    print(f"  {probability:6.1%}  {category}")
     return status
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from lookalike.collection import Collection
-    from lookalike.evaluate import leave_one_out, read_labels
+    from lookalike.evaluate import EvalConfig, compare, plot_precision_recall, read_labels
 
     root = Path(args.dir)
     labels = read_labels(root, args.labels)
-    with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or Path(tmp) / "eval.db"
-        with Collection.open(db, model=_model_spec(args)) as collection:
-            started = time.perf_counter()
-            report = _index_with_progress(collection, [root], False, args.batch_size)
-            elapsed = time.perf_counter() - started
-            ids, vectors = collection.store.load_vectors()
-            paths = collection.store.paths(ids)
-            keep = [i for i, image_id in enumerate(ids) if paths[int(image_id)] in labels]
-            scores = leave_one_out(
-                vectors[keep],
-                [labels[paths[int(ids[i])]] for i in keep],
-                distractors=frozenset(args.distractor),
-            )
-            model = collection.spec.name
-    result = {
-        "model": model,
-        **scores.as_dict(),
-        "images_per_second": round(report.embedded / elapsed, 1) if report.embedded else None,
-        "indexed_now": report.embedded,
-        "skipped": len(report.skipped),
-        "unlabelled_indexed": int(len(ids) - len(keep)),
-    }
-    if args.json:
-        print(json.dumps(result))
+    if args.compare:
+        configs = [EvalConfig.parse(text) for text in args.compare]
     else:
-        rate = result["images_per_second"]
-        print(f"model         {model}")
-        print(f"queries       {scores.queries} (database {scores.database})")
-        print(f"mAP           {scores.mean_average_precision:.4f}")
-        print(f"precision@10  {scores.precision_at_10:.4f}")
-        print(f"top-1         {scores.top1_accuracy:.4f}")
-        print(f"images/s      {rate if rate is not None else 'n/a (nothing new to index)'}")
+        configs = [
+            EvalConfig(
+                model=args.model or "lite0",
+                pooling=args.pooling or "avg",
+                scales=args.scales or (),
+                localize=args.localize or "none",
+            )
+        ]
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = args.cache_dir or Path(tmp)
+        cache.mkdir(parents=True, exist_ok=True)
+        results = compare(
+            root,
+            labels,
+            configs,
+            cache_dir=cache,
+            distractors=frozenset(args.distractor),
+            index_folder=lambda c, r: _index_with_progress(c, [r], False, args.batch_size),
+        )
+    if args.plot:
+        plot_precision_recall(results, args.plot, f"{root.name}: precision-recall")
+    if args.json:
+        for result in results:
+            print(json.dumps(result.as_dict()))
+        return 0
+    first = results[0].scores
+    print(f"{root}: {first.queries} queries, database {first.database}")
+    header = f"{'config':<46} {'mAP':>7} {'P@10':>7} {'top-1':>7} {'img/s':>7} {'bytes':>6}"
+    print(header + "  category-first")
+    for r in results:
+        rate = f"{r.images_per_second:7.1f}" if r.images_per_second else "      -"
+        extra = (
+            f"  classifier {r.classifier_accuracy:.3f}, scans {r.scanned_fraction:.1%}"
+            if r.config.by_category
+            else ""
+        )
+        print(
+            f"{r.config.name:<46} {r.scores.mean_average_precision:7.4f} "
+            f"{r.scores.precision_at_10:7.4f} {r.scores.top1_accuracy:7.4f} {rate} "
+            f"{r.bytes_per_image:6d}{extra}"
+        )
     return 0
 
 
@@ -245,6 +310,37 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """Serve the HTTP API and the web page until interrupted."""
+    from lookalike.service import ServiceSettings, read_token, serve
+
+    db = args.db
+    if db is None and config.default_db().is_file():
+        db = config.default_db()  # what `lookalike index` filled, as for every other command
+    settings = ServiceSettings(
+        collections_dir=args.collections or config.data_dir() / "collections",
+        db=db.expanduser().resolve() if db is not None else None,
+        roots=[root.expanduser() for root in args.root],
+        token=read_token(args.token_file),
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_upload_pixels=args.max_upload_pixels,
+    )
+    for name in ("lookalike", "uvicorn.error"):  # a server says where it listens
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        serve(
+            settings,
+            host=args.host,
+            port=args.port,
+            insecure_public=args.insecure_public,
+            access_log=args.verbose,
+        )
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lookalike", description="Search a folder of images by image."
@@ -263,6 +359,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    group = p.add_argument_group("categories and compression")
+    group.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="CSV with path,class_name (paths relative to the CSV's folder)",
+    )
+    group.add_argument(
+        "--categories-from-folders",
+        action="store_true",
+        help="the first folder level below each indexed folder is the category",
+    )
+    group.add_argument(
+        "--pca", type=int, default=None, help="compress the search index to this many dims (0: off)"
+    )
+    group.add_argument("--whiten", action="store_true", help="whiten when compressing")
     p.set_defaults(run=_index)
 
     p = commands.add_parser("search", help="find the indexed images most like each query")
@@ -271,7 +383,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=config.DEFAULT_K, help="results per query")
     p.add_argument("--min-score", type=float, default=None, help="lowest cosine to show")
     p.add_argument("--json", action="store_true", help="one JSON line per query")
+    p.add_argument(
+        "--by-category",
+        action="store_true",
+        help="predict the query's categories and search only them",
+    )
+    p.add_argument(
+        "--expand",
+        type=int,
+        default=0,
+        metavar="N",
+        help="query expansion: average with the top N results and search again",
+    )
     p.set_defaults(run=_search)
+
+    p = commands.add_parser("classify", help="predict the categories of images")
+    p.add_argument("images", nargs="+")
+    _add_db(p)
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_classify)
 
     p = commands.add_parser("eval", help="leave-one-out retrieval quality on a labelled folder")
     p.add_argument("dir", help="folder of images")
@@ -287,7 +418,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="category kept in the database but never a query (repeatable)",
     )
-    _add_db(p)
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="CONFIG",
+        help="configurations to compare, e.g. model=lite0 model=lite0,pool=gem,pca=256 "
+        "(keys: model, pool, scales=a+b, loc, pca, whiten, qe, bycat)",
+    )
+    p.add_argument("--plot", type=Path, default=None, help="write precision-recall curves (PNG)")
+    p.add_argument(
+        "--cache-dir", type=Path, default=None, help="keep the indexes here to reuse them"
+    )
     _add_model(p)
     p.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
     p.add_argument("--json", action="store_true")
@@ -307,6 +448,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
     p.add_argument("-k", type=int, default=5)
     p.set_defaults(run=_demo)
+
+    p = commands.add_parser("serve", help="HTTP API and web page to search by photo")
+    _add_db(p)
+    p.add_argument(
+        "--collections",
+        type=Path,
+        default=None,
+        help=f"folder of collections to serve (default: {config.data_dir() / 'collections'})",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--root",
+        type=Path,
+        action="append",
+        default=[],
+        help="folder whose images may be indexed by server-side path (repeatable)",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="file holding the API token needed for writes (default: $LOOKALIKE_TOKEN)",
+    )
+    p.add_argument(
+        "--insecure-public",
+        action="store_true",
+        help="allow a non-loopback --host without an API token",
+    )
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload, in MB")
+    p.add_argument(
+        "--max-upload-pixels", type=int, default=50_000_000, help="largest upload, in pixels"
+    )
+    p.set_defaults(run=_serve)
     return parser
 
 

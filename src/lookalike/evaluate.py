@@ -9,11 +9,24 @@ Reported: mAP (average precision over the full ranking), precision@10 and top-1 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lookalike.models import ModelSpec
+
+from lookalike.categories import (
+    DEFAULT_COVERAGE,
+    DEFAULT_MAX_CATEGORIES,
+    choose_categories,
+    fit_classifier,
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,7 @@ class RetrievalScores:
     top1_accuracy: float
     queries: int
     database: int
+    precision_at_recall: tuple[float, ...] = ()  # interpolated, at RECALL_LEVELS
 
     def as_dict(self) -> dict[str, float | int]:
         return {
@@ -71,28 +85,54 @@ def average_precisions(relevant: np.ndarray, positives: np.ndarray) -> np.ndarra
     )
 
 
+#: Recall levels of the interpolated precision-recall curve.
+RECALL_LEVELS = np.linspace(0.0, 1.0, 21)
+
+
 def leave_one_out(
     vectors: np.ndarray,
     labels: list[str],
     *,
     distractors: frozenset[str] = frozenset(),
+    expand: int = 0,
+    searched: list[frozenset[str] | None] | None = None,
     chunk: int = 256,
 ) -> RetrievalScores:
-    """Score unit ``vectors`` (one per image, labelled ``labels``) with the protocol above."""
+    """Score unit ``vectors`` (one per image, labelled ``labels``) with the protocol above.
+
+    ``expand`` > 0 applies average query expansion (query + its top ``expand`` neighbours,
+    searched again). ``searched``, one entry per image, limits each query's search to images
+    of those categories (category-first search); images left out count as not retrieved.
+    """
     names, codes = np.unique(np.asarray(labels), return_inverse=True)
     is_distractor = np.isin(names, list(distractors))[codes]
     queries = np.flatnonzero(~is_distractor)
     counts = np.bincount(codes, minlength=len(names))
-    aps, p10, top1 = [], [], []
+    code_of = {name: i for i, name in enumerate(names)}
+    aps, p10, top1, curves = [], [], [], []
     for start in range(0, len(queries), chunk):
         rows = queries[start : start + chunk]
-        scores = vectors[rows] @ vectors.T
-        scores[np.arange(len(rows)), rows] = -np.inf  # the query itself
+        query_vectors = vectors[rows]
+        scores = _scores(query_vectors, vectors, rows)
+        if expand > 0:
+            top = np.argpartition(-scores, expand, axis=1)[:, :expand]
+            query_vectors = query_vectors + vectors[top].sum(axis=1)
+            query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+            scores = _scores(query_vectors, vectors, rows)
+        if searched is not None:
+            for r, row in enumerate(rows):
+                allowed = searched[row]
+                if allowed is not None:
+                    keep = np.isin(codes, [code_of[c] for c in allowed if c in code_of])
+                    scores[r, ~keep] = -np.inf
         order = np.argsort(-scores, axis=1, kind="stable")[:, :-1]  # drop self (last)
-        relevant = codes[order] == codes[rows][:, None]
-        aps.append(average_precisions(relevant, counts[codes[rows]] - 1))
+        retrieved = np.isfinite(np.take_along_axis(scores, order, axis=1))
+        relevant = (codes[order] == codes[rows][:, None]) & retrieved
+        positives = counts[codes[rows]] - 1
+        aps.append(average_precisions(relevant, positives))
         p10.append(relevant[:, :10].sum(axis=1) / 10)
         top1.append(relevant[:, 0])
+        curves.append(_interpolated_precision(relevant, positives))
     if not aps:
         raise ValueError("no queries: every labelled image is a distractor")
     return RetrievalScores(
@@ -101,4 +141,234 @@ def leave_one_out(
         top1_accuracy=float(np.concatenate(top1).mean()),
         queries=len(queries),
         database=len(vectors),
+        precision_at_recall=tuple(float(v) for v in np.concatenate(curves).mean(axis=0)),
     )
+
+
+def _scores(query_vectors: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    scores = query_vectors @ vectors.T
+    scores[np.arange(len(rows)), rows] = -np.inf  # the query itself
+    return scores
+
+
+def _interpolated_precision(relevant: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """Per query, the best precision at recall >= each of RECALL_LEVELS (0 if never reached)."""
+    hits = np.cumsum(relevant, axis=1)
+    precision = hits / np.arange(1, relevant.shape[1] + 1)
+    recall = hits / np.maximum(positives, 1)[:, None]
+    best_after = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+    out = np.zeros((len(relevant), len(RECALL_LEVELS)))
+    for j, level in enumerate(RECALL_LEVELS):
+        reached = recall >= level - 1e-9
+        first = reached.argmax(axis=1)
+        out[:, j] = np.where(reached.any(axis=1), best_after[np.arange(len(relevant)), first], 0)
+    return out
+
+
+def cross_fitted_categories(
+    vectors: np.ndarray,
+    labels: list[str],
+    *,
+    folds: int = 5,
+    coverage: float = DEFAULT_COVERAGE,
+    max_categories: int = DEFAULT_MAX_CATEGORIES,
+) -> tuple[list[frozenset[str] | None], float]:
+    """Categories a category-first search would scan for each image, predicted by a
+    classifier that never saw that image (k-fold cross-fitting), and the accuracy of the
+    top prediction."""
+    rng = np.random.default_rng(0)
+    fold_of = rng.permutation(len(vectors)) % folds
+    searched: list[frozenset[str] | None] = [None] * len(vectors)
+    correct = 0
+    label_array = np.asarray(labels)
+    for fold in range(folds):
+        test = np.flatnonzero(fold_of == fold)
+        train = np.flatnonzero(fold_of != fold)
+        model = fit_classifier(vectors[train], list(label_array[train]))
+        probabilities = model.predict_proba(vectors[test])
+        for row, p in zip(test, probabilities, strict=True):
+            chosen = choose_categories(p, coverage=coverage, max_categories=max_categories)
+            correct += model.classes[int(p.argmax())] == labels[row]
+            searched[row] = None if chosen is None else frozenset(model.classes[i] for i in chosen)
+    return searched, correct / len(vectors)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One configuration to compare, written ``key=value,...``, e.g.
+    ``model=lite2,pool=gem,loc=mask,scales=320,pca=256,whiten=1,qe=2,bycat=1``."""
+
+    model: str = "lite0"
+    pooling: str = "avg"
+    scales: tuple[int, ...] = ()
+    localize: str = "none"
+    pca: int = 0
+    whiten: bool = False
+    expand: int = 0
+    by_category: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> EvalConfig:
+        keys = {
+            "model": "model",
+            "pool": "pooling",
+            "pooling": "pooling",
+            "loc": "localize",
+            "localize": "localize",
+            "scales": "scales",
+            "pca": "pca",
+            "whiten": "whiten",
+            "qe": "expand",
+            "expand": "expand",
+            "bycat": "by_category",
+        }
+        values: dict[str, object] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, _, value = part.partition("=")
+            if key not in keys:
+                raise ValueError(f"unknown setting {key!r} in {text!r}; known: {sorted(keys)}")
+            field = keys[key]
+            if field == "scales":
+                values[field] = tuple(int(v) for v in value.split("+") if v)
+            elif field in ("pca", "expand"):
+                values[field] = int(value)
+            elif field in ("whiten", "by_category"):
+                values[field] = value.lower() in ("1", "true", "yes", "on")
+            else:
+                values[field] = value
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        parts = [f"model={self.model}", f"pool={self.pooling}"]
+        if self.scales:
+            parts.append("scales=" + "+".join(map(str, self.scales)))
+        if self.localize != "none":
+            parts.append(f"loc={self.localize}")
+        if self.pca:
+            parts.append(f"pca={self.pca}" + (",whiten=1" if self.whiten else ""))
+        if self.expand:
+            parts.append(f"qe={self.expand}")
+        if self.by_category:
+            parts.append("bycat=1")
+        return ",".join(parts)
+
+    def model_spec(self) -> ModelSpec:
+        from lookalike.models import builtin_spec
+
+        return builtin_spec(self.model).with_options(
+            pooling=self.pooling,  # type: ignore[arg-type]
+            scales=self.scales,
+            localize=self.localize,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class ComparedConfig:
+    config: EvalConfig
+    scores: RetrievalScores
+    images_per_second: float | None
+    bytes_per_image: int
+    classifier_accuracy: float | None = None
+    scanned_fraction: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"config": self.config.name, **self.scores.as_dict()}
+        out["images_per_second"] = (
+            round(self.images_per_second, 1) if self.images_per_second else None
+        )
+        out["bytes_per_image"] = self.bytes_per_image
+        if self.config.by_category:
+            out["classifier_accuracy"] = round(self.classifier_accuracy or 0.0, 4)
+            out["scanned_fraction"] = round(self.scanned_fraction or 0.0, 4)
+        return out
+
+
+def compare(
+    root: Path,
+    labels: dict[str, str],
+    configs: list[EvalConfig],
+    *,
+    cache_dir: Path,
+    distractors: frozenset[str] = frozenset(),
+    index_folder: Callable[[Any, Path], Any] | None = None,
+) -> list[ComparedConfig]:
+    """Evaluate configurations side by side; each distinct model spec is indexed once
+    (into ``cache_dir``, so a second run reuses it) and the other settings (PCA, query
+    expansion, category-first) are applied to its vectors."""
+    import time
+
+    from lookalike.collection import Collection
+    from lookalike.compression import fit as fit_pca
+
+    results: list[ComparedConfig] = []
+    by_spec: dict[ModelSpec, list[EvalConfig]] = {}
+    for config in configs:
+        by_spec.setdefault(config.model_spec(), []).append(config)
+    for spec, group in by_spec.items():
+        key = hashlib.sha256(f"{root.resolve()}:{spec.to_json()}".encode()).hexdigest()[:16]
+        with Collection.open(cache_dir / f"{key}.db", model=spec) as collection:
+            started = time.perf_counter()
+            report = (index_folder or (lambda c, r: c.add([r])))(collection, root)
+            elapsed = time.perf_counter() - started
+            embedded = getattr(report, "embedded", 0)
+            rate = embedded / elapsed if embedded else None
+            ids, vectors = collection.store.load_vectors()
+            paths = collection.store.paths(ids)
+        keep = [i for i, image_id in enumerate(ids) if paths[int(image_id)] in labels]
+        kept_vectors = vectors[keep]
+        kept_labels = [labels[paths[int(ids[i])]] for i in keep]
+        searched_cache: tuple[list[frozenset[str] | None], float] | None = None
+        for config in group:
+            v = kept_vectors
+            if config.pca:
+                v = fit_pca(v, config.pca, whiten=config.whiten).transform(v)
+            searched, accuracy, scanned = None, None, None
+            if config.by_category:
+                if searched_cache is None:
+                    searched_cache = cross_fitted_categories(kept_vectors, kept_labels)
+                searched, accuracy = searched_cache
+                scanned = _scanned_fraction(searched, kept_labels)
+            scores = leave_one_out(
+                v, kept_labels, distractors=distractors, expand=config.expand, searched=searched
+            )
+            results.append(
+                ComparedConfig(config, scores, rate, int(v.shape[1]) * 4, accuracy, scanned)
+            )
+    return results
+
+
+def _scanned_fraction(searched: list[frozenset[str] | None], labels: list[str]) -> float:
+    names, counts = np.unique(np.asarray(labels), return_counts=True)
+    size = dict(zip(names.tolist(), counts.tolist(), strict=True))
+    total = len(labels)
+    return float(
+        np.mean([1.0 if s is None else sum(size.get(c, 0) for c in s) / total for s in searched])
+    )
+
+
+def plot_precision_recall(results: list[ComparedConfig], out: Path, title: str) -> None:
+    """Interpolated precision-recall curves of the compared configurations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 6), dpi=120)
+    for result in results:
+        ax.plot(
+            RECALL_LEVELS,
+            result.scores.precision_at_recall,
+            marker=".",
+            label=f"{result.config.name} (mAP {result.scores.mean_average_precision:.3f})",
+        )
+    ax.set_xlabel("recall")
+    ax.set_ylabel("interpolated precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
