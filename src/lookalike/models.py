@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike import config
-from lookalike.features import Localize, Pooling, mask_boxes, object_masks
+from lookalike.features import Localize, Pooling, cell_masks, mask_boxes, object_masks
 from lookalike.features import pool as pool_feature_map
 from lookalike.preprocess import ResizeMode, crop_region, normalize_batch, to_pixels
 from lookalike.store import Box
@@ -283,13 +283,18 @@ class Embedder:
         total: np.ndarray | None = None
         for size in spec.all_scales:
             fmaps = self.feature_maps(images, size)
-            masks = object_masks(fmaps) if spec.localize == "mask" else None
-            if masks is not None and size == spec.input_size:
-                boxes = [
-                    _to_image_box(box, crop_region(image.width, image.height, size, spec.resize))
-                    for box, image in zip(mask_boxes(masks), images, strict=True)
-                ]
-            pooled = normalize(pool_feature_map(fmaps, spec.pooling, masks))
+            cells = None
+            if spec.localize == "mask":
+                masks = object_masks(fmaps)
+                cells = cell_masks(masks, *fmaps.shape[2:])
+                if size == spec.input_size:
+                    boxes = [
+                        _to_image_box(
+                            box, crop_region(image.width, image.height, size, spec.resize)
+                        )
+                        for box, image in zip(mask_boxes(masks), images, strict=True)
+                    ]
+            pooled = normalize(pool_feature_map(fmaps, spec.pooling, cells))
             total = pooled if total is None else total + pooled
         assert total is not None
         return Description(normalize(total), boxes)

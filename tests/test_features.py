@@ -1,0 +1,98 @@
+"""Descriptors: pooling, multi-scale and object localization, on synthetic maps and real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike import Collection
+from lookalike.features import cell_masks, mask_boxes, object_masks, pool
+from lookalike.models import Embedder, builtin_spec
+
+
+def test_gem_is_at_least_the_average() -> None:
+    rng = np.random.default_rng(0)
+    fmaps = rng.uniform(0, 6, size=(3, 16, 5, 5)).astype(np.float32)
+    avg, gem = pool(fmaps, "avg"), pool(fmaps, "gem")
+    assert (gem >= avg - 1e-5).all()  # power-mean inequality
+    assert not np.allclose(gem, avg)
+
+
+def test_mask_finds_the_hot_region_and_its_box() -> None:
+    fmaps = np.full((1, 8, 7, 7), 0.1, dtype=np.float32)
+    fmaps[0, :, 4:7, 1:3] = 5.0  # object: rows 4-6, columns 1-2
+    fmaps[0, :, 0, 6] = 3.0  # a smaller hot spot elsewhere: not the largest region
+    fine = object_masks(fmaps)
+    assert fine.shape == (1, 28, 28)
+    x0, y0, x1, y1 = mask_boxes(fine)[0]
+    # the upsampled region spreads a little into neighbouring cells, no further
+    assert 0.5 / 7 <= x0 <= 1 / 7 + 0.02 and 3.5 / 7 <= y0 <= 4 / 7 + 0.02
+    assert 3 / 7 - 0.02 <= x1 <= 3.5 / 7 and y1 == 1.0
+    cells = cell_masks(fine, 7, 7)
+    assert cells[0, 4:7, 1:3].all() and cells[0].sum() == 6
+    pooled = pool(fmaps, "avg", cells)
+    assert pooled[0, 0] == pytest.approx(5.0)  # background cells left out
+
+
+def test_default_description_equals_the_graph_embedding(panda_query: Path) -> None:
+    embedder = Embedder(builtin_spec("lite0"))
+    image = Image.open(panda_query).convert("RGB")
+    described = embedder.describe([image])
+    direct = embedder.embed(embedder.prepare(image)[None])
+    np.testing.assert_allclose(described.vectors, direct, atol=1e-5)
+    assert described.boxes == [None]
+
+
+def _scene(panda_query: Path) -> tuple[Image.Image, Image.Image]:
+    """The panda photo small in the bottom-right corner of a plain grey scene."""
+    panda = Image.open(panda_query).convert("RGB")
+    scene = Image.new("RGB", (640, 640), (128, 128, 128))
+    scene.paste(panda.resize((260, 200)), (360, 420))
+    return panda, scene
+
+
+def test_mask_localization_boxes_the_object(panda_query: Path) -> None:
+    _, scene = _scene(panda_query)
+    spec = builtin_spec("lite0").with_options(localize="mask")
+    (box,) = Embedder(spec).describe([scene]).boxes
+    assert box is not None
+    x0, y0, x1, y1 = box
+    assert (x0 + x1) / 2 > 0.5 and (y0 + y1) / 2 > 0.5  # centred in the bottom-right
+    assert (x1 - x0) * (y1 - y0) < 0.6  # and not the whole picture
+
+
+def test_crop_localization_brings_a_scene_closer_to_its_object(panda_query: Path) -> None:
+    panda, scene = _scene(panda_query)
+    plain = Embedder(builtin_spec("lite0"))
+    cropping = Embedder(builtin_spec("lite0").with_options(localize="crop"))
+    reference = plain.describe([panda]).vectors[0]  # the object photo itself
+    without = float(plain.describe([scene]).vectors[0] @ reference)
+    described = cropping.describe([scene])
+    with_crop = float(described.vectors[0] @ reference)
+    assert with_crop > without + 0.03, (without, with_crop)
+    assert described.boxes[0] is not None
+
+
+def test_multi_scale_descriptor(panda_query: Path) -> None:
+    image = Image.open(panda_query).convert("RGB")
+    single = Embedder(builtin_spec("lite0")).describe([image]).vectors
+    spec = builtin_spec("lite0").with_options(pooling="gem", scales=(320,))
+    assert spec.all_scales == (224, 320)
+    multi = Embedder(spec).describe([image]).vectors
+    assert multi.shape == single.shape
+    assert np.linalg.norm(multi) == pytest.approx(1.0, abs=1e-5)
+    assert 0.5 < float(multi[0] @ single[0]) < 0.9999
+
+
+def test_localized_collection_stores_boxes(photos: Path, tmp_path: Path, panda_query: Path) -> None:
+    spec = builtin_spec("lite0").with_options(localize="mask", pooling="gem")
+    with Collection.open(tmp_path / "c.db", model=spec) as collection:
+        collection.add([photos])
+        results = collection.search(panda_query, k=3)
+    assert all(r.box is not None for r in results)
+    assert all("/panda/" in r.path for r in results)
+    x0, y0, x1, y1 = results[0].box  # type: ignore[misc]
+    assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
