@@ -1,0 +1,183 @@
+"""The web page, end to end, in a real browser: Debian's headless Chromium driven by Playwright.
+
+Skipped when /usr/bin/chromium is missing, unless LOOKALIKE_REQUIRE_BROWSER=1 (as in CI), where
+that is a failure. Playwright never downloads a browser here: it drives the system one.
+Set LOOKALIKE_SCREENSHOTS=DIR to keep screenshots of the page.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lookalike import Collection
+from lookalike.service import ServiceSettings, create_app
+from tests.conftest import SAMPLE
+from tests.live_server import live_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _need_browser() -> None:
+    if CHROMIUM.exists():
+        return
+    reason = f"{CHROMIUM} is missing (apt-get install chromium)"
+    if os.environ.get("LOOKALIKE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"LOOKALIKE_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[object]:
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a fresh user-data-dir
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def server(photos: Path, tmp_path: Path) -> Iterator[str]:
+    db = tmp_path / "demo.db"
+    with Collection.open(db) as demo:
+        demo.add([photos])
+    settings = ServiceSettings(collections_dir=tmp_path / "collections", db=db)
+    with live_server(create_app(settings)) as base:
+        yield base
+
+
+def screenshot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    folder = os.environ.get("LOOKALIKE_SCREENSHOTS")
+    if folder:
+        page.wait_for_function(  # every thumbnail shown (they load lazily)
+            "() => Array.from(document.images).every(i => !i.offsetParent || i.complete)"
+        )
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def card_facts(page) -> list[tuple[int, float, str]]:  # type: ignore[no-untyped-def]
+    """(id, score, path) of every result card shown."""
+    cards = page.locator("#results .card")
+    facts = []
+    for i in range(cards.count()):
+        card = cards.nth(i)
+        facts.append(
+            (
+                int(card.get_attribute("data-id")),
+                float(card.locator(".score").inner_text()),
+                card.get_attribute("title"),
+            )
+        )
+    return facts
+
+
+def test_search_by_upload_then_more_like_this(
+    page,  # type: ignore[no-untyped-def]
+    server: str,
+    panda_query: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server + "/")
+    expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    expect(page.locator("#collection")).to_have_value("demo")
+    expect(page.locator("#count")).to_contain_text("30 images")
+
+    # Upload the query through the page's file input.
+    page.set_input_files("#file", str(panda_query))
+    expect(page.locator("#results .card")).to_have_count(12)
+    expect(page.locator("#query-title")).to_have_text("query_panda.jpg")
+    expect(page.locator("#query-meta")).to_contain_text("12 results")
+    facts = card_facts(page)
+    scores = [score for _, score, _ in facts]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0 < score <= 1 for score in scores)
+    assert all("/panda/" in path for _, _, path in facts[:4]), facts
+    # Thumbnails really loaded.
+    first_img = page.locator("#results .card img").first
+    expect(first_img).to_have_js_property("complete", True)
+    assert first_img.evaluate("img => img.naturalWidth") > 0
+    screenshot(page, "search")
+
+    # Click a result: "more like this" by its id, itself left out.
+    clicked_id, _, clicked_path = facts[1]
+    page.locator("#results .card").nth(1).click()
+    expect(page.locator("#query-title")).to_have_text(
+        re.compile(r"^More like " + re.escape(Path(clicked_path).name))
+    )
+    expect(page.locator("#query-meta")).to_contain_text(f"#{clicked_id}")
+    expect(page.locator("#results .card")).to_have_count(12)
+    similar = card_facts(page)
+    assert clicked_id not in [card_id for card_id, _, _ in similar]
+    assert sum("/panda/" in path for _, _, path in similar[:4]) >= 3, similar
+    screenshot(page, "more-like-this")
+
+    # Browse the collection, and search from there.
+    page.click("[data-tab=browse]")
+    expect(page.locator("#browse .card")).to_have_count(30)
+    expect(page.locator("#page-info")).to_have_text("1\u201330 of 30")  # en dash
+    screenshot(page, "browse")
+    page.locator("#browse .card").first.click()
+    expect(page.locator("#tab-search")).to_be_visible()
+    expect(page.locator("#query-title")).to_contain_text("More like")
+    assert errors == []
+
+
+def test_add_images_by_upload(
+    page,  # type: ignore[no-untyped-def]
+    server: str,
+    tmp_path: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(server + "/")
+    expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    new = [tmp_path / "new1.jpg", tmp_path / "notes.jpg"]
+    shutil.copy(SAMPLE / "queries" / "query_panda.jpg", new[0])
+    new[1].write_text("not an image")
+    page.click("[data-tab=add]")
+    page.set_input_files("#add-files", [str(p) for p in new])
+    expect(page.locator("#progress-text")).to_have_text("uploaded 2 / 2, 1 new")
+    expect(page.locator("#add-log")).to_contain_text("new1.jpg: added")
+    expect(page.locator("#add-log .bad")).to_have_text("notes.jpg: not a recognised image")
+    expect(page.locator("#count")).to_contain_text("31 images")
+    screenshot(page, "add")
+
+
+def test_a_missing_browser_skips_unless_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", Path("/nonexistent"))
+    monkeypatch.delenv("LOOKALIKE_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        _need_browser()
+    monkeypatch.setenv("LOOKALIKE_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="LOOKALIKE_REQUIRE_BROWSER=1"):
+        _need_browser()
