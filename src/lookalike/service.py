@@ -747,10 +747,17 @@ class Service:
         self._batchers_lock = threading.Lock()
         self._direct_searches = threading.BoundedSemaphore(os.cpu_count() or 1)
         self.jobs: Jobs | None = None
+        self._blas_limit: Any = None
 
     # --- life ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # Each query worker runs on one core; a BLAS product (the top-k) spreading over every
+        # core as well would fight the other workers for them (several times slower under
+        # load, see BENCHMARKS.md).
+        from threadpoolctl import threadpool_limits
+
+        self._blas_limit = threadpool_limits(limits=1, user_api="blas")
         self.jobs = Jobs(self._run_index_job)
         if not self.settings.warm_up:
             return
@@ -773,6 +780,9 @@ class Service:
                 batcher.close()
             self._batchers.clear()
         self.collections.close()
+        if self._blas_limit is not None:
+            self._blas_limit.restore_original_limits()
+            self._blas_limit = None
 
     # --- parts -----------------------------------------------------------------------------
 
