@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -18,6 +19,7 @@ from PIL import Image
 
 from lookalike import Collection
 from lookalike.cli import main
+from lookalike.models import builtin_spec
 from lookalike.service import (
     Job,
     Jobs,
@@ -213,6 +215,29 @@ def test_search_by_upload(client: TestClient) -> None:
         files={"file": ("q.jpg", jpeg_bytes())},
     )
     assert nothing.json()["results"] == []
+
+
+@pytest.mark.parametrize("descriptor", [{}, {"pooling": "gem", "localize": "mask"}])
+def test_upload_search_matches_the_library(tmp_path: Path, descriptor: dict[str, str]) -> None:
+    """The server's batched query path gives what Collection.search gives, whatever the
+    collection's descriptor (pooling, localization) is."""
+    spec = builtin_spec("lite0")
+    if descriptor:
+        if not all(hasattr(spec, key) for key in descriptor):
+            pytest.skip("this version has no such descriptor options")
+        spec = dataclasses.replace(spec, **descriptor)  # type: ignore[arg-type]
+    db = tmp_path / "lib.db"
+    with Collection.open(db, model=spec) as collection:
+        collection.add([SAMPLE / "collection"])
+        expected = collection.search(jpeg_bytes(), k=8)
+    settings = ServiceSettings(collections_dir=tmp_path / "c", db=db)
+    with TestClient(create_app(settings)) as api:
+        found = api.post(
+            "/collections/lib/search", params={"k": 8}, files={"file": ("q.jpg", jpeg_bytes())}
+        )
+    results = found.json()["results"]
+    assert [r["id"] for r in results] == [hit.id for hit in expected]
+    assert [r["score"] for r in results] == pytest.approx([hit.score for hit in expected], abs=1e-4)
 
 
 def test_search_options_are_validated(client: TestClient) -> None:

@@ -10,11 +10,11 @@ uploaded into each, stored by content::
 ``PATH`` with the suffix ``.files``.
 
 How a search by upload runs: the request's image is decoded on a worker thread (never on the
-event loop), then its pixels go to the model's :class:`QueryBatcher`. Its threads, one per
-core, each run the model with one core on every query waiting at that moment, then search
-each collection once for the whole batch (one pass over the stored vectors serves all of
-them). Letting ONNX Runtime spread each query over every core instead makes concurrent
-queries fight for the same cores; see BENCHMARKS.md.
+event loop), then goes to the model's :class:`QueryBatcher`. Its threads, one per core, each
+run the model with one core on every query waiting at that moment, then search each
+collection once for the whole batch. Letting ONNX Runtime, or BLAS for the top-k, spread each
+query over every core instead makes concurrent queries fight for the same cores; see
+BENCHMARKS.md.
 
 Safety: writes need ``Authorization: Bearer <token>`` when a token is set (searching by upload
 is a read, and does not); cross-site browser writes are refused; request bodies and uploaded
@@ -50,7 +50,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from fastapi import Body, Depends, FastAPI, File, Header, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
@@ -116,8 +115,10 @@ class ServiceSettings:
     token: str | None = None
     max_upload_bytes: int = 20 * 1024 * 1024
     max_upload_pixels: int = 50_000_000
-    #: Images in one upload request when adding (each within ``max_upload_bytes``).
+    #: Images in one upload request when adding (each within ``max_upload_bytes``) ...
     max_files_per_request: int = 32
+    #: ... and all of them together, since they are checked in memory before anything is kept.
+    max_request_bytes: int = 100 * 1024 * 1024
     #: Host headers accepted (DNS rebinding); None accepts any.
     allowed_hosts: list[str] | None = None
     #: Threads embedding queries, each with one core; default: one per core.
@@ -361,7 +362,7 @@ class Collections:
 @dataclass
 class _Query:
     collection: Collection
-    pixels: np.ndarray
+    image: Image.Image
     k: int
     min_score: float | None
     future: Future[list[SearchResult]]
@@ -371,7 +372,8 @@ class QueryBatcher:
     """Embeds queries for one model and searches them, a batch at a time.
 
     ``workers`` threads each take every query waiting (up to ``max_batch``), run the model on
-    them with one core, and search each collection once for all of that batch's queries.
+    them with one core (``Embedder.embed_images``, as the library embeds queries), and search
+    each collection once for all of that batch's queries.
     Nothing waits for a batch to fill: a lone query runs at once, and queries arriving while
     the workers are busy are batched together.
     """
@@ -390,16 +392,14 @@ class QueryBatcher:
 
     def warm_up(self) -> None:
         side = self.spec.input_size
-        self.embedder.embed(np.zeros((1, side, side, 3), dtype=np.uint8))
-
-    def prepare(self, image: Image.Image) -> np.ndarray:
-        return self.embedder.prepare(image)
+        self.embedder.embed_images([Image.new("RGB", (side, side))])
 
     def submit(
-        self, collection: Collection, pixels: np.ndarray, *, k: int, min_score: float | None
+        self, collection: Collection, image: Image.Image, *, k: int, min_score: float | None
     ) -> Future[list[SearchResult]]:
+        """Search ``collection`` for the decoded RGB ``image``; the future holds the results."""
         future: Future[list[SearchResult]] = Future()
-        self._queue.put(_Query(collection, pixels, k, min_score, future))
+        self._queue.put(_Query(collection, image, k, min_score, future))
         return future
 
     def pending(self) -> int:
@@ -437,7 +437,7 @@ class QueryBatcher:
 
     def _run(self, batch: list[_Query]) -> None:
         try:
-            vectors = self.embedder.embed(np.stack([q.pixels for q in batch]))
+            vectors = self.embedder.embed_images([q.image for q in batch])
         except Exception as exc:
             log.exception("embedding %d queries failed", len(batch))
             for q in batch:
@@ -746,6 +746,9 @@ class Service:
         self._batchers: dict[ModelSpec, QueryBatcher] = {}
         self._batchers_lock = threading.Lock()
         self._direct_searches = threading.BoundedSemaphore(os.cpu_count() or 1)
+        # Decoding is CPU-bound and may take ~3 bytes per pixel: a few at a time, whatever the
+        # number of requests, bounds the memory (and more would not go faster).
+        self._decodes = threading.BoundedSemaphore(2 * (os.cpu_count() or 1))
         self.jobs: Jobs | None = None
         self._blas_limit: Any = None
 
@@ -800,6 +803,10 @@ class Service:
                 found.warm_up()
                 self._batchers[spec] = found
             return found
+
+    def models_loaded(self) -> list[str]:
+        with self._batchers_lock:
+            return sorted({spec.name for spec in self._batchers})
 
     def collection(self, name: str) -> Collection:
         try:
@@ -869,12 +876,13 @@ class Service:
     def decode_upload(self, data: bytes, filename: str, min_side: int | None) -> Image.Image:
         """The uploaded image, or an HTTP error with the decoder's reason."""
         try:
-            return load_image(
-                data,
-                min_side=min_side,
-                max_bytes=self.settings.max_upload_bytes,
-                max_pixels=self.settings.max_upload_pixels,
-            )
+            with self._decodes:
+                return load_image(
+                    data,
+                    min_side=min_side,
+                    max_bytes=self.settings.max_upload_bytes,
+                    max_pixels=self.settings.max_upload_pixels,
+                )
         except DecodeError as exc:
             raise HTTPException(
                 _decode_error_status(exc.reason), f"{filename}: {exc.reason}"
@@ -1043,7 +1051,7 @@ class Guard:
         self._token = f"Bearer {token}".encode() if token else None
         upload = service.settings.max_upload_bytes
         self._search_limit = upload + 64 * 1024  # one image and the multipart framing
-        self._request_limit = upload * service.settings.max_files_per_request + 256 * 1024
+        self._request_limit = max(self._search_limit, service.settings.max_request_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -1184,14 +1192,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.get("/health", tags=["service"])
     def health() -> Health:
         counts = service.jobs.counts() if service.jobs else Counter()
-        with service._batchers_lock:
-            models = sorted({spec.name for spec in service._batchers})
         return Health(
             status="ok",
             version=lookalike.__version__,
             collections=len(service.collections.names()),
             default_collection=service.collections.default,
-            models_loaded=models,
+            models_loaded=service.models_loaded(),
             writes_need_token=service.settings.token is not None,
             server_paths=bool(service.roots),
             max_upload_bytes=service.settings.max_upload_bytes,
@@ -1368,7 +1374,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         data = service.thumbnails.get(key)
         if data is None:
             try:
-                data = make_thumbnail(path)
+                with service._decodes:
+                    data = make_thumbnail(path)
             except DecodeError as exc:
                 raise HTTPException(404, f"image {image_id}: {exc.reason}") from None
             service.thumbnails.put(key, data)
@@ -1419,8 +1426,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 )
             )
         else:
-            pixels = await run_in_threadpool(batcher.prepare, image)
-            future = batcher.submit(collection, pixels, k=k, min_score=min_score)
+            future = batcher.submit(collection, image, k=k, min_score=min_score)
             results = await asyncio.wrap_future(future)
         return SearchResponse(
             collection=name,
