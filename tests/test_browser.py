@@ -181,3 +181,45 @@ def test_a_missing_browser_skips_unless_required(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("LOOKALIKE_REQUIRE_BROWSER", "1")
     with pytest.raises(pytest.fail.Exception, match="LOOKALIKE_REQUIRE_BROWSER=1"):
         _need_browser()
+
+
+def test_paste_and_drop_a_photo(
+    page,  # type: ignore[no-untyped-def]
+    server: str,
+    panda_query: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(server + "/")
+    expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    data = list(panda_query.read_bytes())
+    # Ctrl+V of an image: a paste event carrying the file.
+    page.evaluate(
+        """bytes => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array(bytes)], "pasted.jpg", {type: "image/jpeg"}));
+            document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data}));
+        }""",
+        data,
+    )
+    expect(page.locator("#query-title")).to_have_text("pasted.jpg")
+    expect(page.locator("#results .card")).to_have_count(12)
+    assert "/panda/" in page.locator("#results .card").first.get_attribute("title")
+
+    # A file dropped on the drop zone.
+    page.evaluate(
+        """bytes => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array(bytes)], "dropped.jpg", {type: "image/jpeg"}));
+            document.querySelector("#drop").dispatchEvent(
+                new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+        }""",
+        data,
+    )
+    expect(page.locator("#query-title")).to_have_text("dropped.jpg")
+    expect(page.locator("#results .card")).to_have_count(12)
+
+    # Changing the options re-runs the search.
+    page.fill("#k", "3")
+    page.locator("#k").dispatch_event("change")
+    expect(page.locator("#results .card")).to_have_count(3)

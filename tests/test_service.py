@@ -627,6 +627,44 @@ def test_deleting_a_collection_with_a_running_job_is_refused(
     assert client.delete("/collections/busy").status_code == 204
 
 
+def test_cancel_a_queued_job(client: TestClient, fresh: str, world: dict[str, Path]) -> None:
+    jobs = client.app.state.service.jobs  # type: ignore[attr-defined]
+    gate = threading.Event()
+    run = jobs._run
+
+    def held(job: Job) -> dict[str, object]:
+        gate.wait(30)
+        return run(job)
+
+    jobs._run = held
+    try:
+        body = {"paths": [str(world["root"] / "photos")]}
+        first = client.post(f"/collections/{fresh}/jobs/index", json=body).json()
+        second = client.post(f"/collections/{fresh}/jobs/index", json=body).json()
+        cancelled = client.delete(f"/jobs/{second['id']}")
+        assert cancelled.status_code == 200
+        assert cancelled.json()["state"] == "cancelled"
+        gate.set()
+        assert wait_for_job(client, first["id"])["state"] == "done"
+        final = client.get(f"/jobs/{second['id']}").json()
+        assert final["state"] == "cancelled" and final["started"] is None
+    finally:
+        gate.set()
+        jobs._run = run
+    assert client.delete("/jobs/nope").status_code == 404
+
+
+def test_too_many_files_in_one_upload(tmp_path: Path) -> None:
+    settings = ServiceSettings(collections_dir=tmp_path, max_files_per_request=2, warm_up=False)
+    with TestClient(create_app(settings)) as api:
+        api.post("/collections", json={"name": "c"})
+        files = [("files", (f"{i}.jpg", jpeg_bytes())) for i in range(3)]
+        response = api.post("/collections/c/images", files=files)
+        assert response.status_code == 413
+        assert response.json()["detail"] == "too many files: limit is 2"
+        assert api.get("/collections/c").json()["images"] == 0
+
+
 # --- safety ----------------------------------------------------------------------------------
 
 
