@@ -677,6 +677,11 @@ def test_token_required_for_writes_not_reads(tmp_path: Path) -> None:
             assert response.status_code == 401
             assert response.json() == {"detail": "missing or wrong API token"}
             assert response.headers["www-authenticate"] == "Bearer"
+        for headers in ({"Authorization": "Bearer s3cret-token2"}, {"Authorization": "Bearer "}):
+            assert api.post("/collections", json={"name": "c"}, headers=headers).status_code == 401
+        lower = {"Authorization": "bearer s3cret-token"}  # the scheme is case-insensitive
+        assert api.post("/collections", json={"name": "c"}, headers=lower).status_code == 201
+        assert api.delete("/collections/c", headers=good).status_code == 204
         assert api.post("/collections", json={"name": "c"}, headers=good).status_code == 201
 
         upload = {"files": ("p.jpg", jpeg_bytes())}

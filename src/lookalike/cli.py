@@ -189,6 +189,8 @@ def _search(args: argparse.Namespace) -> int:
                 for rank, hit in enumerate(results, 1):
                     label = f"  [{hit.category}]" if hit.category else ""
                     print(f"  {rank:>3}  {hit.score:.4f}  {hit.path}{label}")
+            if args.plot is not None:
+                _plot_query(args.plot, args.images.index(query) + 1, query, results)
     return status
 
 
@@ -341,6 +343,71 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot_query(out: Path, number: int, query: str, results) -> None:  # type: ignore[no-untyped-def]
+    from lookalike.plots import numbered_path, plot_results
+
+    path = plot_results(
+        query, results, numbered_path(out, number), title=f"{query}: top {len(results)}"
+    )
+    print(f"plot: {path}", file=sys.stderr)
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    with _open(args) as collection:
+        if len(collection) == 0:
+            print(f"error: {collection.store.path} is empty", file=sys.stderr)
+            return 2
+        report = collection.cluster(args.k, auto=args.auto, min_cluster_size=args.min_cluster_size)
+        sheets = []
+        if args.sheets is not None:
+            from lookalike.plots import write_contact_sheets
+
+            sheets = write_contact_sheets(collection, args.sheets, per_cluster=args.per_cluster)
+    if args.json:
+        print(json.dumps({**report.as_dict(), "sheets": [str(p) for p in sheets]}))
+        return 0
+    noise = f", {report.noise} noise" if report.method == "hdbscan" else ""
+    print(
+        f"{report.method}: {report.clusters} clusters of {report.images} images{noise} "
+        f"in {report.seconds:.1f} s"
+    )
+    largest = [f"{c}: {n}" for c, n in report.sizes.items() if c >= 0][:10]
+    print(f"  largest: {', '.join(largest)}")
+    if report.quality is not None:
+        q = report.quality
+        print(
+            f"  against the categories: purity {q.purity:.4f}, NMI {q.nmi:.4f} "
+            f"({q.scored} labelled images in clusters)"
+        )
+    if sheets:
+        print(f"  contact sheets: {len(sheets)} in {args.sheets}")
+    return 0
+
+
+def _duplicates(args: argparse.Namespace) -> int:
+    with _open(args) as collection:
+        groups = collection.duplicates(args.threshold)
+        images = len(collection)
+    if args.json:
+        found = [g.as_dict() for g in groups]
+        print(json.dumps({"threshold": args.threshold, "images": images, "groups": found}))
+        return 0
+    members = sum(len(g) for g in groups)
+    print(
+        f"{len(groups)} group{'' if len(groups) == 1 else 's'} of near-duplicates "
+        f"({members} images) among {images} images "
+        f"at cosine >= {args.threshold}"
+    )
+    for number, group in enumerate(groups, 1):
+        print(
+            f"group {number}: {len(group)} images, "
+            f"cosine {group.min_score:.4f}-{group.max_score:.4f}"
+        )
+        for path, score in zip(group.paths, group.scores, strict=True):
+            print(f"  {score:.4f}  {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lookalike", description="Search a folder of images by image."
@@ -394,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="query expansion: average with the top N results and search again",
+    )
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="OUT.png",
+        help="draw the query and its results; more queries: OUT-2.png, OUT-3.png, ...",
     )
     p.set_defaults(run=_search)
 
@@ -482,6 +556,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-upload-pixels", type=int, default=50_000_000, help="largest upload, in pixels"
     )
     p.set_defaults(run=_serve)
+
+    from lookalike.clustering import MIN_CLUSTER_SIZE
+    from lookalike.duplicates import DEFAULT_THRESHOLD
+
+    p = commands.add_parser("cluster", help="group the collection; store each image's cluster")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--k", type=int, help="k-means into this many clusters")
+    how.add_argument(
+        "--auto", action="store_true", help="HDBSCAN: finds the number itself, outliers = noise"
+    )
+    _add_db(p)
+    p.add_argument(
+        "--min-cluster-size", type=int, default=MIN_CLUSTER_SIZE, help="--auto's smallest cluster"
+    )
+    p.add_argument("--sheets", type=Path, default=None, help="write a contact sheet per cluster")
+    p.add_argument("--per-cluster", type=int, default=40, help="thumbnails per contact sheet")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cluster)
+
+    p = commands.add_parser("duplicates", help="groups of near-duplicate images")
+    _add_db(p)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"lowest cosine of two near-duplicates (default {DEFAULT_THRESHOLD})",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object with every group")
+    p.set_defaults(run=_duplicates)
     return parser
 
 

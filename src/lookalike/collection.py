@@ -20,7 +20,7 @@ from types import TracebackType
 import numpy as np
 from PIL import Image
 
-from lookalike import compression, config, indexer
+from lookalike import clustering, compression, config, duplicates, indexer
 from lookalike.categories import (
     DEFAULT_COVERAGE,
     DEFAULT_MAX_CATEGORIES,
@@ -368,6 +368,68 @@ class Collection:
     ) -> list[SearchResult]:
         """Top-``k`` most similar indexed images, best first (see :meth:`search_many`)."""
         return self.search_many([query], k=k, min_score=min_score)[0]
+
+    # --- clusters and near-duplicates ------------------------------------------------------
+
+    def _grouping_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and the vectors that search compares (the collection's own, if it says)."""
+        own = getattr(self, "index_vectors", None)
+        if callable(own):
+            found = own()
+            if isinstance(found, tuple):
+                return np.asarray(found[0]), np.asarray(found[1])
+            return np.asarray(self.store.all_ids(), dtype=np.int64), np.asarray(found)
+        return self.store.load_vectors()
+
+    def cluster(
+        self,
+        k: int | None = None,
+        *,
+        auto: bool = False,
+        random_state: int = 0,
+        pca_dims: int | None = None,
+        min_cluster_size: int = clustering.MIN_CLUSTER_SIZE,
+    ) -> clustering.ClusterReport:
+        """Group the images, k-means into ``k`` clusters or, with ``auto``, HDBSCAN (which
+        finds the number itself and leaves outliers as noise, -1), and store each image's
+        cluster, replacing the previous clustering. Scored against the images' categories
+        when some are labelled."""
+        if not auto and k is None:
+            raise ValueError("give the number of clusters k, or auto=True")
+        ids, vectors = self._grouping_vectors()
+        labels, report = clustering.cluster_images(
+            ids,
+            vectors,
+            self.store.labelled_ids(),
+            k=k,
+            method="hdbscan" if auto else "kmeans",
+            random_state=random_state,
+            pca_dims=pca_dims,
+            min_cluster_size=min_cluster_size,
+        )
+        self.store.set_clusters(dict(zip(ids.tolist(), labels.tolist(), strict=True)))
+        return report
+
+    def clusters(self) -> dict[int, int]:
+        """Cluster -> number of images in it (-1: noise), from the last :meth:`cluster`."""
+        return self.store.cluster_counts()
+
+    def duplicates(
+        self,
+        threshold: float = duplicates.DEFAULT_THRESHOLD,
+        *,
+        max_neighbours: int = duplicates.MAX_NEIGHBOURS,
+    ) -> list[duplicates.DuplicateGroup]:
+        """Groups of near-duplicate images (cosine >= ``threshold``), tightest group first.
+
+        In each group the image with the most pixels comes first (the one to keep), then
+        the others by their best score. Memory stays near that of the vectors themselves.
+        """
+        ids, vectors = self._grouping_vectors()
+        groups = duplicates.find_duplicates(
+            ids, vectors, threshold=threshold, max_neighbours=max_neighbours
+        )
+        return duplicates.with_records(groups, self.store.records(i for g in groups for i in g.ids))
 
 
 class _Partition:

@@ -1048,7 +1048,7 @@ class Guard:
         self.app = app
         self.service = service
         token = service.settings.token
-        self._token = f"Bearer {token}".encode() if token else None
+        self._token = token.encode() if token else None
         upload = service.settings.max_upload_bytes
         self._search_limit = upload + 64 * 1024  # one image and the multipart framing
         self._request_limit = max(self._search_limit, service.settings.max_request_bytes)
@@ -1089,7 +1089,7 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
         read_only = method == "POST" and _READ_ONLY_POST.match(path) is not None
         if not read_only:
-            if self._token is not None and not hmac.compare_digest(
+            if self._token is not None and not _token_matches(
                 headers.get("authorization", b""), self._token
             ):
                 await _send_json(
@@ -1119,6 +1119,12 @@ class Guard:
             await self.app(scope, limited, send)
         except _BodyTooLarge as exc:  # raised where the app does not turn it into a response
             await _send_json(send, 413, str(exc.detail))
+
+
+def _token_matches(authorization: bytes, token: bytes) -> bool:
+    """Whether ``Authorization: Bearer <token>`` holds the token (compared in constant time)."""
+    scheme, _, given = authorization.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
 
 
 def _same_origin(headers: dict[str, bytes]) -> bool:
