@@ -47,6 +47,15 @@ def test_kmeans_recovers_separated_blobs(pca_dims: int) -> None:
     assert np.bincount(labels).tolist() == [40, 35, 30, 25, 20, 15]
 
 
+def test_large_collections_use_mini_batch_kmeans(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lookalike.clustering
+
+    monkeypatch.setattr(lookalike.clustering, "MINIBATCH_ABOVE", 10)
+    vectors, truth = blobs([40, 30, 20], dim=32)
+    labels = cluster_vectors(vectors, k=3)
+    assert cluster_quality(labels, truth.astype(str)).nmi == pytest.approx(1.0)
+
+
 def test_hdbscan_finds_the_number_of_blobs_and_leaves_outliers_as_noise() -> None:
     vectors, truth = blobs([30] * 6, dim=32)
     rng = np.random.default_rng(1)
