@@ -45,3 +45,33 @@ def test_read_labels_from_csv_and_folders(tmp_path: Path) -> None:
         str(tmp_path / "x" / "cat" / "1.jpg"): "feline"
     }
     assert read_labels(tmp_path / "x") == {str(tmp_path / "x" / "cat" / "1.jpg"): "cat"}
+
+
+def test_eval_config_parse() -> None:
+    from lookalike.evaluate import EvalConfig
+
+    config = EvalConfig.parse(
+        "model=lite2,pool=gem,loc=mask,scales=160+320,pca=64,whiten=1,qe=2,bycat=1"
+    )
+    assert config == EvalConfig("lite2", "gem", (160, 320), "mask", 64, True, 2, True)
+    assert EvalConfig.parse(config.name) == config
+    with pytest.raises(ValueError):
+        EvalConfig.parse("colour=blue")
+
+
+def test_compare_configurations_and_plot(photos: Path, tmp_path: Path) -> None:
+    from lookalike.evaluate import EvalConfig, compare, plot_precision_recall
+
+    configs = [
+        EvalConfig.parse(t) for t in ("model=lite0", "model=lite0,pca=8", "model=lite0,bycat=1")
+    ]
+    results = compare(photos, read_labels(photos), configs, cache_dir=tmp_path)
+    assert [r.bytes_per_image for r in results] == [5120, 32, 5120]
+    assert all(r.scores.queries == 30 for r in results)
+    assert results[0].scores.mean_average_precision > 0.6
+    # 24 training images per fold: often unsure, but it scans less than everything
+    assert results[2].scanned_fraction is not None and results[2].scanned_fraction < 0.9
+    assert results[2].classifier_accuracy is not None and results[2].classifier_accuracy >= 0.8
+    assert len(results[0].scores.precision_at_recall) == 21
+    plot_precision_recall(results, tmp_path / "pr.png", "sample")
+    assert (tmp_path / "pr.png").stat().st_size > 10_000

@@ -172,7 +172,14 @@ class Collection:
         """Compress the search index with PCA to ``dims`` (None: no compression)."""
         self.store.set_meta("pca", json.dumps({"dims": dims, "whiten": whiten} if dims else {}))
         self.store.put_artifact("pca", None)
+        self._bump_pca_generation()
         self.refresh_models()
+
+    def _bump_pca_generation(self) -> None:
+        """Tell loaded indexes (this process's and others') that the PCA changed."""
+        self.store.set_meta(
+            "pca_generation", str(int(self.store.get_meta("pca_generation") or 0) + 1)
+        )
 
     def pca(self) -> Pca | None:
         data = self.store.get_artifact("pca")
@@ -197,7 +204,7 @@ class Collection:
         _, vectors = self.store.load_vectors()
         fitted = compression.fit(vectors, settings["dims"], whiten=settings["whiten"])
         self.store.put_artifact("pca", fitted.to_bytes())
-        self.store.set_meta("pca_generation", str(self.store.generation()))
+        self._bump_pca_generation()
 
     def _refresh_classifier(self) -> None:
         key = f"{self.store.labels_generation()}:{self.store.generation()}"
@@ -347,6 +354,13 @@ class Collection:
         scores = np.concatenate([p[1] for p in parts], axis=1)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+    def scanned_fraction(self, searched: list[str] | None) -> float:
+        """Share of the collection a search of these categories scans (None: all of it)."""
+        self.index()
+        if searched is None or self._partition is None:
+            return 1.0
+        return self._partition.fraction(searched)
 
     def classify(self, query: Query, *, top: int = 5) -> list[tuple[str, float]]:
         """Most likely categories of an image: from the collection's classifier when it has

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from scipy import ndimage
 
 Pooling = Literal["avg", "gem"]
 Localize = Literal["none", "mask", "crop"]
@@ -50,6 +49,8 @@ def pool(fmaps: np.ndarray, pooling: Pooling, mask: np.ndarray | None = None) ->
 
 def object_masks(fmaps: np.ndarray) -> np.ndarray:
     """(N, C, h, w) -> boolean (N, h*U, w*U), U = MASK_UPSAMPLE: the object's region."""
+    from scipy import ndimage  # imported here: scipy adds 0.2 s to every CLI start
+
     activation = fmaps.sum(axis=1)
     n, h, w = activation.shape
     masks = np.zeros((n, h * MASK_UPSAMPLE, w * MASK_UPSAMPLE), dtype=bool)
