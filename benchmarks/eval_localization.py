@@ -14,6 +14,9 @@ Reported per configuration (localization applied to collection and queries alike
   averaged (one relevant item per query);
 * category precision@10 and mAP: relevant = same Caltech category;
 * box IoU: the localized box of the query against the true pasted box (mask / crop only).
+
+A configuration's ``loc`` applies to collection and queries alike; ``qloc=crop`` (or mask)
+localizes the queries only, against a collection described without localization.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 from lookalike import Collection
 from lookalike.decode import load_image
 from lookalike.evaluate import EvalConfig, average_precisions
+from lookalike.models import Embedder
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -41,7 +45,9 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def evaluate(config: EvalConfig, scenes: Path, cache: Path) -> dict[str, object]:
+def evaluate(
+    config: EvalConfig, scenes: Path, cache: Path, query_localize: str | None = None
+) -> dict[str, object]:
     collection_paths = (scenes / "collection.txt").read_text().split()
     with (scenes / "collection_labels.csv").open() as f:
         category = {row["path"]: row["class_name"] for row in csv.DictReader(f)}
@@ -57,6 +63,8 @@ def evaluate(config: EvalConfig, scenes: Path, cache: Path) -> dict[str, object]
         paths = collection.store.paths(ids)
         id_paths = [paths[int(i)] for i in ids]
         embedder = collection.embedder
+        if query_localize is not None:
+            embedder = Embedder(spec.with_options(localize=query_localize))  # type: ignore[arg-type]
         images = [load_image(q["query_path"], min_side=embedder.decode_side) for q in queries]
         started = time.perf_counter()
         described = [embedder.describe(images[i : i + 16]) for i in range(0, len(images), 16)]
@@ -83,7 +91,7 @@ def evaluate(config: EvalConfig, scenes: Path, cache: Path) -> dict[str, object]
         if box is not None
     ]
     return {
-        "config": config.name,
+        "config": config.name + (f",qloc={query_localize}" if query_localize else ""),
         "instance_top1": round(float((ranks == 1).mean()), 4),
         "instance_mAP": round(float((1.0 / ranks).mean()), 4),
         "category_precision@10": round(float(relevant[:, :10].mean()), 4),
@@ -118,7 +126,11 @@ def main() -> None:
         cache = args.cache_dir or Path(tmp)
         cache.mkdir(parents=True, exist_ok=True)
         for text in args.configs:
-            print(json.dumps(evaluate(EvalConfig.parse(text), args.scenes, cache)), flush=True)
+            settings = dict(part.split("=", 1) for part in text.split(","))
+            query_localize = settings.pop("qloc", None)
+            config = EvalConfig.parse(",".join(f"{k}={v}" for k, v in settings.items()))
+            result = evaluate(config, args.scenes, cache, query_localize)
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -96,3 +96,17 @@ def test_localized_collection_stores_boxes(photos: Path, tmp_path: Path, panda_q
     assert all("/panda/" in r.path for r in results)
     x0, y0, x1, y1 = results[0].box  # type: ignore[misc]
     assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+
+
+def test_query_only_localization(photos: Path, tmp_path: Path, panda_query: Path) -> None:
+    """A scene photo searched with localize="crop" against a collection indexed without."""
+    _, scene = _scene(panda_query)
+    with Collection.open(tmp_path / "c.db") as collection:
+        collection.add([photos])
+        stored = collection.index().vectors.copy()
+        (plain,) = collection.search_detailed([scene], k=5)
+        (cropped,) = collection.search_detailed([scene], k=5, localize="crop")
+        assert plain.query_box is None and cropped.query_box is not None
+        assert cropped.results[0].score > plain.results[0].score
+        assert sum("/panda/" in r.path for r in cropped.results) >= 4
+        np.testing.assert_array_equal(collection.index().vectors, stored)

@@ -163,6 +163,7 @@ def _search(args: argparse.Namespace) -> int:
                     min_score=args.min_score,
                     by_category=args.by_category,
                     expand=args.expand,
+                    localize=args.localize,
                 )
             except DecodeError as exc:
                 status = 1
@@ -180,6 +181,8 @@ def _search(args: argparse.Namespace) -> int:
                 if args.by_category:
                     line["searched_categories"] = outcome.searched
                     line["predictions"] = outcome.predictions
+                if outcome.query_box is not None:
+                    line["query_box"] = [round(v, 4) for v in outcome.query_box]
                 print(json.dumps(line))
             else:
                 print(query)
@@ -454,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--by-category",
         action="store_true",
         help="predict the query's categories and search only them",
+    )
+    p.add_argument(
+        "--localize",
+        choices=["none", "mask", "crop"],
+        default=None,
+        help="find the object in each query photo first (e.g. an object in a scene searched "
+        "against clean catalogue images); default: as the collection was indexed",
     )
     p.add_argument(
         "--expand",

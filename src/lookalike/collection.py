@@ -30,10 +30,11 @@ from lookalike.categories import (
 )
 from lookalike.compression import Pca
 from lookalike.decode import load_image
+from lookalike.features import Localize
 from lookalike.indexer import IndexReport, Plan
 from lookalike.models import Embedder, ModelSpec, builtin_spec
 from lookalike.search import QueryOutcome, SearchResult, results_for
-from lookalike.store import Store
+from lookalike.store import Box, Store
 from lookalike.vector_index import ExactIndex
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Collection:
         self.store = store
         self.spec = spec
         self._embedder: Embedder | None = None
+        self._query_embedders: dict[str, Embedder] = {}
         self._index_embedder: Embedder | None = None
         self._index: ExactIndex | None = None
         self._index_key: tuple[object, ...] = ()
@@ -240,11 +242,30 @@ class Collection:
             self._index_key = key
         return self._index
 
-    def query_vectors(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[int | None]]:
+    def query_vectors(
+        self, queries: Sequence[Query], *, localize: Localize | None = None
+    ) -> tuple[np.ndarray, list[int | None]]:
         """Vectors of the queries, and for each the id of the indexed image it is, if any."""
+        vectors, own_ids, _ = self._describe_queries(queries, localize)
+        return vectors, own_ids
+
+    def query_embedder(self, localize: Localize | None = None) -> Embedder:
+        """The query model; ``localize`` other than the collection's localizes the queries
+        only (the collection's vectors stay as they are: same model, same pooling)."""
+        if localize is None or localize == self.spec.localize:
+            return self.embedder
+        if localize not in self._query_embedders:
+            self._query_embedders[localize] = Embedder(self.spec.with_options(localize=localize))
+        return self._query_embedders[localize]
+
+    def _describe_queries(
+        self, queries: Sequence[Query], localize: Localize | None
+    ) -> tuple[np.ndarray, list[int | None], list[Box | None]]:
         vectors: list[np.ndarray | None] = [None] * len(queries)
         own_ids: list[int | None] = [None] * len(queries)
+        boxes: list[Box | None] = [None] * len(queries)
         to_embed: list[tuple[int, Image.Image]] = []
+        embedder = self.query_embedder(localize)
         for i, query in enumerate(queries):
             if isinstance(query, np.ndarray):
                 vectors[i] = np.asarray(query, dtype=np.float32).ravel()
@@ -254,17 +275,21 @@ class Collection:
                 if found is not None:
                     own_ids[i], vectors[i] = found
                     continue
-            image = query if isinstance(query, Image.Image) else self._decode(query)
+            image = query if isinstance(query, Image.Image) else self._decode(query, embedder)
             to_embed.append((i, image.convert("RGB")))
         if to_embed:
-            embedded = self.embedder.embed_images([image for _, image in to_embed])
-            for (i, _), vector in zip(to_embed, embedded, strict=True):
-                vectors[i] = vector
-        return np.stack([v for v in vectors if v is not None]), own_ids
+            described = embedder.describe([image for _, image in to_embed])
+            for (i, _), vector, box in zip(
+                to_embed, described.vectors, described.boxes, strict=True
+            ):
+                vectors[i], boxes[i] = vector, box
+        return np.stack([v for v in vectors if v is not None]), own_ids, boxes
 
-    def _decode(self, query: str | os.PathLike[str] | bytes) -> Image.Image:
+    def _decode(
+        self, query: str | os.PathLike[str] | bytes, embedder: Embedder | None = None
+    ) -> Image.Image:
         source = query if isinstance(query, bytes) else os.fspath(query)
-        return load_image(source, min_side=self.embedder.decode_side)
+        return load_image(source, min_side=(embedder or self.embedder).decode_side)
 
     def search_many(
         self,
@@ -274,6 +299,7 @@ class Collection:
         min_score: float | None = None,
         by_category: bool = False,
         expand: int = 0,
+        localize: Localize | None = None,
     ) -> list[list[SearchResult]]:
         """Top-``k`` most similar indexed images for each query, best first.
 
@@ -281,10 +307,18 @@ class Collection:
         :meth:`search_detailed`); ``expand`` > 0 turns on query expansion: the query is
         averaged with its top ``expand`` results and searched again.
         Raises :class:`lookalike.decode.DecodeError` if a query is not a usable image.
+        ``localize`` ("mask" or "crop") finds the object in each query photo before describing
+        it, whatever the collection does: for photos of an object in a scene searched against
+        clean catalogue images (see docs/EVALUATION.md).
         A query that is itself an indexed file is left out of its own results.
         """
         outcomes = self.search_detailed(
-            queries, k=k, min_score=min_score, by_category=by_category, expand=expand
+            queries,
+            k=k,
+            min_score=min_score,
+            by_category=by_category,
+            expand=expand,
+            localize=localize,
         )
         return [outcome.results for outcome in outcomes]
 
@@ -298,6 +332,7 @@ class Collection:
         expand: int = 0,
         coverage: float = DEFAULT_COVERAGE,
         max_categories: int = DEFAULT_MAX_CATEGORIES,
+        localize: Localize | None = None,
     ) -> list[QueryOutcome]:
         """Like :meth:`search_many`, also saying which categories were searched.
 
@@ -307,7 +342,7 @@ class Collection:
         """
         if not queries:
             return []
-        raw, own_ids = self.query_vectors(queries)
+        raw, own_ids, query_boxes = self._describe_queries(queries, localize)
         index = self.index()
         vectors = self._pca.transform(raw) if self._pca is not None else raw
         partition = self._partition if by_category else None
@@ -334,7 +369,7 @@ class Collection:
                     index, _expand(index, query, ids[0][:expand]), k, exclude, searched
                 )
             results = results_for(self.store, ids, scores, min_score)[0]
-            outcomes.append(QueryOutcome(results, searched, predictions))
+            outcomes.append(QueryOutcome(results, searched, predictions, query_boxes[i]))
         return outcomes
 
     def _top_k(

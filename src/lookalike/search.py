@@ -37,6 +37,7 @@ class QueryOutcome:
     results: list[SearchResult]
     searched: list[str] | None = None  # categories searched; None: the whole collection
     predictions: list[tuple[str, float]] | None = None  # top predicted categories
+    query_box: Box | None = None  # where the object was found in the query, if localized
 
 
 def top_k(
