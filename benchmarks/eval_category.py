@@ -39,9 +39,11 @@ def main() -> None:
     args = parser.parse_args()
     images = args.caltech / "101_ObjectCategories"
     labels = read_labels(args.caltech, args.caltech / "labels.csv")
+    # (the split files list one path that labels.csv does not: BACKGROUND_Google/tmp)
     train = [str(images / p) for p in (args.caltech / "train.txt").read_text().split()]
+    train = [p for p in train if os.path.abspath(p) in labels]
     test = [str(images / p) for p in (args.caltech / "test.txt").read_text().split()]
-    test = [p for p in test if labels[os.path.abspath(p)] != DISTRACTOR]
+    test = [p for p in test if labels.get(os.path.abspath(p), DISTRACTOR) != DISTRACTOR]
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache_dir or Path(tmp)
         cache.mkdir(parents=True, exist_ok=True)
