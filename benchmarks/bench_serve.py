@@ -1,0 +1,227 @@
+"""Load test of ``lookalike serve``: searches by upload from concurrent clients.
+
+    .venv/bin/python benchmarks/bench_serve.py [--size 10000] [--clients 8] [--seconds 20]
+
+Starts the server itself (a subprocess, ``lookalike serve`` on 127.0.0.1 and a free port; it
+never talks to any other host) on a collection of ``--size`` images, then ``--clients``
+threads each POST a 500 px JPEG to /collections/bench/search over their own keep-alive
+connection, one request after the other, for ``--seconds``. Prints searches/s, latency
+percentiles and the error count as JSON; exits 1 if any request failed. Bounded in time:
+the server must be ready within 120 s, and the run stops after ``--seconds``.
+
+The collection holds random unit vectors under made-up paths (as in bench_query.py): search
+time depends on their number and dimension, not on their content. The query is a real
+photo (the bundled panda) resized to 500 px wide; every request decodes and embeds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import lookalike
+from lookalike import Collection
+from lookalike.models import normalize
+from lookalike.store import EmbeddedImage
+
+HOST = "127.0.0.1"  # only ever the local machine
+SAMPLE_QUERY = Path(lookalike.__file__).parent / "sample" / "queries" / "query_panda.jpg"
+
+
+def make_collection(db: Path, size: int, dim: int = 1280) -> None:
+    rng = np.random.default_rng(0)
+    with Collection.open(db) as collection:
+        for start in range(0, size, 1000):
+            count = min(1000, size - start)
+            vectors = normalize(rng.normal(size=(count, dim)))
+            collection.store.write_batch(
+                [
+                    EmbeddedImage(f"/collection/{start + i:06}.jpg", 1, 1, 640, 480, v)
+                    for i, v in enumerate(vectors)
+                ],
+                [],
+            )
+
+
+def make_query(width: int = 500) -> bytes:
+    image = Image.open(SAMPLE_QUERY).convert("RGB")
+    height = round(width * image.height / image.width)
+    out = io.BytesIO()
+    image.resize((width, height), Image.Resampling.LANCZOS).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{filename}"\r\nContent-Type: image/jpeg\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(port: int, server: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with {server.returncode}")
+        try:
+            connection = http.client.HTTPConnection(HOST, port, timeout=5)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the server did not become ready in time")
+
+
+def client(
+    port: int,
+    path: str,
+    body: bytes,
+    content_type: str,
+    until: float,
+    latencies: list[float],
+    errors: list[str],
+) -> None:
+    headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+    connection = http.client.HTTPConnection(HOST, port, timeout=30)
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        try:
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append(repr(exc))
+            connection.close()
+            connection = http.client.HTTPConnection(HOST, port, timeout=30)
+            continue
+        elapsed = time.perf_counter() - started
+        if response.status != 200 or len(json.loads(payload)["results"]) != 10:
+            errors.append(f"{response.status} {payload[:200]!r}")
+            continue
+        latencies.append(elapsed)
+    connection.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux), or NaN where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(
+    port: int, clients: int, seconds: float, body: bytes, content_type: str
+) -> tuple[list[float], list[str], float]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    path = "/collections/bench/search?k=10"
+    started = time.monotonic()
+    until = started + seconds
+    threads = [
+        threading.Thread(
+            target=client, args=(port, path, body, content_type, until, latencies, errors)
+        )
+        for _ in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors, time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=10_000, help="images in the collection")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the measured run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load not measured")
+    args = parser.parse_args()
+    if not 0 < args.seconds <= 600:
+        parser.error("--seconds must be within (0, 600]")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        make_collection(db, args.size)
+        query = make_query()
+        body, content_type = multipart("file", "query.jpg", query)
+        port = free_port()
+        env = dict(os.environ, XDG_DATA_HOME=str(Path(tmp) / "data"))
+        command = [sys.executable, "-m", "lookalike.cli", "serve", "--db", str(db)]
+        command += ["--collections", str(Path(tmp) / "collections"), "--host", HOST]
+        command += ["--port", str(port)]
+        server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+        try:
+            wait_ready(port, server)
+            run_load(port, args.clients, args.warmup, body, content_type)
+            load_before = os.getloadavg()[0]
+            cpu_before = cpu_seconds(server.pid)
+            latencies, errors, elapsed = run_load(
+                port, args.clients, args.seconds, body, content_type
+            )
+            server_cpu = cpu_seconds(server.pid) - cpu_before
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "collection": args.size,
+        "query": f"{len(query) // 1024} KB JPEG, 500 px wide",
+        "clients": args.clients,
+        "seconds": round(elapsed, 1),
+        "searches": len(latencies),
+        "searches_per_s": round(len(latencies) / elapsed, 1),
+        "latency_ms_p50": round(float(np.percentile(ms, 50)), 1),
+        "latency_ms_p95": round(float(np.percentile(ms, 95)), 1),
+        "latency_ms_p99": round(float(np.percentile(ms, 99)), 1),
+        "latency_ms_max": round(float(ms.max()), 1),
+        "errors": len(errors),
+        # CPU the server spent per search: less sensitive than the rate to other work
+        # sharing the machine (the load average says how much there was).
+        "server_cpu_ms_per_search": round(1000 * server_cpu / max(1, len(latencies)), 1),
+        "load_average_1min_before": round(load_before, 2),
+    }
+    print(json.dumps(result, indent=2))
+    for error in errors[:5]:
+        print(f"error: {error}", file=sys.stderr)
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()
