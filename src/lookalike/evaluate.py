@@ -355,11 +355,14 @@ def plot_precision_recall(results: list[ComparedConfig], out: Path, title: str) 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 6), dpi=120)
-    for result in results:
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # the ten default colours
+    for i, result in enumerate(results):
         ax.plot(
             RECALL_LEVELS,
             result.scores.precision_at_recall,
             marker=".",
+            color=colours[i % len(colours)],
+            linestyle=("-", "--", ":")[i // len(colours) % 3],  # distinct past ten curves
             label=f"{result.config.name} (mAP {result.scores.mean_average_precision:.3f})",
         )
     ax.set_xlabel("recall")
