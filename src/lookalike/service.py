@@ -29,7 +29,6 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
-import inspect
 import io
 import ipaddress
 import logging
@@ -53,19 +52,28 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, Depends, FastAPI, File, Header, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from swagger_ui_bundle import swagger_ui_path
 
 import lookalike
 from lookalike import config
 from lookalike.collection import Collection
 from lookalike.decode import SUPPORTED_FORMATS, DecodeError, load_image
+from lookalike.features import Localize
 from lookalike.models import Embedder, ModelError, ModelSpec, builtin_models, builtin_spec
-from lookalike.search import SearchResult
+from lookalike.search import QueryOutcome, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +184,12 @@ class Hit(BaseModel):
 class SearchResponse(BaseModel):
     collection: str
     query_id: int | None = Field(default=None, description="the image searched like, if any")
+    query_box: tuple[float, float, float, float] | None = Field(
+        default=None, description="where the object was found in the query (localize)"
+    )
+    searched_categories: list[str] | None = Field(
+        default=None, description="categories searched (by_category); null: all of them"
+    )
     results: list[Hit]
     took_ms: float
 
@@ -464,13 +478,6 @@ class QueryBatcher:
 def _decode_side(embedder: Embedder) -> int:
     """The shorter side a query image needs when decoded (JPEGs may decode smaller)."""
     return int(getattr(embedder, "decode_side", embedder.spec.input_size))
-
-
-def _supports(method: Callable[..., Any], parameter: str) -> bool:
-    try:
-        return parameter in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 # --- jobs -----------------------------------------------------------------------------------
@@ -823,20 +830,19 @@ class Service:
         k: int,
         min_score: float | None,
         by_category: bool = False,
-    ) -> list[SearchResult]:
-        """One search through the collection's own ``search_many``: what the batcher does not
-        serve (by id, by category), a few at a time."""
-        options: dict[str, Any] = {}
-        if by_category:
-            if not _supports(collection.search_many, "by_category"):
-                raise HTTPException(400, "this collection cannot search by category")
-            options["by_category"] = True
+        localize: Localize | None = None,
+    ) -> QueryOutcome:
+        """One search through the collection's own ``search_detailed``: what the batcher
+        does not serve (by id, by category, query localization), a few at a time."""
         # Should it embed, it uses the collection's own query model: make that the shared
         # one rather than load another copy.
         if getattr(collection, "_embedder", False) is None:
             collection._embedder = self.batcher(collection.spec).embedder
         with self._direct_searches:
-            return collection.search_many([query], k=k, min_score=min_score, **options)[0]
+            (outcome,) = collection.search_detailed(
+                [query], k=k, min_score=min_score, by_category=by_category, localize=localize
+            )
+        return outcome
 
     def info(self, name: str) -> CollectionInfo:
         collection = self.collection(name)
@@ -1159,6 +1165,13 @@ MinScore = Annotated[
     float | None, Query(ge=-1.0, le=1.0, description="leave out results scoring lower")
 ]
 ByCategory = Annotated[bool, Query(description="only results of the query's predicted category")]
+LocalizeQuery = Annotated[
+    Literal["mask", "crop"] | None,
+    Query(
+        description="find the object in the query photo first (crop: best for a photo of an "
+        "object in a scene searched against clean catalogue images)"
+    ),
+]
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -1182,6 +1195,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             'reads, and searching by upload, do not. Errors are `{"detail": ...}`.'
         ),
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: FastAPI's default loads a CDN
     )
     app.state.service = service
     bearer = HTTPBearer(auto_error=False, description="the server's API token")
@@ -1194,6 +1208,18 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers=_page_headers)
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    # Swagger UI's files come from the swagger-ui-bundle-v2 package, so /docs works offline.
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="lookalike API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
     @app.get("/health", tags=["service"])
     def health() -> Health:
@@ -1412,6 +1438,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         k: K = config.DEFAULT_K,
         min_score: MinScore = None,
         by_category: ByCategory = False,
+        localize: LocalizeQuery = None,
     ) -> SearchResponse:
         """The indexed images most like an uploaded one, best first. Needs no token."""
         started = time.perf_counter()
@@ -1421,22 +1448,30 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         def prepare() -> tuple[Collection, QueryBatcher, Image.Image]:
             collection = service.collection(name)
             batcher = service.batcher(collection.spec)
-            image = service.decode_upload(data, filename, _decode_side(batcher.embedder))
+            side = _decode_side(batcher.embedder) * (2 if localize == "crop" else 1)
+            image = service.decode_upload(data, filename, side)
             return collection, batcher, image
 
         collection, batcher, image = await run_in_threadpool(prepare)
-        if by_category:
-            results = await run_in_threadpool(
+        if by_category or localize is not None:
+            outcome = await run_in_threadpool(
                 lambda: service.search_direct(
-                    collection, image, k=k, min_score=min_score, by_category=True
+                    collection,
+                    image,
+                    k=k,
+                    min_score=min_score,
+                    by_category=by_category,
+                    localize=localize,
                 )
             )
         else:
             future = batcher.submit(collection, image, k=k, min_score=min_score)
-            results = await asyncio.wrap_future(future)
+            outcome = QueryOutcome(await asyncio.wrap_future(future))
         return SearchResponse(
             collection=name,
-            results=service.hits(name, results),
+            query_box=outcome.query_box,
+            searched_categories=outcome.searched,
+            results=service.hits(name, outcome.results),
             took_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
@@ -1455,15 +1490,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         # The library's "more like this": an indexed file searches with its stored vector and
         # is left out of its results (should the file have changed since, with its content).
         try:
-            found = service.search_direct(
+            outcome = service.search_direct(
                 collection, path, k=k + 1, min_score=min_score, by_category=by_category
             )
         except DecodeError as exc:
             raise HTTPException(404, f"image {image_id} is no longer readable: {exc}") from None
-        results = [r for r in found if r.id != image_id][:k]
+        results = [r for r in outcome.results if r.id != image_id][:k]
         return SearchResponse(
             collection=name,
             query_id=image_id,
+            searched_categories=outcome.searched,
             results=service.hits(name, results),
             took_ms=round((time.perf_counter() - started) * 1000, 2),
         )

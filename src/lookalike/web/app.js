@@ -74,13 +74,7 @@ function card(item) {
   }
   node.querySelector(".category").textContent = item.category || "";
   if (Array.isArray(item.box) && item.box.length === 4) {
-    const [x0, y0, x1, y1] = item.box;
-    const box = node.querySelector(".box");
-    box.style.left = `${x0 * 100}%`;
-    box.style.top = `${y0 * 100}%`;
-    box.style.width = `${(x1 - x0) * 100}%`;
-    box.style.height = `${(y1 - y0) * 100}%`;
-    box.hidden = false;
+    placeBox(node.querySelector(".box"), item.box);
   }
   const open = () => moreLikeThis(item);
   node.addEventListener("click", open);
@@ -112,6 +106,7 @@ function searchParams() {
 
 function showQuery(src, title, meta) {
   $("#query").hidden = false;
+  $("#query-box").hidden = true;
   $("#query-image").src = src;
   $("#query-title").textContent = title;
   $("#query-meta").textContent = meta;
@@ -127,7 +122,9 @@ async function searchFile(file) {
   const form = new FormData();
   form.append("file", file, file.name || "pasted.png");
   try {
-    const found = await api(`${collectionPath("/search")}?${searchParams()}`, {
+    const params = searchParams();
+    if ($("#localize").checked) params.set("localize", "crop");
+    const found = await api(`${collectionPath("/search")}?${params}`, {
       method: "POST",
       body: form,
     });
@@ -154,7 +151,18 @@ async function moreLikeThis(item) {
   }
 }
 
+function placeBox(box, [x0, y0, x1, y1]) {
+  box.style.left = `${x0 * 100}%`;
+  box.style.top = `${y0 * 100}%`;
+  box.style.width = `${(x1 - x0) * 100}%`;
+  box.style.height = `${(y1 - y0) * 100}%`;
+  box.hidden = false;
+}
+
 function showResults(found, what) {
+  if (Array.isArray(found.query_box) && found.query_box.length === 4) {
+    placeBox($("#query-box"), found.query_box);
+  }
   $("#query-meta").textContent =
     `${what} · ${found.results.length} results in ${found.took_ms.toFixed(0)} ms`;
   fill($("#results"), found.results, "Nothing similar enough.");
