@@ -25,35 +25,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from common import make_collection, query_jpeg
 
-import lookalike
 from lookalike import Collection
-from lookalike.models import normalize
-from lookalike.store import EmbeddedImage
-
-SAMPLE_QUERY = Path(lookalike.__file__).parent / "sample" / "queries" / "query_panda.jpg"
-
-
-def make_collection(db: Path, size: int, dim: int = 1280) -> None:
-    rng = np.random.default_rng(0)
-    with Collection.open(db) as collection:
-        for start in range(0, size, 1000):
-            count = min(1000, size - start)
-            vectors = normalize(rng.normal(size=(count, dim)))
-            collection.store.write_batch(
-                [
-                    EmbeddedImage(f"/collection/{start + i:06}.jpg", 1, 1, 640, 480, v)
-                    for i, v in enumerate(vectors)
-                ],
-                [],
-            )
 
 
 def make_query(path: Path) -> None:
-    image = Image.open(SAMPLE_QUERY).convert("RGB")
-    height = round(1000 * image.height / image.width)
-    image.resize((1000, height), Image.Resampling.LANCZOS).save(path, "JPEG", quality=90)
+    path.write_bytes(query_jpeg(1000))
 
 
 def percentile(values: list[float], q: float) -> float:

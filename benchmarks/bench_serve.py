@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import os
 import platform
@@ -32,38 +31,9 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-import lookalike
-from lookalike import Collection
-from lookalike.models import normalize
-from lookalike.store import EmbeddedImage
+from common import make_collection, query_jpeg
 
 HOST = "127.0.0.1"  # only ever the local machine
-SAMPLE_QUERY = Path(lookalike.__file__).parent / "sample" / "queries" / "query_panda.jpg"
-
-
-def make_collection(db: Path, size: int, dim: int = 1280) -> None:
-    rng = np.random.default_rng(0)
-    with Collection.open(db) as collection:
-        for start in range(0, size, 1000):
-            count = min(1000, size - start)
-            vectors = normalize(rng.normal(size=(count, dim)))
-            collection.store.write_batch(
-                [
-                    EmbeddedImage(f"/collection/{start + i:06}.jpg", 1, 1, 640, 480, v)
-                    for i, v in enumerate(vectors)
-                ],
-                [],
-            )
-
-
-def make_query(width: int = 500) -> bytes:
-    image = Image.open(SAMPLE_QUERY).convert("RGB")
-    height = round(width * image.height / image.width)
-    out = io.BytesIO()
-    image.resize((width, height), Image.Resampling.LANCZOS).save(out, "JPEG", quality=90)
-    return out.getvalue()
 
 
 def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
@@ -174,7 +144,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         make_collection(db, args.size)
-        query = make_query()
+        query = query_jpeg(500)
         body, content_type = multipart("file", "query.jpg", query)
         port = free_port()
         env = dict(os.environ, XDG_DATA_HOME=str(Path(tmp) / "data"))

@@ -348,6 +348,11 @@ class Collection:
         partition = self._partition if by_category else None
         if by_category and partition is None:
             log.info("no category classifier in %s: searching everything", self.store.path)
+        if partition is None and expand == 0:
+            # The common case, all queries in one matrix product and one metadata lookup.
+            ids, scores = index.search(vectors, k, own_ids)
+            rows = results_for(self.store, ids, scores, min_score)
+            return [QueryOutcome(r, None, [], box) for r, box in zip(rows, query_boxes, strict=True)]
         outcomes = []
         for i in range(len(vectors)):
             query, exclude = vectors[i : i + 1], [own_ids[i]]
