@@ -18,7 +18,8 @@ of model.extract_features(x); logits (2, 1000) float32, model(x); image_size; to
 sources (the two image paths, relative to the caltech101 folder, as in its labels.csv).
 The network input is x = (input_uint8 - 127.0) / 128.0 (the TF-Lite EfficientNet convention).
 
-It also prints the top-3 ImageNet classes for that normalisation and, for comparison only (not
+It also writes tiny_legacy.pth and tiny_zip.pth (see write_tiny_checkpoints), and prints the
+top-3 ImageNet classes for that normalisation and, for comparison only (not
 saved), for ImageNet mean/std normalisation, and the static "SAME" padding of every stride-2 conv.
 """
 
@@ -114,12 +115,29 @@ def print_padding(model: EfficientNet) -> None:
             print(f"    {name:28s} k={k} stride 2  pad (left, right, top, bottom) = {pad}")
 
 
+def write_tiny_checkpoints(out: Path) -> None:
+    """tiny_legacy.pth and tiny_zip.pth: the same small state dict in torch's two formats,
+    with a strided view, a storage offset, a 0-d int64 and a float16 tensor, for the
+    checkpoint reader's tests."""
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    state = {
+        "weight": base,
+        "transposed": base.t(),  # non-contiguous view of the same storage
+        "row": base[2],  # storage offset
+        "count": torch.tensor(7, dtype=torch.int64),
+        "half": torch.tensor([1.5, -2.0], dtype=torch.float16),
+    }
+    torch.save(state, out / "tiny_zip.pth")
+    torch.save(state, out / "tiny_legacy.pth", _use_new_zipfile_serialization=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--caltech", type=Path, default=DEFAULT_CALTECH)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    write_tiny_checkpoints(args.out)
 
     for variant, size, weights in MODELS:
         model = load_model(variant, weights)
