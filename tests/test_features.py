@@ -10,7 +10,7 @@ from PIL import Image
 
 from lookalike import Collection
 from lookalike.features import cell_masks, mask_boxes, object_masks, pool
-from lookalike.models import Embedder, builtin_spec
+from lookalike.models import Embedder, builtin_spec, normalize
 
 
 def test_gem_is_at_least_the_average() -> None:
@@ -37,12 +37,14 @@ def test_mask_finds_the_hot_region_and_its_box() -> None:
     assert pooled[0, 0] == pytest.approx(5.0)  # background cells left out
 
 
-def test_default_description_equals_the_graph_embedding(panda_query: Path) -> None:
+def test_default_description_equals_the_pooled_feature_map(panda_query: Path) -> None:
+    """The default descriptor (the graph's own embedding output) is the average of the
+    feature map that the other descriptors pool in NumPy."""
     embedder = Embedder(builtin_spec("lite0"))
     image = Image.open(panda_query).convert("RGB")
     described = embedder.describe([image])
-    direct = embedder.embed(embedder.prepare(image)[None])
-    np.testing.assert_allclose(described.vectors, direct, atol=1e-5)
+    pooled = normalize(pool(embedder.feature_maps([image], 224), "avg"))
+    np.testing.assert_allclose(described.vectors, pooled, atol=1e-5)
     assert described.boxes == [None]
 
 

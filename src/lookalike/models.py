@@ -232,6 +232,7 @@ class Embedder:
             rank = len(outputs[spec.output].shape or ())
             self._feature_output = spec.output if rank == 4 else None
         plain = spec.pooling == "avg" and spec.localize == "none" and not spec.scales
+        self._plain = plain
         if self._feature_output is None and not plain:
             raise ModelError(
                 f"{spec.name}: pooling, scales and localization need a 4-D feature-map output"
@@ -271,7 +272,7 @@ class Embedder:
     def describe(self, images: list[Image.Image]) -> Description:
         """Images -> unit vectors (and object boxes), as the spec says."""
         spec = self.spec
-        if self._feature_output is None:  # a plain vector model: nothing to pool or localize
+        if self._plain:  # the graph's own output is the descriptor: no feature map to copy out
             return Description(
                 self.embed(np.stack([self.prepare(i) for i in images])), [None] * len(images)
             )
