@@ -352,7 +352,9 @@ class Collection:
             # The common case, all queries in one matrix product and one metadata lookup.
             ids, scores = index.search(vectors, k, own_ids)
             rows = results_for(self.store, ids, scores, min_score)
-            return [QueryOutcome(r, None, [], box) for r, box in zip(rows, query_boxes, strict=True)]
+            return [
+                QueryOutcome(r, None, [], box) for r, box in zip(rows, query_boxes, strict=True)
+            ]
         outcomes = []
         for i in range(len(vectors)):
             query, exclude = vectors[i : i + 1], [own_ids[i]]
