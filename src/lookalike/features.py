@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 Pooling = Literal["avg", "gem"]
-Localize = Literal["none", "mask", "crop"]
+Localize = Literal["none", "mask", "crop", "saliency"]
 
 GEM_P = 3.0
 _EPS = 1e-6

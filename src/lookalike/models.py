@@ -55,7 +55,9 @@ class ModelSpec:
     Besides the model and its input, it says how the feature map becomes a vector
     (:mod:`lookalike.features`): ``pooling``, extra ``scales`` (input sides whose descriptors
     are added to the base one) and ``localize`` (``mask``: pool only the object's cells;
-    ``crop``: find the object, crop the image to it and describe the crop).
+    ``crop``: find the object from the network's activations, crop the image to it and
+    describe the crop; ``saliency``: the same with the optional saliency model of
+    :mod:`lookalike.saliency`).
     """
 
     name: str
@@ -233,6 +235,11 @@ class Embedder:
             self._feature_output = spec.output if rank == 4 else None
         plain = spec.pooling == "avg" and spec.localize == "none" and not spec.scales
         self._plain = plain
+        self._saliency = None
+        if spec.localize == "saliency":
+            from lookalike.saliency import SaliencyLocator
+
+            self._saliency = SaliencyLocator(threads=threads)
         if self._feature_output is None and not plain:
             raise ModelError(
                 f"{spec.name}: pooling, scales and localization need a 4-D feature-map output"
@@ -241,7 +248,8 @@ class Embedder:
     @property
     def decode_side(self) -> int:
         """Shortest side worth decoding (JPEG draft mode may reduce down to it)."""
-        return max(self.spec.all_scales) * (2 if self.spec.localize == "crop" else 1)
+        cropping = self.spec.localize in ("crop", "saliency")
+        return max(self.spec.all_scales) * (2 if cropping else 1)
 
     def prepare(self, image: Image.Image, size: int | None = None) -> np.ndarray:
         """Decoded RGB image -> uint8 pixels (S, S, 3) at the model's input size (or ``size``)."""
@@ -277,7 +285,7 @@ class Embedder:
                 self.embed(np.stack([self.prepare(i) for i in images])), [None] * len(images)
             )
         boxes: list[Box | None] = [None] * len(images)
-        if spec.localize == "crop":
+        if spec.localize in ("crop", "saliency"):
             found = self._object_boxes(images)
             images = [_crop(image, box) for image, box in zip(images, found, strict=True)]
             boxes = list(found)
@@ -301,6 +309,8 @@ class Embedder:
         return Description(normalize(total), boxes)
 
     def _object_boxes(self, images: list[Image.Image]) -> list[Box]:
+        if self._saliency is not None:
+            return self._saliency.boxes(images)
         size = self.spec.input_size
         masks = object_masks(self.feature_maps(images, size))
         return [

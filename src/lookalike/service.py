@@ -1166,7 +1166,7 @@ MinScore = Annotated[
 ]
 ByCategory = Annotated[bool, Query(description="only results of the query's predicted category")]
 LocalizeQuery = Annotated[
-    Literal["mask", "crop"] | None,
+    Literal["mask", "crop", "saliency"] | None,
     Query(
         description="find the object in the query photo first (crop: best for a photo of an "
         "object in a scene searched against clean catalogue images)"
@@ -1448,7 +1448,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         def prepare() -> tuple[Collection, QueryBatcher, Image.Image]:
             collection = service.collection(name)
             batcher = service.batcher(collection.spec)
-            side = _decode_side(batcher.embedder) * (2 if localize == "crop" else 1)
+            side = _decode_side(batcher.embedder) * (2 if localize in ("crop", "saliency") else 1)
             image = service.decode_upload(data, filename, side)
             return collection, batcher, image
 
