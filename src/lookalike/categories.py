@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Search the smallest set of top categories whose probabilities add up to this...
-DEFAULT_COVERAGE = 0.8
-#: ...unless it takes more categories than this: then the prediction is unsure and the
-#: whole collection is searched.
-DEFAULT_MAX_CATEGORIES = 3
+from lookalike import config
+
+DEFAULT_COVERAGE = config.CATEGORY_COVERAGE
+DEFAULT_MAX_CATEGORIES = config.MAX_CATEGORIES
 
 
 @dataclass(frozen=True)

@@ -443,7 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the first folder level below each indexed folder is the category",
     )
     group.add_argument(
-        "--pca", type=int, default=None, help="compress the search index to this many dims (0: off)"
+        "--pca",
+        type=int,
+        nargs="?",
+        const=config.PCA_DIMS,
+        default=None,
+        metavar="DIMS",
+        help=f"compress the search index with PCA (default {config.PCA_DIMS} dims; 0: off)",
     )
     group.add_argument("--whiten", action="store_true", help="whiten when compressing")
     p.set_defaults(run=_index)

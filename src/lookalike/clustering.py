@@ -17,6 +17,8 @@ from typing import Literal
 
 import numpy as np
 
+from lookalike import config
+
 log = logging.getLogger(__name__)
 
 Method = Literal["kmeans", "hdbscan"]
@@ -24,8 +26,7 @@ Method = Literal["kmeans", "hdbscan"]
 #: Dimensions the vectors are reduced to (PCA) before clustering, by method; 0 keeps them
 #: all. HDBSCAN's neighbour queries slow down quickly with the dimension, k-means' do not.
 PCA_DIMS: dict[str, int] = {"kmeans": 128, "hdbscan": 64}
-#: HDBSCAN's smallest group: a "category" of fewer images is called noise.
-MIN_CLUSTER_SIZE = 5
+MIN_CLUSTER_SIZE = config.MIN_CLUSTER_SIZE
 #: Above this many images k-means switches to the mini-batch variant.
 MINIBATCH_ABOVE = 50_000
 #: Label of images that belong to no cluster (HDBSCAN's noise).

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_DIMS = 256
+from lookalike import config
+
+DEFAULT_DIMS = config.PCA_DIMS
 
 
 @dataclass(frozen=True)

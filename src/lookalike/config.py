@@ -29,6 +29,20 @@ INDEX_WORKERS = os.cpu_count() or 1
 # --- store and search -----------------------------------------------------------------------
 DEFAULT_K = 10
 
+# --- categories, compression, groups ---------------------------------------------------------
+#: Category-first search scans the smallest set of top categories whose predicted
+#: probabilities add up to this...
+CATEGORY_COVERAGE = 0.8
+#: ...unless it takes more categories than this: then the prediction is unsure and the whole
+#: collection is searched.
+MAX_CATEGORIES = 3
+#: PCA dimensions of a compressed index (`index --pca` without a number).
+PCA_DIMS = 256
+#: HDBSCAN's smallest group (`cluster --auto`): fewer images are called noise.
+MIN_CLUSTER_SIZE = 5
+#: Cosine at or above which two images are near-duplicates (see docs/EVALUATION.md).
+DUPLICATE_THRESHOLD = 0.92
+
 
 def cache_dir() -> Path:
     """Where built model graphs are cached: $LOOKALIKE_CACHE, else the XDG cache folder."""

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lookalike import config
 from lookalike.store import ImageRecord
 
 log = logging.getLogger(__name__)
 
-#: Cosine at or above which two images are near-duplicates (see docs/EVALUATION.md).
-DEFAULT_THRESHOLD = 0.92
+DEFAULT_THRESHOLD = config.DUPLICATE_THRESHOLD
 #: Pairs kept per image at most (its best ones).
 MAX_NEIGHBOURS = 10
 #: Scores held at once: 16 Mi float32 = 64 MiB, plus a 16 MiB mask.
