@@ -114,3 +114,52 @@ def test_changed_indexed_file_is_embedded_afresh(indexed: Collection, photos: Pa
     results = indexed.search(target, k=2)
     assert results[0].path == str(photos / "starfish" / "image_0005.jpg")
     assert results[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_index_follows_changes_incrementally(tmp_path: Path) -> None:
+    """After adds, re-embeds and removals, the live index equals one built from scratch,
+    and it was brought up to date by reading only the rows written since the last load."""
+    from lookalike.store import EmbeddedImage
+
+    rng = np.random.default_rng(0)
+
+    def batch(names: list[str]) -> list[EmbeddedImage]:
+        vectors = normalize(rng.normal(size=(len(names), 8)))
+        return [
+            EmbeddedImage(f"/x/{n}.jpg", 1, 1, 4, 4, v) for n, v in zip(names, vectors, strict=True)
+        ]
+
+    with Collection.open(tmp_path / "c.db") as live:
+        live.store.write_batch(batch([f"a{i}" for i in range(20)]), [])
+        assert len(live.index()) == 20
+        since: list[float] = []
+        original = live.store.vectors_since
+
+        def spy(t: float):  # type: ignore[no-untyped-def]
+            since.append(t)
+            return original(t)
+
+        live.store.vectors_since = spy  # type: ignore[method-assign]
+        live.store.write_batch(batch([f"b{i}" for i in range(5)]), [])  # new rows
+        live.store.write_batch(batch(["a3", "a7"]), [])  # re-embedded rows
+        live.store.remove(["/x/a0.jpg", "/x/b2.jpg"])
+        index = live.index()
+        assert since and all(np.isfinite(t) for t in since)  # never a full reload
+        with Collection.open(tmp_path / "c.db") as fresh:
+            rebuilt = fresh.index()
+            np.testing.assert_array_equal(index.ids, rebuilt.ids)
+            np.testing.assert_allclose(index.vectors, rebuilt.vectors)
+        assert len(index) == 23 and (np.diff(index.ids) > 0).all()
+
+
+def test_appended_index_shares_storage_and_leaves_the_old_one_alone() -> None:
+    rng = np.random.default_rng(1)
+    first = ExactIndex(np.arange(3), normalize(rng.normal(size=(3, 4))))
+    second = first.appended(np.array([5, 6]), normalize(rng.normal(size=(2, 4))))
+    third = second.appended(np.array([9]), normalize(rng.normal(size=(1, 4))))
+    assert len(first) == 3 and len(second) == 5 and len(third) == 6
+    assert np.shares_memory(second.vectors, third.vectors)  # grown in place, not copied
+    np.testing.assert_array_equal(third.vectors[:3], first.vectors)
+    assert third.search(third.vectors[5:6], 1)[0][0, 0] == 9
+    with pytest.raises(ValueError):
+        third.appended(np.array([4]), normalize(rng.normal(size=(1, 4))))

@@ -34,7 +34,7 @@ from lookalike.features import Localize
 from lookalike.indexer import IndexReport, Plan
 from lookalike.models import Embedder, ModelSpec, builtin_spec
 from lookalike.search import QueryOutcome, SearchResult, results_for
-from lookalike.store import Box, Store
+from lookalike.store import Box, Store, VectorChanges
 from lookalike.vector_index import ExactIndex
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ class Collection:
         self._query_embedders: dict[str, Embedder] = {}
         self._index_embedder: Embedder | None = None
         self._index: ExactIndex | None = None
-        self._index_key: tuple[object, ...] = ()
+        self._index_key: tuple[object, ...] = (None, None)
+        self._loaded_until = -np.inf  # indexed_at of the newest row in the loaded index
         self._pca: Pca | None = None
         self._partition: _Partition | None = None
 
@@ -223,23 +224,34 @@ class Collection:
     # --- searching -------------------------------------------------------------------------
 
     def index(self) -> ExactIndex:
-        """The vector index (PCA-compressed if enabled), reloaded when the store changed."""
-        key = (
-            self.store.generation(),
-            self.store.get_meta("classifier_key"),
-            self.store.get_meta("pca_generation"),
+        """The vector index (PCA-compressed if enabled), kept up to date with the store.
+
+        When only images changed (added, re-embedded, removed: the store's generation moved,
+        the fitted models did not), only the rows written since the last load are read and
+        merged in, so that searches running while a folder is being indexed do not reload
+        every vector after each batch. A refitted PCA or classifier reloads everything.
+        """
+        generation = self.store.generation()
+        models_key = (self.store.get_meta("classifier_key"), self.store.get_meta("pca_generation"))
+        if self._index is not None and (generation, models_key) == self._index_key:
+            return self._index
+        incremental = (
+            self._index is not None and models_key == self._index_key[1] and self._partition is None
         )
-        if self._index is None or key != self._index_key:
-            ids, vectors = self.store.load_vectors()
+        if not incremental:
+            self._index, self._loaded_until = None, -np.inf
+            self._pca = self.pca()
+        changes = self.store.vectors_since(self._loaded_until)
+        self._index = _merge(self._index, changes, self._pca)
+        self._loaded_until = changes.latest
+        if not incremental:
             classifier = self.classifier()
             self._partition = None
-            if classifier is not None and len(ids):
-                self._partition = _Partition.build(self.store, classifier, ids, vectors)
-            self._pca = self.pca()
-            if self._pca is not None and len(ids):
-                vectors = self._pca.transform(vectors)
-            self._index = ExactIndex(ids, vectors)
-            self._index_key = key
+            if classifier is not None and len(changes.ids) and changes.vectors is not None:
+                self._partition = _Partition.build(
+                    self.store, classifier, changes.ids, changes.vectors
+                )
+        self._index_key = (generation, models_key)
         return self._index
 
     def query_vectors(
@@ -523,6 +535,29 @@ class _Partition:
         """Share of the collection that searching these categories scans."""
         wanted = [self.classifier.classes.index(n) for n in names]
         return float(np.isin(self.codes, wanted).mean()) if len(self.codes) else 0.0
+
+
+def _merge(index: ExactIndex | None, changes: VectorChanges, pca: Pca | None) -> ExactIndex:
+    """The index with the changed rows put in (replacing their old versions) and the rows of
+    images no longer indexed taken out; ids stay ascending."""
+    new_vectors = changes.vectors
+    if new_vectors is not None and pca is not None:
+        new_vectors = pca.transform(new_vectors)
+    if index is None or len(index) == 0:
+        if new_vectors is None:
+            return ExactIndex(changes.ids, np.empty((0, 0), dtype=np.float32))
+        return ExactIndex(changes.ids, new_vectors)
+    keep = np.isin(index.ids, changes.all_ids) & ~np.isin(index.ids, changes.ids)
+    if keep.all() and new_vectors is not None and changes.ids[0] > index.ids[-1]:
+        return index.appended(changes.ids, new_vectors)  # only new images: no copy
+    ids, vectors = index.ids[keep], index.vectors[keep]
+    if new_vectors is not None:
+        ids = np.concatenate([ids, changes.ids])
+        vectors = np.concatenate([vectors, new_vectors])
+        if len(ids) > 1 and (np.diff(ids) < 0).any():  # an update of an older row
+            order = np.argsort(ids, kind="stable")
+            ids, vectors = ids[order], vectors[order]
+    return ExactIndex(ids, vectors)
 
 
 def _expand(index: ExactIndex, query: np.ndarray, top_ids: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS images (
     cluster INTEGER
 );
 CREATE INDEX IF NOT EXISTS images_cluster ON images (cluster);
+CREATE INDEX IF NOT EXISTS images_indexed_at ON images (indexed_at);
 CREATE TABLE IF NOT EXISTS labels (path TEXT PRIMARY KEY, category TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS artifacts (name TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped (
@@ -61,6 +62,17 @@ class FileState:
 
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of width and height
+
+
+@dataclass(frozen=True)
+class VectorChanges:
+    """What :meth:`Store.vectors_since` found: the ids now indexed, and the rows (ids
+    ascending, vectors; None if no row) written since the given time."""
+
+    all_ids: np.ndarray
+    ids: np.ndarray
+    vectors: np.ndarray | None
+    latest: float
 
 
 @dataclass(frozen=True)
@@ -204,8 +216,10 @@ class Store:
         self, embedded: Iterable[EmbeddedImage], skipped: Iterable[SkippedFile]
     ) -> None:
         """Insert or replace a batch of results in one transaction."""
-        now = time.time()
         with self._transaction():
+            # Taken inside the transaction, so that timestamps follow the commit order:
+            # readers fetch "what changed since" by them (vectors_since).
+            now = time.time()
             for image in embedded:
                 self._db.execute("DELETE FROM skipped WHERE path = ?", (image.path,))
                 self._db.execute(
@@ -263,6 +277,37 @@ class Store:
             return ids, np.empty((0, 0), dtype=np.float32)
         vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4")
         return ids, vectors.reshape(len(rows), -1).astype(np.float32, copy=False)
+
+    def vectors_since(self, since: float) -> VectorChanges:
+        """Every indexed id, and the rows written after ``since`` (a timestamp that an
+        earlier call returned as ``latest``; -inf for everything), in one snapshot.
+
+        write_batch stamps rows inside its transaction, so a later commit has a later stamp
+        (two commits cannot share a clock tick: each takes far longer than one)."""
+        with self._lock:
+            self._db.execute("BEGIN")  # deferred: one read snapshot across both queries
+            try:
+                all_rows = self._db.execute("SELECT id FROM images ORDER BY id").fetchall()
+                changed = self._db.execute(
+                    "SELECT id, vector, indexed_at FROM images WHERE indexed_at > ? ORDER BY id",
+                    (since,),
+                ).fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        ids = np.fromiter((r[0] for r in changed), dtype=np.int64, count=len(changed))
+        vectors = (
+            np.frombuffer(b"".join(r[1] for r in changed), dtype="<f4")
+            .reshape(len(changed), -1)
+            .astype(np.float32, copy=False)
+            if changed
+            else None
+        )
+        return VectorChanges(
+            all_ids=np.fromiter((r[0] for r in all_rows), dtype=np.int64, count=len(all_rows)),
+            ids=ids,
+            vectors=vectors,
+            latest=max((float(r[2]) for r in changed), default=since),
+        )
 
     def lookup(self, path: str) -> tuple[int, np.ndarray] | None:
         """Id and vector of an indexed file, if it is indexed and unchanged on disk since."""

@@ -30,11 +30,37 @@ class VectorIndex(Protocol):
 class ExactIndex:
     """Exact cosine top-k by one matrix product and a partial sort; ``ids`` ascending."""
 
-    def __init__(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def __init__(
+        self, ids: np.ndarray, vectors: np.ndarray, *, _storage: np.ndarray | None = None
+    ) -> None:
         if len(ids) != len(vectors):
             raise ValueError("ids and vectors differ in length")
         self.ids = np.asarray(ids, dtype=np.int64)
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        # Rows beyond len(self) that appended() may fill without copying the others.
+        self._storage = _storage
+
+    def appended(self, ids: np.ndarray, vectors: np.ndarray) -> ExactIndex:
+        """A new index with these rows added after the existing ones (``ids`` ascending and
+        above every existing id). The rows live in a buffer grown by doubling, so adding a
+        few rows to a large index copies nothing; this index stays valid and unchanged
+        (searches running on it are not disturbed)."""
+        n, m = len(self), len(ids)
+        if m == 0:
+            return self
+        if n and ids[0] <= self.ids[-1]:
+            raise ValueError("appended ids must follow the existing ones")
+        storage = self._storage
+        if (
+            storage is None
+            or len(storage) < n + m
+            or storage.shape[1] != vectors.shape[1]
+            or not np.shares_memory(storage, self.vectors)
+        ):
+            storage = np.empty((max(2 * (n + m), 1024), vectors.shape[1]), dtype=np.float32)
+            storage[:n] = self.vectors
+        storage[n : n + m] = vectors
+        return ExactIndex(np.concatenate([self.ids, ids]), storage[: n + m], _storage=storage)
 
     def __len__(self) -> int:
         return len(self.ids)
