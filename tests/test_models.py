@@ -113,3 +113,17 @@ def test_graph_is_built_once_into_the_cache(
     assert models.builtin_graph_path("efficientnet-lite0") == first
     assert first.stat().st_mtime_ns == stamp
     assert list(first.parent.glob("*.tmp")) == []
+
+
+def test_collection_from_another_descriptor_version_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dataclasses
+    import logging
+
+    with Collection.open(tmp_path / "c.db") as collection:
+        old = dataclasses.replace(collection.spec, descriptor_version=0)
+        collection.store.set_meta("model", old.to_json())
+    with caplog.at_level(logging.WARNING), Collection.open(tmp_path / "c.db") as reopened:
+        assert reopened.spec.descriptor_version == builtin_spec("lite0").descriptor_version
+    assert "index it again" in caplog.text

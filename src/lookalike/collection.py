@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -32,7 +33,7 @@ from lookalike.compression import Pca
 from lookalike.decode import load_image
 from lookalike.features import Localize
 from lookalike.indexer import IndexReport, Plan
-from lookalike.models import Embedder, ModelSpec, builtin_spec
+from lookalike.models import DESCRIPTOR_VERSION, Embedder, ModelSpec, builtin_spec
 from lookalike.search import QueryOutcome, SearchResult, results_for
 from lookalike.store import Box, Store, VectorChanges
 from lookalike.vector_index import ExactIndex
@@ -78,6 +79,16 @@ class Collection:
             store.set_meta("model", spec.to_json())
         else:
             spec = ModelSpec.from_json(stored)
+            if spec.descriptor_version != DESCRIPTOR_VERSION:
+                log.warning(
+                    "%s was indexed by another version of lookalike's image descriptors "
+                    "(%s, now %s): its vectors may not match new queries; index it again "
+                    "into a new --db",
+                    path,
+                    spec.descriptor_version,
+                    DESCRIPTOR_VERSION,
+                )
+                spec = dataclasses.replace(spec, descriptor_version=DESCRIPTOR_VERSION)
             if wanted is not None and wanted != spec:
                 store.close()
                 raise ValueError(

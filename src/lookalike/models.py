@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Bump when the graph built from a checkpoint changes, so cached graphs are rebuilt.
 GRAPH_VERSION = 1
+#: Bump when the same spec would give other vectors (preprocessing, pooling, localization):
+#: collections record it, and one made with another version asks to be re-indexed.
+DESCRIPTOR_VERSION = 1
 
 # (x - 127) / 128 on 0..255, written as mean/std on 0..1.
 _LITE_MEAN = (127 / 255, 127 / 255, 127 / 255)
@@ -70,6 +73,7 @@ class ModelSpec:
     pooling: Pooling = "avg"
     scales: tuple[int, ...] = ()
     localize: Localize = "none"
+    descriptor_version: int = DESCRIPTOR_VERSION
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
