@@ -202,10 +202,18 @@ class Collection:
     def refresh_models(self) -> None:
         """Refit what the collection's changes made stale: the PCA (when the collection grew
         or shrank by over 10%) and the category classifier (when labels or images changed)."""
-        self._refresh_pca()
-        self._refresh_classifier()
+        loaded: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def _refresh_pca(self) -> None:
+        def vectors() -> tuple[np.ndarray, np.ndarray]:
+            """All stored vectors, read once however many models need them."""
+            if not loaded:
+                loaded.append(self.store.load_vectors())
+            return loaded[0]
+
+        self._refresh_pca(vectors)
+        self._refresh_classifier(vectors)
+
+    def _refresh_pca(self, vectors: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
         settings = json.loads(self.store.get_meta("pca") or "{}")
         if not settings:
             return
@@ -215,20 +223,19 @@ class Collection:
             return
         if count < 2:
             return
-        _, vectors = self.store.load_vectors()
-        fitted = compression.fit(vectors, settings["dims"], whiten=settings["whiten"])
+        fitted = compression.fit(vectors()[1], settings["dims"], whiten=settings["whiten"])
         self.store.put_artifact("pca", fitted.to_bytes())
         self._bump_pca_generation()
 
-    def _refresh_classifier(self) -> None:
+    def _refresh_classifier(self, vectors: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
         key = f"{self.store.labels_generation()}:{self.store.generation()}"
         if self.store.get_meta("classifier_key") == key:
             return
         ids, labels = self.store.labelled_ids()
         model = None
         if len(set(labels)) >= 2:
-            all_ids, vectors = self.store.load_vectors()
-            model = fit_classifier(vectors[np.searchsorted(all_ids, ids)], labels)
+            all_ids, stored = vectors()
+            model = fit_classifier(stored[np.searchsorted(all_ids, ids)], labels)
         self.store.put_artifact("classifier", model.to_bytes() if model else None)
         self.store.set_meta("classifier_key", key)
 
@@ -450,16 +457,6 @@ class Collection:
 
     # --- clusters and near-duplicates ------------------------------------------------------
 
-    def _grouping_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ids and the vectors that search compares (the collection's own, if it says)."""
-        own = getattr(self, "index_vectors", None)
-        if callable(own):
-            found = own()
-            if isinstance(found, tuple):
-                return np.asarray(found[0]), np.asarray(found[1])
-            return np.asarray(self.store.all_ids(), dtype=np.int64), np.asarray(found)
-        return self.store.load_vectors()
-
     def cluster(
         self,
         k: int | None = None,
@@ -475,7 +472,7 @@ class Collection:
         when some are labelled."""
         if not auto and k is None:
             raise ValueError("give the number of clusters k, or auto=True")
-        ids, vectors = self._grouping_vectors()
+        ids, vectors = self.store.load_vectors()
         labels, report = clustering.cluster_images(
             ids,
             vectors,
@@ -504,7 +501,7 @@ class Collection:
         In each group the image with the most pixels comes first (the one to keep), then
         the others by their best score. Memory stays near that of the vectors themselves.
         """
-        ids, vectors = self._grouping_vectors()
+        ids, vectors = self.store.load_vectors()
         groups = duplicates.find_duplicates(
             ids, vectors, threshold=threshold, max_neighbours=max_neighbours
         )

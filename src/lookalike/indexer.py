@@ -150,7 +150,8 @@ def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
             unchanged += 1
         else:
             todo.append(candidate)
-    vanished = sorted({p for folder in folders for p in store.file_states(folder) if p not in seen})
+    prefixes = tuple(folder.rstrip("/") + "/" for folder in folders)
+    vanished = sorted(p for p in known if p not in seen and p.startswith(prefixes))
     new_paths = frozenset(c.path for c in todo if c.path not in known or known[c.path].skipped)
     return Plan(todo, new_paths, vanished, unchanged)
 

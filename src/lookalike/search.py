@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.store import Box, Store
-from lookalike.vector_index import VectorIndex
 
 
 @dataclass(frozen=True)
@@ -38,20 +37,6 @@ class QueryOutcome:
     searched: list[str] | None = None  # categories searched; None: the whole collection
     predictions: list[tuple[str, float]] | None = None  # top predicted categories
     query_box: Box | None = None  # where the object was found in the query, if localized
-
-
-def top_k(
-    store: Store,
-    index: VectorIndex,
-    vectors: np.ndarray,
-    *,
-    k: int,
-    min_score: float | None = None,
-    exclude: list[int | None] | None = None,
-) -> list[list[SearchResult]]:
-    """Top-``k`` results per query vector, each list best first, scores >= ``min_score``."""
-    ids, scores = index.search(vectors, k, exclude)
-    return results_for(store, ids, scores, min_score)
 
 
 def results_for(

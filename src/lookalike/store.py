@@ -272,11 +272,8 @@ class Store:
     def load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All ids (int64, ascending) and vectors (float32, N x D)."""
         rows = self._query("SELECT id, vector FROM images ORDER BY id")
-        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        if not rows:
-            return ids, np.empty((0, 0), dtype=np.float32)
-        vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4")
-        return ids, vectors.reshape(len(rows), -1).astype(np.float32, copy=False)
+        ids, vectors = _ids_and_vectors(rows)
+        return ids, np.empty((0, 0), dtype=np.float32) if vectors is None else vectors
 
     def vectors_since(self, since: float) -> VectorChanges:
         """Every indexed id, and the rows written after ``since`` (a timestamp that an
@@ -294,14 +291,7 @@ class Store:
                 ).fetchall()
             finally:
                 self._db.execute("COMMIT")
-        ids = np.fromiter((r[0] for r in changed), dtype=np.int64, count=len(changed))
-        vectors = (
-            np.frombuffer(b"".join(r[1] for r in changed), dtype="<f4")
-            .reshape(len(changed), -1)
-            .astype(np.float32, copy=False)
-            if changed
-            else None
-        )
+        ids, vectors = _ids_and_vectors(changed)
         return VectorChanges(
             all_ids=np.fromiter((r[0] for r in all_rows), dtype=np.int64, count=len(all_rows)),
             ids=ids,
@@ -342,11 +332,6 @@ class Store:
                     int(row[0]), row[1], row[2], row[3], row[4], row[5], _parse_box(row[6])
                 )
         return found
-
-    def all_ids(self) -> list[int]:
-        return [int(row[0]) for row in self._query("SELECT id FROM images ORDER BY id")]
-
-    # --- categories ------------------------------------------------------------------------
 
     def set_labels(self, labels: dict[str, str]) -> int:
         """Set the category of files by absolute path; returns how many changed."""
@@ -398,6 +383,15 @@ class Store:
             " GROUP BY cluster ORDER BY cluster"
         )
         return {int(r[0]): int(r[1]) for r in rows}
+
+
+def _ids_and_vectors(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows of (id, vector blob, ...) -> ids and an (N, D) float32 matrix (None if no row)."""
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    if not rows:
+        return ids, None
+    vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4")
+    return ids, vectors.reshape(len(rows), -1).astype(np.float32, copy=False)
 
 
 def _box_text(box: Box | None) -> str | None:
