@@ -56,7 +56,7 @@ class Collection:
         self._index_embedder: Embedder | None = None
         self._index: ExactIndex | None = None
         self._index_key: tuple[object, ...] = (None, None)
-        self._loaded_until = -np.inf  # indexed_at of the newest row in the loaded index
+        self._loaded_until: int | None = None  # the store's change cursor of the loaded index
         self._pca: Pca | None = None
         self._partition: _Partition | None = None
 
@@ -257,7 +257,7 @@ class Collection:
             self._index is not None and models_key == self._index_key[1] and self._partition is None
         )
         if not incremental:
-            self._index, self._loaded_until = None, -np.inf
+            self._index, self._loaded_until = None, None
             self._pca = self.pca()
         changes = self.store.vectors_since(self._loaded_until)
         self._index = _merge(self._index, changes, self._pca)

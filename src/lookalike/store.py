@@ -4,18 +4,26 @@ Every write is one transaction, so a killed process leaves the file as it was af
 last committed batch. Files that could not be decoded are remembered too (with their size,
 mtime and reason), so an unchanged bad file is not decoded again on the next run.
 
-Tables: ``images`` (one row per indexed file: size, mtime, vector, object box, cluster),
-``skipped`` (bad files and why), ``labels`` (user-given categories by path, kept even for
-files not indexed yet) and ``meta`` (model spec, fitted classifier and PCA, counters).
+Tables: ``images`` (one row per indexed file: size, mtime, vector, object box, cluster, and
+the change sequence number of the write that stored it), ``skipped`` (bad files and why),
+``labels`` (user-given categories by path, kept even for files not indexed yet) and ``meta``
+(model spec, fitted classifier and PCA, counters).
+
+Paths are stored as text when the name is valid UTF-8, else as the raw bytes of the name
+(a BLOB), so that a name from another locale (``bad\\xff.jpg``) round-trips exactly to the
+file on disk; :func:`_db_path` and :func:`_path_from_db` are the only conversions.
+
+Older files are upgraded in place, one schema version at a time (:data:`_MIGRATIONS`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +31,11 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
 
+SCHEMA_VERSION = 3
+
+#: The current schema, for new files; existing ones are brought to it by _MIGRATIONS.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
@@ -37,10 +48,11 @@ CREATE TABLE IF NOT EXISTS images (
     indexed_at REAL NOT NULL,
     vector BLOB NOT NULL,
     box TEXT,
-    cluster INTEGER
+    cluster INTEGER,
+    seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS images_cluster ON images (cluster);
-CREATE INDEX IF NOT EXISTS images_indexed_at ON images (indexed_at);
+CREATE INDEX IF NOT EXISTS images_seq ON images (seq);
 CREATE TABLE IF NOT EXISTS labels (path TEXT PRIMARY KEY, category TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS artifacts (name TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped (
@@ -66,13 +78,14 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of width 
 
 @dataclass(frozen=True)
 class VectorChanges:
-    """What :meth:`Store.vectors_since` found: the ids now indexed, and the rows (ids
-    ascending, vectors; None if no row) written since the given time."""
+    """What :meth:`Store.vectors_since` found: the ids now indexed, the rows (ids ascending,
+    vectors; None if no row) written after the given cursor, and ``latest``, the cursor to
+    pass next time (the store's change sequence number at the time of the read)."""
 
     all_ids: np.ndarray
     ids: np.ndarray
     vectors: np.ndarray | None
-    latest: float
+    latest: int
 
 
 @dataclass(frozen=True)
@@ -107,34 +120,69 @@ class SkippedFile:
     reason: str
 
 
+class StoreError(RuntimeError):
+    """The collection file cannot be used: not a database, a folder, damaged, too new."""
+
+
 class Store:
     """SQLite-backed metadata and vector store of one collection."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder, not a collection file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         # One connection shared by threads (indexing jobs and searches in the service):
         # the lock keeps a transaction and the statements of other threads apart.
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._upgrade_from_v1()
-        self._db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
-        with self._transaction():
-            if self.get_meta("schema_version") in (None, "1"):
-                self.set_meta("schema_version", str(SCHEMA_VERSION))
-        version = int(self.get_meta("schema_version") or 0)
-        if version != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema {version}, expected {SCHEMA_VERSION}")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._create_or_migrate()
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(
+                    f"{self.path} is not a lookalike collection or is damaged: {exc}"
+                ) from exc
+            raise
 
-    def _upgrade_from_v1(self) -> None:
-        """Schema 1 lacked the box and cluster columns (and the labels table)."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(images)")}
-        if columns and "box" not in columns:
-            self._db.execute("ALTER TABLE images ADD COLUMN box TEXT")
-            self._db.execute("ALTER TABLE images ADD COLUMN cluster INTEGER")
+    def _create_or_migrate(self) -> None:
+        """Create the current schema in a new file, or upgrade an older one step by step."""
+        with self._transaction():
+            exists = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'images'"
+            ).fetchone()
+            if not exists:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
+                return
+        version = self._schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema {version}, made by a newer lookalike "
+                f"(this one reads up to {SCHEMA_VERSION})"
+            )
+        while version < SCHEMA_VERSION:
+            with self._transaction():
+                _MIGRATIONS[version](self._db)
+                version += 1
+                self.set_meta("schema_version", str(version))
+            log.info("%s upgraded to schema %d", self.path, version)
+
+    def _schema_version(self) -> int:
+        has_meta = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        value = self.get_meta("schema_version") if has_meta else None
+        return int(value) if value is not None else 1
 
     def close(self) -> None:
         with self._lock:
@@ -193,23 +241,29 @@ class Store:
 
     def file_states(self, under: str | None = None) -> dict[str, FileState]:
         """Known files (indexed or skipped), optionally only those below folder ``under``."""
-        where = ""
-        args: tuple[str, ...] = ()
-        if under is not None:
-            prefix = under.rstrip("/") + "/"
-            # A range on the primary key / unique index instead of LIKE, which would need
-            # escaping of % and _ in folder names.
-            where = "WHERE path >= ? AND path < ?"
-            args = (prefix, prefix[:-1] + "0")
+        prefix = None if under is None else under.rstrip("/") + "/"
+        text_prefix = None if prefix is None else _db_path(prefix)
         states: dict[str, FileState] = {}
-        for path, size, mtime in self._query(
-            f"SELECT path, size, mtime_ns FROM images {where}", args
-        ):
-            states[path] = FileState(size, mtime, skipped=False)
-        for path, size, mtime in self._query(
-            f"SELECT path, size, mtime_ns FROM skipped {where}", args
-        ):
-            states[path] = FileState(size, mtime, skipped=True)
+        for table, skipped in (("images", False), ("skipped", True)):
+            if prefix is None:
+                rows = self._query(f"SELECT path, size, mtime_ns FROM {table}")
+            else:
+                rows = []
+                if isinstance(text_prefix, str):
+                    # A range on the unique index instead of LIKE, which would need escaping
+                    # of % and _ in folder names.
+                    rows = self._query(
+                        f"SELECT path, size, mtime_ns FROM {table} WHERE path >= ? AND path < ?",
+                        (text_prefix, text_prefix[:-1] + "0"),
+                    )
+                # Names stored as bytes (not UTF-8) sort apart from text: few, so scanned.
+                rows += self._query(
+                    f"SELECT path, size, mtime_ns FROM {table} WHERE typeof(path) = 'blob'"
+                )
+            for raw, size, mtime in rows:
+                path = _path_from_db(raw)
+                if prefix is None or path.startswith(prefix):
+                    states[path] = FileState(size, mtime, skipped=skipped)
         return states
 
     def write_batch(
@@ -217,21 +271,21 @@ class Store:
     ) -> None:
         """Insert or replace a batch of results in one transaction."""
         with self._transaction():
-            # Taken inside the transaction, so that timestamps follow the commit order:
-            # readers fetch "what changed since" by them (vectors_since).
-            now = time.time()
+            now = time.time()  # informational only: the change feed follows ``seq``
+            seq = self._next_seq()
             for image in embedded:
-                self._db.execute("DELETE FROM skipped WHERE path = ?", (image.path,))
+                path = _db_path(image.path)
+                self._db.execute("DELETE FROM skipped WHERE path = ?", (path,))
                 self._db.execute(
                     "INSERT INTO images"
-                    " (path, size, mtime_ns, width, height, indexed_at, vector, box)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET"
+                    " (path, size, mtime_ns, width, height, indexed_at, vector, box, seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET"
                     " size = excluded.size, mtime_ns = excluded.mtime_ns,"
                     " width = excluded.width, height = excluded.height,"
                     " indexed_at = excluded.indexed_at, vector = excluded.vector,"
-                    " box = excluded.box, cluster = NULL",
+                    " box = excluded.box, cluster = NULL, seq = excluded.seq",
                     (
-                        image.path,
+                        path,
                         image.size,
                         image.mtime_ns,
                         image.width,
@@ -239,22 +293,34 @@ class Store:
                         now,
                         np.asarray(image.vector, dtype="<f4").tobytes(),
                         _box_text(image.box),
+                        seq,
                     ),
                 )
             for bad in skipped:
-                self._db.execute("DELETE FROM images WHERE path = ?", (bad.path,))
+                path = _db_path(bad.path)
+                self._db.execute("DELETE FROM images WHERE path = ?", (path,))
                 self._db.execute(
                     "INSERT OR REPLACE INTO skipped (path, size, mtime_ns, reason)"
                     " VALUES (?, ?, ?, ?)",
-                    (bad.path, bad.size, bad.mtime_ns, bad.reason),
+                    (path, bad.size, bad.mtime_ns, bad.reason),
                 )
             self._bump_generation()
+
+    def _next_seq(self) -> int:
+        """The next number of the change sequence (call inside a transaction).
+
+        A counter in ``meta`` rather than MAX(seq) + 1, which would hand out a number
+        again once the rows that carried it are deleted; never the clock, which can step
+        back."""
+        seq = int(self.get_meta("change_seq") or 0) + 1
+        self.set_meta("change_seq", str(seq))
+        return seq
 
     def remove(self, paths: Iterable[str]) -> int:
         """Forget these files; returns how many indexed images were removed."""
         removed = 0
         with self._transaction():
-            for path in paths:
+            for path in map(_db_path, paths):
                 removed += self._db.execute("DELETE FROM images WHERE path = ?", (path,)).rowcount
                 self._db.execute("DELETE FROM skipped WHERE path = ?", (path,))
             self._bump_generation()
@@ -262,7 +328,7 @@ class Store:
 
     def skipped_files(self) -> list[SkippedFile]:
         rows = self._query("SELECT path, size, mtime_ns, reason FROM skipped ORDER BY path")
-        return [SkippedFile(*row) for row in rows]
+        return [SkippedFile(_path_from_db(row[0]), *row[1:]) for row in rows]
 
     # --- vectors ---------------------------------------------------------------------------
 
@@ -275,19 +341,20 @@ class Store:
         ids, vectors = _ids_and_vectors(rows)
         return ids, np.empty((0, 0), dtype=np.float32) if vectors is None else vectors
 
-    def vectors_since(self, since: float) -> VectorChanges:
-        """Every indexed id, and the rows written after ``since`` (a timestamp that an
-        earlier call returned as ``latest``; -inf for everything), in one snapshot.
+    def vectors_since(self, cursor: int | None) -> VectorChanges:
+        """Every indexed id, and the rows written after ``cursor`` (the ``latest`` of an
+        earlier call; None for everything), in one snapshot.
 
-        write_batch stamps rows inside its transaction, so a later commit has a later stamp
-        (two commits cannot share a clock tick: each takes far longer than one)."""
+        Rows carry the change sequence number of the write that stored them, a counter
+        that only grows (wall-clock stamps lose rows when the clock steps back)."""
         with self._lock:
-            self._db.execute("BEGIN")  # deferred: one read snapshot across both queries
+            self._db.execute("BEGIN")  # deferred: one read snapshot across the queries
             try:
+                latest = int(self.get_meta("change_seq") or 0)
                 all_rows = self._db.execute("SELECT id FROM images ORDER BY id").fetchall()
                 changed = self._db.execute(
-                    "SELECT id, vector, indexed_at FROM images WHERE indexed_at > ? ORDER BY id",
-                    (since,),
+                    "SELECT id, vector FROM images WHERE seq > ? ORDER BY id",
+                    (-1 if cursor is None else int(cursor),),
                 ).fetchall()
             finally:
                 self._db.execute("COMMIT")
@@ -296,12 +363,14 @@ class Store:
             all_ids=np.fromiter((r[0] for r in all_rows), dtype=np.int64, count=len(all_rows)),
             ids=ids,
             vectors=vectors,
-            latest=max((float(r[2]) for r in changed), default=since),
+            latest=latest,
         )
 
     def lookup(self, path: str) -> tuple[int, np.ndarray] | None:
         """Id and vector of an indexed file, if it is indexed and unchanged on disk since."""
-        rows = self._query("SELECT id, vector, size, mtime_ns FROM images WHERE path = ?", (path,))
+        rows = self._query(
+            "SELECT id, vector, size, mtime_ns FROM images WHERE path = ?", (_db_path(path),)
+        )
         if not rows:
             return None
         row = rows[0]
@@ -329,7 +398,13 @@ class Store:
                 chunk,
             ):
                 found[int(row[0])] = ImageRecord(
-                    int(row[0]), row[1], row[2], row[3], row[4], row[5], _parse_box(row[6])
+                    int(row[0]),
+                    _path_from_db(row[1]),
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5],
+                    _parse_box(row[6]),
                 )
         return found
 
@@ -342,7 +417,7 @@ class Store:
                     "INSERT INTO labels (path, category) VALUES (?, ?) ON CONFLICT(path)"
                     " DO UPDATE SET category = excluded.category"
                     " WHERE category IS NOT excluded.category",
-                    (path, category),
+                    (_db_path(path), category),
                 ).rowcount
             if changed:
                 self.set_meta("labels_generation", str(self.labels_generation() + 1))
@@ -383,6 +458,65 @@ class Store:
             " GROUP BY cluster ORDER BY cluster"
         )
         return {int(r[0]): int(r[1]) for r in rows}
+
+
+def _db_path(path: str) -> str | bytes:
+    """A path as stored: text if the name is valid UTF-8, else the raw bytes of the name.
+
+    Python gives undecodable bytes of a file name as lone surrogates (``os.fsdecode``),
+    which SQLite text cannot hold; ``os.fsencode`` turns them back into the exact bytes.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return os.fsencode(path)
+        except UnicodeEncodeError:  # surrogates no file name can have: matches no file
+            return path.encode("utf-8", "surrogatepass")
+    return path
+
+
+def _path_from_db(value: str | bytes) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    """Schema 1 lacked the box and cluster columns and the labels, artifacts and skipped
+    tables."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(images)")}
+    if "box" not in columns:
+        db.execute("ALTER TABLE images ADD COLUMN box TEXT")
+    if "cluster" not in columns:
+        db.execute("ALTER TABLE images ADD COLUMN cluster INTEGER")
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS images_cluster ON images (cluster)")
+    db.execute("CREATE TABLE IF NOT EXISTS labels (path TEXT PRIMARY KEY, category TEXT NOT NULL)")
+    db.execute("CREATE TABLE IF NOT EXISTS artifacts (name TEXT PRIMARY KEY, data BLOB NOT NULL)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+        " mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL)"
+    )
+
+
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    """Schema 3 orders changes by a sequence number instead of the wall clock: the rows
+    already there become change 1 (cursors of the old kind never outlive a process)."""
+    db.execute("ALTER TABLE images ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+    if db.execute("SELECT 1 FROM images LIMIT 1").fetchone():
+        db.execute("UPDATE images SET seq = 1")
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('change_seq', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+        )
+    db.execute("DROP INDEX IF EXISTS images_indexed_at")
+    db.execute("CREATE INDEX IF NOT EXISTS images_seq ON images (seq)")
+
+
+#: Upgrades by the schema version they start from; each runs in its own transaction.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+}
 
 
 def _ids_and_vectors(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -1,0 +1,168 @@
+"""The SQLite store: change feed, schema upgrades, file names that are not UTF-8, bad files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike import store as store_module
+from lookalike.store import SCHEMA_VERSION, EmbeddedImage, SkippedFile, Store, StoreError
+
+
+def _image(path: str, value: float) -> EmbeddedImage:
+    return EmbeddedImage(path, 10, 20, 4, 3, np.full(8, value, dtype=np.float32))
+
+
+def test_change_feed_survives_a_clock_that_steps_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path / "c.db")
+    monkeypatch.setattr(store_module.time, "time", lambda: 2_000_000_000.0)
+    store.write_batch([_image("/a.jpg", 1.0)], [])
+    first = store.vectors_since(None)
+    assert len(first.ids) == 1
+    monkeypatch.setattr(store_module.time, "time", lambda: 1_000_000_000.0)  # NTP step back
+    store.write_batch([_image("/b.jpg", 2.0)], [])
+    second = store.vectors_since(first.latest)
+    assert second.latest > first.latest
+    assert second.vectors is not None
+    assert second.vectors[:, 0].tolist() == [2.0]
+    assert len(second.all_ids) == 2
+    assert store.vectors_since(second.latest).ids.size == 0
+
+
+def test_a_cursor_number_is_never_handed_out_twice(tmp_path: Path) -> None:
+    """Deleting the newest rows must not let the next write reuse their number."""
+    store = Store(tmp_path / "c.db")
+    store.write_batch([_image("/a.jpg", 1.0)], [])
+    store.write_batch([_image("/b.jpg", 2.0)], [])
+    cursor = store.vectors_since(None).latest
+    store.remove(["/b.jpg"])
+    store.write_batch([_image("/c.jpg", 3.0)], [])
+    changes = store.vectors_since(cursor)
+    assert changes.vectors is not None and changes.vectors[:, 0].tolist() == [3.0]
+    assert len(changes.all_ids) == 2
+
+
+def test_empty_store_feed(tmp_path: Path) -> None:
+    changes = Store(tmp_path / "c.db").vectors_since(None)
+    assert changes.ids.size == 0 and changes.vectors is None and changes.latest == 0
+
+
+_V2_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    indexed_at REAL NOT NULL, vector BLOB NOT NULL, box TEXT, cluster INTEGER
+);
+CREATE INDEX images_cluster ON images (cluster);
+CREATE INDEX images_indexed_at ON images (indexed_at);
+CREATE TABLE labels (path TEXT PRIMARY KEY, category TEXT NOT NULL);
+CREATE TABLE artifacts (name TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE skipped (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+INSERT INTO meta VALUES ('schema_version', '2'), ('generation', '7'), ('model', '{}');
+INSERT INTO labels VALUES ('/old/a.jpg', 'cats');
+INSERT INTO skipped VALUES ('/old/bad.jpg', 5, 6, 'not a recognised image');
+"""
+
+
+def _make_v2(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.executescript(_V2_SCHEMA)
+        # A future timestamp: the old feed would hide any row written "before" it.
+        for i, name in enumerate(["a", "b"]):
+            db.execute(
+                "INSERT INTO images (path, size, mtime_ns, width, height, indexed_at, vector,"
+                " box, cluster) VALUES (?, 1, 2, 3, 4, ?, ?, NULL, 0)",
+                (f"/old/{name}.jpg", 4e9 + i, np.full(8, i, dtype="<f4").tobytes()),
+            )
+    assert db is not None
+
+
+def test_a_v2_database_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    _make_v2(path)
+    store = Store(path)
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+    assert store.generation() == 7
+    assert store.count() == 2
+    assert store.category_counts() == {"cats": 1}
+    assert [s.path for s in store.skipped_files()] == ["/old/bad.jpg"]
+    everything = store.vectors_since(None)
+    assert everything.vectors is not None and everything.vectors[:, 0].tolist() == [0.0, 1.0]
+    store.write_batch([_image("/new/c.jpg", 5.0)], [])
+    newer = store.vectors_since(everything.latest)
+    assert newer.vectors is not None and newer.vectors[:, 0].tolist() == [5.0]
+    store.close()
+    reopened = Store(path)  # a second open finds it current and changes nothing
+    assert reopened.count() == 3
+    assert reopened.vectors_since(newer.latest).ids.size == 0
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path / "c.db").set_meta("schema_version", str(SCHEMA_VERSION + 1))
+    with pytest.raises(StoreError, match="newer"):
+        Store(tmp_path / "c.db")
+
+
+def test_names_that_are_not_utf8_round_trip(tmp_path: Path) -> None:
+    name = os.fsdecode(b"/photos/bad\xff.jpg")  # "bad\udcff.jpg"
+    other = os.fsdecode(b"/photos/caf\xe9/x.jpg")
+    store = Store(tmp_path / "c.db")
+    store.write_batch(
+        [_image(name, 1.0), _image("/photos/good.jpg", 2.0)],
+        [SkippedFile(other, 1, 2, "truncated")],
+    )
+    states = store.file_states()
+    assert set(states) == {name, other, "/photos/good.jpg"}
+    assert set(store.file_states("/photos")) == set(states)
+    assert set(store.file_states(os.fsdecode(b"/photos/caf\xe9"))) == {other}
+    assert [s.path for s in store.skipped_files()] == [other]
+    ids = store.vectors_since(None).ids
+    assert sorted(store.paths(ids).values()) == sorted([name, "/photos/good.jpg"])
+    store.set_labels({name: "odd"})
+    assert store.category_counts() == {"odd": 1}
+    assert store.remove([name, other]) == 1
+    assert set(store.file_states()) == {"/photos/good.jpg"}
+
+
+def test_lookup_of_a_name_that_is_not_utf8(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + b"/bad\xff.jpg"
+    with open(raw, "wb") as file:
+        file.write(b"x" * 10)
+    path = os.fsdecode(raw)
+    stat = os.stat(raw)
+    store = Store(tmp_path / "c.db")
+    vector = np.ones(8, dtype=np.float32)
+    store.write_batch([EmbeddedImage(path, stat.st_size, stat.st_mtime_ns, 1, 1, vector)], [])
+    found = store.lookup(path)
+    assert found is not None and found[1].tolist() == vector.tolist()
+    assert store.lookup("/nowhere/\ud800.jpg") is None  # not even a possible name
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "folder", "garbage", "damaged"])
+def test_a_file_that_is_no_collection_raises_store_error(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "c.db"
+    if kind == "jpeg":
+        path.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 2000)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "garbage":
+        path.write_bytes(os.urandom(8192))
+    else:
+        store = Store(path)
+        store.write_batch([_image(f"/{i}.jpg", i) for i in range(200)], [])
+        store.close()
+        data = bytearray(path.read_bytes())
+        data[100:4096] = os.urandom(4096 - 100)  # the header's tail and the schema page
+        path.write_bytes(bytes(data))
+    with pytest.raises(StoreError):
+        Store(path)
