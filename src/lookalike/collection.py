@@ -380,7 +380,7 @@ class Collection:
             log.info("no category classifier in %s: searching everything", self.store.path)
         if partition is None and expand == 0:
             # The common case, all queries in one matrix product and one metadata lookup.
-            ids, scores = index.search(vectors, k, own_ids)
+            scores, ids = index.search(vectors, k, exclude=own_ids)
             rows = results_for(self.store, ids, scores, min_score)
             return [
                 QueryOutcome(r, None, [], box) for r, box in zip(rows, query_boxes, strict=True)
@@ -418,9 +418,11 @@ class Collection:
         searched: list[str] | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         if searched is None or self._partition is None:
-            return index.search(query, k, exclude)
+            scores, ids = index.search(query, k, exclude=exclude)
+            return ids, scores
         parts = [
-            self._partition.subindex(index, name).search(query, k, exclude) for name in searched
+            self._partition.subindex(index, name).search(query, k, exclude=exclude)[::-1]
+            for name in searched
         ]
         ids = np.concatenate([p[0] for p in parts], axis=1)
         scores = np.concatenate([p[1] for p in parts], axis=1)
@@ -557,7 +559,7 @@ def _merge(index: ExactIndex | None, changes: VectorChanges, pca: Pca | None) ->
         return ExactIndex(changes.ids, new_vectors)
     keep = np.isin(index.ids, changes.all_ids) & ~np.isin(index.ids, changes.ids)
     if keep.all() and new_vectors is not None and changes.ids[0] > index.ids[-1]:
-        return index.appended(changes.ids, new_vectors)  # only new images: no copy
+        return index.add(changes.ids, new_vectors)  # only new images: no copy
     ids, vectors = index.ids[keep], index.vectors[keep]
     if new_vectors is not None:
         ids = np.concatenate([ids, changes.ids])

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lookalike.store import Box, Store
+from lookalike.store import Store
+from lookalike.types import Box
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.types import Box
+
 SCHEMA_VERSION = 2
 
 _SCHEMA = """
@@ -59,9 +61,6 @@ class FileState:
     size: int
     mtime_ns: int
     skipped: bool
-
-
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of width and height
 
 
 @dataclass(frozen=True)
@@ -275,7 +274,7 @@ class Store:
         ids, vectors = _ids_and_vectors(rows)
         return ids, np.empty((0, 0), dtype=np.float32) if vectors is None else vectors
 
-    def vectors_since(self, since: float) -> VectorChanges:
+    def vectors_since(self, since: float | None) -> VectorChanges:
         """Every indexed id, and the rows written after ``since`` (a timestamp that an
         earlier call returned as ``latest``; -inf for everything), in one snapshot.
 
@@ -287,7 +286,7 @@ class Store:
                 all_rows = self._db.execute("SELECT id FROM images ORDER BY id").fetchall()
                 changed = self._db.execute(
                     "SELECT id, vector, indexed_at FROM images WHERE indexed_at > ? ORDER BY id",
-                    (since,),
+                    (-np.inf if since is None else since,),
                 ).fetchall()
             finally:
                 self._db.execute("COMMIT")
@@ -296,7 +295,7 @@ class Store:
             all_ids=np.fromiter((r[0] for r in all_rows), dtype=np.int64, count=len(all_rows)),
             ids=ids,
             vectors=vectors,
-            latest=max((float(r[2]) for r in changed), default=since),
+            latest=max((float(r[2]) for r in changed), default=-np.inf if since is None else since),
         )
 
     def lookup(self, path: str) -> tuple[int, np.ndarray] | None:
