@@ -836,8 +836,7 @@ class Service:
         does not serve (by id, by category, query localization), a few at a time."""
         # Should it embed, it uses the collection's own query model: make that the shared
         # one rather than load another copy.
-        if getattr(collection, "_embedder", False) is None:
-            collection._embedder = self.batcher(collection.spec).embedder
+        collection.encoders.put(collection.spec, self.batcher(collection.spec).embedder)
         with self._direct_searches:
             (outcome,) = collection.search_detailed(
                 [query], k=k, min_score=min_score, by_category=by_category, localize=localize
