@@ -167,7 +167,7 @@ def main() -> None:
     index = ExactIndex(ids, vectors)
     nearest = np.concatenate(
         [
-            index.search(vectors[s : s + 1024], 1, exclude=ids[s : s + 1024].tolist())[1][:, 0]
+            index.search(vectors[s : s + 1024], 1, exclude=ids[s : s + 1024].tolist())[0][:, 0]
             for s in range(0, len(ids), 1024)
         ]
     )

@@ -18,7 +18,7 @@ def test_exact_index_matches_brute_force() -> None:
     vectors = normalize(rng.normal(size=(500, 32)))
     queries = normalize(rng.normal(size=(7, 32)))
     ids = np.arange(500) * 3 + 10  # ids need not be positions
-    found_ids, found_scores = ExactIndex(ids, vectors).search(queries, 12)
+    found_scores, found_ids = ExactIndex(ids, vectors).search(queries, 12)
     expected = np.argsort(-(queries @ vectors.T), axis=1)[:, :12]
     np.testing.assert_array_equal(found_ids, ids[expected])
     assert (np.diff(found_scores, axis=1) <= 0).all()
@@ -27,14 +27,14 @@ def test_exact_index_matches_brute_force() -> None:
 def test_exact_index_excludes_and_pads() -> None:
     vectors = normalize(np.eye(3, dtype=np.float32))
     index = ExactIndex(np.array([5, 6, 7]), vectors)
-    ids, scores = index.search(vectors[:2], 5, exclude=[5, None])
+    scores, ids = index.search(vectors[:2], 5, exclude=[5, None])
     assert ids[0].tolist() == [6, 7, -1, -1, -1]  # itself left out, then padding
     assert ids[1][0] == 6 and scores[1][0] == pytest.approx(1.0)
     assert np.isneginf(scores[0][2:]).all()
 
 
 def test_empty_index() -> None:
-    ids, _ = ExactIndex(np.empty(0, np.int64), np.empty((0, 4), np.float32)).search(
+    _, ids = ExactIndex(np.empty(0, np.int64), np.empty((0, 4), np.float32)).search(
         np.ones((1, 4), np.float32), 3
     )
     assert ids.tolist() == [[-1, -1, -1]]
@@ -152,14 +152,41 @@ def test_index_follows_changes_incrementally(tmp_path: Path) -> None:
         assert len(index) == 23 and (np.diff(index.ids) > 0).all()
 
 
-def test_appended_index_shares_storage_and_leaves_the_old_one_alone() -> None:
+def test_added_rows_share_storage_and_leave_the_old_index_alone() -> None:
     rng = np.random.default_rng(1)
     first = ExactIndex(np.arange(3), normalize(rng.normal(size=(3, 4))))
-    second = first.appended(np.array([5, 6]), normalize(rng.normal(size=(2, 4))))
-    third = second.appended(np.array([9]), normalize(rng.normal(size=(1, 4))))
+    second = first.add(np.array([5, 6]), normalize(rng.normal(size=(2, 4))))
+    third = second.add(np.array([9]), normalize(rng.normal(size=(1, 4))))
     assert len(first) == 3 and len(second) == 5 and len(third) == 6
     assert np.shares_memory(second.vectors, third.vectors)  # grown in place, not copied
     np.testing.assert_array_equal(third.vectors[:3], first.vectors)
-    assert third.search(third.vectors[5:6], 1)[0][0, 0] == 9
-    with pytest.raises(ValueError):
-        third.appended(np.array([4]), normalize(rng.normal(size=(1, 4))))
+    assert third.search(third.vectors[5:6], 1)[1][0, 0] == 9
+    older = third.add(np.array([4]), normalize(rng.normal(size=(1, 4))))  # an update: a copy
+    assert older.ids.tolist() == [0, 1, 2, 4, 5, 6, 9]
+    assert third.ids.tolist() == [0, 1, 2, 5, 6, 9]
+
+
+def test_two_indexes_grown_from_one_do_not_overwrite_each_other() -> None:
+    """Failure 2: two snapshots grown from the same index shared its growth buffer, so the
+    second one's rows overwrote the first one's."""
+    rng = np.random.default_rng(2)
+    base = ExactIndex(np.arange(3), normalize(rng.normal(size=(3, 4)))).add(
+        np.array([3]), normalize(rng.normal(size=(1, 4)))
+    )
+    a_rows = normalize(rng.normal(size=(2, 4)))
+    b_rows = normalize(rng.normal(size=(2, 4)))
+    a = base.add(np.array([10, 11]), a_rows)
+    b = base.add(np.array([20, 21]), b_rows)
+    np.testing.assert_allclose(a.vectors[4:], a_rows)
+    np.testing.assert_allclose(b.vectors[4:], b_rows)
+    assert a.search(a_rows, 1)[1][:, 0].tolist() == [10, 11]
+
+
+def test_index_removes_and_filters() -> None:
+    vectors = normalize(np.eye(4, dtype=np.float32))
+    index = ExactIndex(np.array([1, 2, 3, 4]), vectors)
+    smaller = index.remove(np.array([2, 99]))
+    assert smaller.ids.tolist() == [1, 3, 4] and len(index) == 4
+    _, ids = index.search(vectors[1:2], 2, filter=np.array([3, 4]))
+    assert set(ids[0].tolist()) == {3, 4}
+    np.testing.assert_array_equal(index.vectors_of(np.array([3])), vectors[2:3])

@@ -1,104 +1,102 @@
-"""The library API: a collection of indexed images in one SQLite file.
+"""The library API: a collection of indexed images in one store.
 
 >>> from lookalike import Collection
 >>> with Collection.open("photos.db") as photos:
 ...     photos.add(["~/Pictures"])
 ...     for hit in photos.search("query.jpg", k=5):
 ...         print(hit.score, hit.path)
+
+A thin front of the parts: a :class:`~lookalike.interfaces.MetadataStore` (opened from a
+``--db`` string by :mod:`lookalike.stores`), encoders (:mod:`lookalike.encoders`), a writer
+thread through which every change goes (:mod:`lookalike.writer`), the models fitted on the
+collection (:mod:`lookalike.fitting`), search snapshots (:mod:`lookalike.snapshot`) and the
+one search path (:mod:`lookalike.search`). Safe to share between threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar, cast
 
 import numpy as np
 from PIL import Image
 
-from lookalike import clustering, compression, config, duplicates, indexer
-from lookalike.categories import (
-    DEFAULT_COVERAGE,
-    DEFAULT_MAX_CATEGORIES,
-    CategoryModel,
-    choose_categories,
-    fit_classifier,
-)
+from lookalike import clustering, config, duplicates, fitting, indexer, search
+from lookalike.categories import CategoryModel
 from lookalike.compression import Pca
-from lookalike.decode import load_image
+from lookalike.encoders import EncoderPool
+from lookalike.errors import InvalidInput
 from lookalike.features import Localize
 from lookalike.indexer import IndexReport, Plan
+from lookalike.interfaces import ImageEncoder, MetadataStore, VectorIndex
 from lookalike.models import DESCRIPTOR_VERSION, Embedder, ModelSpec, builtin_spec
-from lookalike.search import QueryOutcome, SearchResult, results_for
-from lookalike.store import Box, Store, VectorChanges
-from lookalike.vector_index import ExactIndex
+from lookalike.search import Query, QueryOutcome, SearchResult
+from lookalike.snapshot import SearchSnapshot, SnapshotCache
+from lookalike.store import Store
+from lookalike.stores import is_url, open_store
+from lookalike.writer import Writer
 
 log = logging.getLogger(__name__)
 
-#: What can be searched with: a file path (an indexed file searches "more like this" with
-#: its stored vector), encoded image bytes, a decoded image, or a vector.
-Query = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
+T = TypeVar("T")
+
+__all__ = ["Collection", "Query", "imagenet_class_names"]
 
 
 class Collection:
-    """Images indexed with one model, stored in one SQLite file."""
+    """Images indexed with one model, in one store."""
 
-    def __init__(self, store: Store, spec: ModelSpec) -> None:
+    def __init__(
+        self,
+        store: MetadataStore,
+        spec: ModelSpec,
+        *,
+        encoders: EncoderPool | None = None,
+        name: str = "collection",
+    ) -> None:
         self.store = store
         self.spec = spec
-        self._embedder: Embedder | None = None
-        self._query_embedders: dict[str, Embedder] = {}
-        self._index_embedder: Embedder | None = None
-        self._index: ExactIndex | None = None
-        self._index_key: tuple[object, ...] = (None, None)
-        self._loaded_until: int | None = None  # the store's change cursor of the loaded index
-        self._pca: Pca | None = None
-        self._partition: _Partition | None = None
+        self.name = name
+        self.encoders = encoders or EncoderPool()
+        self.writer = Writer(name)
+        self.snapshots = SnapshotCache(store)
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str] | None = None, *, model: str | ModelSpec | None = None
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        model: str | ModelSpec | None = None,
+        encoders: EncoderPool | None = None,
     ) -> Collection:
-        """Open or create the collection at ``path`` (default: :func:`config.default_db`).
+        """Open or create the collection at ``path`` (default: :func:`config.default_db`):
+        a SQLite file, or a store URL (see :mod:`lookalike.stores`).
 
         A new collection uses ``model`` (default: EfficientNet-Lite0); an existing one keeps
         the model it was built with, and asking for another one is an error, since vectors of
         different models cannot be compared.
         """
-        path = Path(path).expanduser() if path is not None else config.default_db()
-        store = Store(path)
-        wanted = builtin_spec(model) if isinstance(model, str) else model
-        stored = store.get_meta("model")
-        if stored is None:
-            spec = wanted or builtin_spec(config.DEFAULT_MODEL)
-            store.set_meta("model", spec.to_json())
-        else:
-            spec = ModelSpec.from_json(stored)
-            if spec.descriptor_version != DESCRIPTOR_VERSION:
-                log.warning(
-                    "%s was indexed by another version of lookalike's image descriptors "
-                    "(%s, now %s): its vectors may not match new queries; index it again "
-                    "into a new --db",
-                    path,
-                    spec.descriptor_version,
-                    DESCRIPTOR_VERSION,
-                )
-                spec = dataclasses.replace(spec, descriptor_version=DESCRIPTOR_VERSION)
-            if wanted is not None and wanted != spec:
-                store.close()
-                raise ValueError(
-                    f"{path} was built with {spec.name}, not {wanted.name}; "
-                    "use another --db for another model"
-                )
-        return cls(store, spec)
+        target: str | os.PathLike[str] = config.default_db() if path is None else path
+        if not is_url(target):
+            target = Path(target).expanduser()
+        store = open_store(target)
+        try:
+            spec = _model_of(store, target, model)
+        except BaseException:
+            store.close()
+            raise
+        name = Path(target).stem if not is_url(target) else str(target).rsplit("/", 1)[-1]
+        return cls(store, spec, encoders=encoders, name=name)
 
     def close(self) -> None:
-        self.store.close()
+        """Finish the writes already queued, then close the store."""
+        self.writer.close(self.store.close)
 
     def __enter__(self) -> Collection:
         return self
@@ -111,27 +109,36 @@ class Collection:
     def __len__(self) -> int:
         return self.store.count()
 
+    # --- models ----------------------------------------------------------------------------
+
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> ImageEncoder:
         """The model for queries, using every core for one image at a time; loaded on first
         use (opening a collection to list it stays instant)."""
-        if self._embedder is None:
-            self._embedder = Embedder(self.spec)
-        return self._embedder
+        return self.encoders.get(self.spec)
 
     @property
-    def index_embedder(self) -> Embedder:
+    def index_embedder(self) -> ImageEncoder:
         """The model for indexing: one core per run, several runs at once (see indexer.run)."""
-        if self._index_embedder is None:
-            self._index_embedder = Embedder(self.spec, threads=1)
-        return self._index_embedder
+        return self.encoders.get(self.spec, threads=1)
 
-    # --- indexing --------------------------------------------------------------------------
+    def query_embedder(self, localize: Localize | None = None) -> ImageEncoder:
+        """The query model; ``localize`` other than the collection's localizes the queries
+        only (the collection's vectors stay as they are: same model, same pooling)."""
+        if localize is None or localize == self.spec.localize:
+            return self.embedder
+        return self.encoders.get(self.spec.with_options(localize=localize))
+
+    # --- writing: every change goes through the writer -------------------------------------
+
+    def write(self, change: Callable[[], T]) -> T:
+        """Run ``change`` on the collection's writer thread, after the changes queued before."""
+        return self.writer.run(change)
 
     def plan(self, paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False) -> Plan:
         """What ``add`` would do: new or changed files to embed, vanished ones to drop."""
         candidates, folders = indexer.candidates_for(paths, all_files=all_files)
-        return indexer.plan(self.store, candidates, folders)
+        return indexer.plan(cast(Store, self.store), candidates, folders)
 
     def add(
         self,
@@ -143,36 +150,62 @@ class Collection:
         work: Plan | None = None,
     ) -> IndexReport:
         """Index files and folders (recursively). Incremental: unchanged files are skipped,
-        changed ones re-embedded, and files gone from a given folder are removed."""
+        changed ones re-embedded, and files gone from a given folder are removed.
+
+        Decoding and the model run on this thread (and the indexer's workers); each batch's
+        write goes through the writer."""
         work = work or self.plan(paths, all_files=all_files)
         if not work.todo and not work.vanished:
             report = IndexReport(unchanged=work.unchanged)
         else:
-            report = indexer.run(
-                self.store, self.index_embedder, work, batch_size=batch_size, progress=progress
-            )
+            writes = cast(Store, _WritesThroughWriter(self.store, self.writer))
+            embedder = cast(Embedder, self.index_embedder)
+            report = indexer.run(writes, embedder, work, batch_size=batch_size, progress=progress)
         self.refresh_models()
         return report
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Remove files, or every file below folders, from the index; returns the count."""
-        doomed: list[str] = []
-        for raw in paths:
-            path = os.path.abspath(raw)
-            doomed.append(path)
-            doomed.extend(self.store.file_states(path))
-        removed = self.store.remove(doomed)
-        self.refresh_models()
-        return removed
+        absolute = [os.path.abspath(raw) for raw in paths]
 
-    # --- categories and compression: models fitted on the collection -----------------------
+        def change() -> int:
+            doomed: list[str] = []
+            for path in absolute:
+                doomed.append(path)
+                doomed.extend(self.store.file_states(path))
+            removed = self.store.remove(doomed)
+            fitting.refresh(self.store)
+            return removed
+
+        return self.write(change)
 
     def set_labels(self, labels: dict[str, str]) -> int:
         """Give files (absolute paths, indexed or not yet) a category; retrains the
         category classifier if anything changed. Returns how many labels changed."""
-        changed = self.store.set_labels({os.path.abspath(p): c for p, c in labels.items()})
-        self.refresh_models()
-        return changed
+        absolute = {os.path.abspath(p): c for p, c in labels.items()}
+
+        def change() -> int:
+            changed = self.store.set_labels(absolute)
+            fitting.refresh(self.store)
+            return changed
+
+        return self.write(change)
+
+    def set_compression(self, dims: int | None, *, whiten: bool = False) -> None:
+        """Compress the search index with PCA to ``dims`` (None: no compression)."""
+        settings: dict[str, object] = {"dims": dims, "whiten": whiten} if dims else {}
+
+        def change() -> None:
+            fitting.set_codec(self.store, settings)
+            fitting.refresh(self.store)
+
+        self.write(change)
+
+    def refresh_models(self) -> None:
+        """Refit what the collection's changes made stale (see :mod:`lookalike.fitting`)."""
+        self.write(lambda: fitting.refresh(self.store))
+
+    # --- fitted models ---------------------------------------------------------------------
 
     def categories(self) -> dict[str, int]:
         """Category -> number of indexed images with that label."""
@@ -182,144 +215,32 @@ class Collection:
         data = self.store.get_artifact("classifier")
         return CategoryModel.from_bytes(data) if data else None
 
-    def set_compression(self, dims: int | None, *, whiten: bool = False) -> None:
-        """Compress the search index with PCA to ``dims`` (None: no compression)."""
-        self.store.set_meta("pca", json.dumps({"dims": dims, "whiten": whiten} if dims else {}))
-        self.store.put_artifact("pca", None)
-        self._bump_pca_generation()
-        self.refresh_models()
-
-    def _bump_pca_generation(self) -> None:
-        """Tell loaded indexes (this process's and others') that the PCA changed."""
-        self.store.set_meta(
-            "pca_generation", str(int(self.store.get_meta("pca_generation") or 0) + 1)
-        )
-
     def pca(self) -> Pca | None:
         data = self.store.get_artifact("pca")
         return Pca.from_bytes(data) if data else None
 
-    def refresh_models(self) -> None:
-        """Refit what the collection's changes made stale: the PCA (when the collection grew
-        or shrank by over 10%) and the category classifier (when labels or images changed)."""
-        loaded: list[tuple[np.ndarray, np.ndarray]] = []
-
-        def vectors() -> tuple[np.ndarray, np.ndarray]:
-            """All stored vectors, read once however many models need them."""
-            if not loaded:
-                loaded.append(self.store.load_vectors())
-            return loaded[0]
-
-        self._refresh_pca(vectors)
-        self._refresh_classifier(vectors)
-
-    def _refresh_pca(self, vectors: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
-        settings = json.loads(self.store.get_meta("pca") or "{}")
-        if not settings:
-            return
-        current = self.pca()
-        count = len(self)
-        if current is not None and not compression.is_stale(current, count):
-            return
-        if count < 2:
-            return
-        fitted = compression.fit(vectors()[1], settings["dims"], whiten=settings["whiten"])
-        self.store.put_artifact("pca", fitted.to_bytes())
-        self._bump_pca_generation()
-
-    def _refresh_classifier(self, vectors: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
-        key = f"{self.store.labels_generation()}:{self.store.generation()}"
-        if self.store.get_meta("classifier_key") == key:
-            return
-        ids, labels = self.store.labelled_ids()
-        model = None
-        if len(set(labels)) >= 2:
-            all_ids, stored = vectors()
-            model = fit_classifier(stored[np.searchsorted(all_ids, ids)], labels)
-        self.store.put_artifact("classifier", model.to_bytes() if model else None)
-        self.store.set_meta("classifier_key", key)
-
     # --- searching -------------------------------------------------------------------------
 
-    def index(self) -> ExactIndex:
-        """The vector index (PCA-compressed if enabled), kept up to date with the store.
+    def snapshot(self) -> SearchSnapshot:
+        """What searches read now: index, codec and categories of one moment, together."""
+        return self.snapshots.current()
 
-        When only images changed (added, re-embedded, removed: the store's generation moved,
-        the fitted models did not), only the rows written since the last load are read and
-        merged in, so that searches running while a folder is being indexed do not reload
-        every vector after each batch. A refitted PCA or classifier reloads everything.
-        """
-        generation = self.store.generation()
-        models_key = (self.store.get_meta("classifier_key"), self.store.get_meta("pca_generation"))
-        if self._index is not None and (generation, models_key) == self._index_key:
-            return self._index
-        incremental = (
-            self._index is not None and models_key == self._index_key[1] and self._partition is None
-        )
-        if not incremental:
-            self._index, self._loaded_until = None, None
-            self._pca = self.pca()
-        changes = self.store.vectors_since(self._loaded_until)
-        self._index = _merge(self._index, changes, self._pca)
-        self._loaded_until = changes.latest
-        if not incremental:
-            classifier = self.classifier()
-            self._partition = None
-            if classifier is not None and len(changes.ids) and changes.vectors is not None:
-                self._partition = _Partition.build(
-                    self.store, classifier, changes.ids, changes.vectors
-                )
-        self._index_key = (generation, models_key)
-        return self._index
+    def index(self) -> VectorIndex:
+        """The vector index of the current snapshot (PCA-compressed if enabled)."""
+        return self.snapshot().index
+
+    def describe(
+        self, queries: Sequence[Query], *, localize: Localize | None = None
+    ) -> search.DescribedQueries:
+        """Raw vectors of the queries (see :func:`lookalike.search.describe_queries`)."""
+        return search.describe_queries(queries, lambda: self.query_embedder(localize), self.store)
 
     def query_vectors(
         self, queries: Sequence[Query], *, localize: Localize | None = None
     ) -> tuple[np.ndarray, list[int | None]]:
         """Vectors of the queries, and for each the id of the indexed image it is, if any."""
-        vectors, own_ids, _ = self._describe_queries(queries, localize)
-        return vectors, own_ids
-
-    def query_embedder(self, localize: Localize | None = None) -> Embedder:
-        """The query model; ``localize`` other than the collection's localizes the queries
-        only (the collection's vectors stay as they are: same model, same pooling)."""
-        if localize is None or localize == self.spec.localize:
-            return self.embedder
-        if localize not in self._query_embedders:
-            self._query_embedders[localize] = Embedder(self.spec.with_options(localize=localize))
-        return self._query_embedders[localize]
-
-    def _describe_queries(
-        self, queries: Sequence[Query], localize: Localize | None
-    ) -> tuple[np.ndarray, list[int | None], list[Box | None]]:
-        vectors: list[np.ndarray | None] = [None] * len(queries)
-        own_ids: list[int | None] = [None] * len(queries)
-        boxes: list[Box | None] = [None] * len(queries)
-        to_embed: list[tuple[int, Image.Image]] = []
-        embedder = self.query_embedder(localize)
-        for i, query in enumerate(queries):
-            if isinstance(query, np.ndarray):
-                vectors[i] = np.asarray(query, dtype=np.float32).ravel()
-                continue
-            if isinstance(query, (str, os.PathLike)):
-                found = self.store.lookup(os.path.abspath(query))
-                if found is not None:
-                    own_ids[i], vectors[i] = found
-                    continue
-            image = query if isinstance(query, Image.Image) else self._decode(query, embedder)
-            to_embed.append((i, image.convert("RGB")))
-        if to_embed:
-            described = embedder.describe([image for _, image in to_embed])
-            for (i, _), vector, box in zip(
-                to_embed, described.vectors, described.boxes, strict=True
-            ):
-                vectors[i], boxes[i] = vector, box
-        return np.stack([v for v in vectors if v is not None]), own_ids, boxes
-
-    def _decode(
-        self, query: str | os.PathLike[str] | bytes, embedder: Embedder | None = None
-    ) -> Image.Image:
-        source = query if isinstance(query, bytes) else os.fspath(query)
-        return load_image(source, min_side=(embedder or self.embedder).decode_side)
+        described = self.describe(queries, localize=localize)
+        return described.vectors, described.own_ids
 
     def search_many(
         self,
@@ -360,8 +281,8 @@ class Collection:
         min_score: float | None = None,
         by_category: bool = False,
         expand: int = 0,
-        coverage: float = DEFAULT_COVERAGE,
-        max_categories: int = DEFAULT_MAX_CATEGORIES,
+        coverage: float = config.CATEGORY_COVERAGE,
+        max_categories: int = config.MAX_CATEGORIES,
         localize: Localize | None = None,
     ) -> list[QueryOutcome]:
         """Like :meth:`search_many`, also saying which categories were searched.
@@ -372,67 +293,31 @@ class Collection:
         """
         if not queries:
             return []
-        raw, own_ids, query_boxes = self._describe_queries(queries, localize)
-        index = self.index()
-        vectors = self._pca.transform(raw) if self._pca is not None else raw
-        partition = self._partition if by_category else None
-        if by_category and partition is None:
-            log.info("no category classifier in %s: searching everything", self.store.path)
-        if partition is None and expand == 0:
-            # The common case, all queries in one matrix product and one metadata lookup.
-            ids, scores = index.search(vectors, k, own_ids)
-            rows = results_for(self.store, ids, scores, min_score)
-            return [
-                QueryOutcome(r, None, [], box) for r, box in zip(rows, query_boxes, strict=True)
-            ]
-        outcomes = []
-        for i in range(len(vectors)):
-            query, exclude = vectors[i : i + 1], [own_ids[i]]
-            searched, predictions = None, []
-            if partition is not None:
-                probabilities = partition.classifier.predict_proba(raw[i : i + 1])[0]
-                top = np.argsort(-probabilities)[:5]
-                predictions = [
-                    (partition.classifier.classes[j], float(probabilities[j])) for j in top
-                ]
-                chosen = choose_categories(
-                    probabilities, coverage=coverage, max_categories=max_categories
-                )
-                if chosen is not None:
-                    searched = [partition.classifier.classes[j] for j in chosen]
-            ids, scores = self._top_k(index, query, k, exclude, searched)
-            if expand > 0:
-                ids, scores = self._top_k(
-                    index, _expand(index, query, ids[0][:expand]), k, exclude, searched
-                )
-            results = results_for(self.store, ids, scores, min_score)[0]
-            outcomes.append(QueryOutcome(results, searched, predictions, query_boxes[i]))
-        return outcomes
+        described = self.describe(queries, localize=localize)
+        return search.search(
+            self.snapshot(),
+            self.store,
+            described,
+            k=k,
+            min_score=min_score,
+            by_category=by_category,
+            expand=expand,
+            coverage=coverage,
+            max_categories=max_categories,
+        )
 
-    def _top_k(
-        self,
-        index: ExactIndex,
-        query: np.ndarray,
-        k: int,
-        exclude: list[int | None],
-        searched: list[str] | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if searched is None or self._partition is None:
-            return index.search(query, k, exclude)
-        parts = [
-            self._partition.subindex(index, name).search(query, k, exclude) for name in searched
-        ]
-        ids = np.concatenate([p[0] for p in parts], axis=1)
-        scores = np.concatenate([p[1] for p in parts], axis=1)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    def search(
+        self, query: Query, *, k: int = config.DEFAULT_K, min_score: float | None = None
+    ) -> list[SearchResult]:
+        """Top-``k`` most similar indexed images, best first (see :meth:`search_many`)."""
+        return self.search_many([query], k=k, min_score=min_score)[0]
 
     def scanned_fraction(self, searched: list[str] | None) -> float:
         """Share of the collection a search of these categories scans (None: all of it)."""
-        self.index()
-        if searched is None or self._partition is None:
+        partition = self.snapshot().partition
+        if searched is None or partition is None:
             return 1.0
-        return self._partition.fraction(searched)
+        return partition.fraction(searched)
 
     def classify(self, query: Query, *, top: int = 5) -> list[tuple[str, float]]:
         """Most likely categories of an image: from the collection's classifier when it has
@@ -443,17 +328,20 @@ class Collection:
             probabilities = classifier.predict_proba(raw)[0]
             names: Sequence[str] = classifier.classes
         else:
-            image = query if isinstance(query, Image.Image) else self._decode(query)  # type: ignore[arg-type]
-            probabilities = self.embedder.imagenet_probabilities([image.convert("RGB")])[0]
+            embedder = self.embedder
+            head = getattr(embedder, "imagenet_probabilities", None)
+            if head is None:
+                raise InvalidInput(f"{self.spec.name} has no ImageNet head to classify with")
+            if isinstance(query, Image.Image):
+                image = query
+            elif isinstance(query, np.ndarray):
+                raise InvalidInput("a vector cannot be classified without a category classifier")
+            else:
+                image = search.decode_query(query, embedder)
+            probabilities = head([image.convert("RGB")])[0]
             names = imagenet_class_names()
         order = np.argsort(-probabilities)[:top]
         return [(names[i], float(probabilities[i])) for i in order]
-
-    def search(
-        self, query: Query, *, k: int = config.DEFAULT_K, min_score: float | None = None
-    ) -> list[SearchResult]:
-        """Top-``k`` most similar indexed images, best first (see :meth:`search_many`)."""
-        return self.search_many([query], k=k, min_score=min_score)[0]
 
     # --- clusters and near-duplicates ------------------------------------------------------
 
@@ -464,7 +352,7 @@ class Collection:
         auto: bool = False,
         random_state: int = 0,
         pca_dims: int | None = None,
-        min_cluster_size: int = clustering.MIN_CLUSTER_SIZE,
+        min_cluster_size: int = config.MIN_CLUSTER_SIZE,
     ) -> clustering.ClusterReport:
         """Group the images, k-means into ``k`` clusters or, with ``auto``, HDBSCAN (which
         finds the number itself and leaves outliers as noise, -1), and store each image's
@@ -483,7 +371,8 @@ class Collection:
             pca_dims=pca_dims,
             min_cluster_size=min_cluster_size,
         )
-        self.store.set_clusters(dict(zip(ids.tolist(), labels.tolist(), strict=True)))
+        clusters = dict(zip(ids.tolist(), labels.tolist(), strict=True))
+        self.write(lambda: self.store.set_clusters(clusters))
         return report
 
     def clusters(self) -> dict[int, int]:
@@ -492,7 +381,7 @@ class Collection:
 
     def duplicates(
         self,
-        threshold: float = duplicates.DEFAULT_THRESHOLD,
+        threshold: float = config.DUPLICATE_THRESHOLD,
         *,
         max_neighbours: int = duplicates.MAX_NEIGHBOURS,
     ) -> list[duplicates.DuplicateGroup]:
@@ -508,72 +397,53 @@ class Collection:
         return duplicates.with_records(groups, self.store.records(i for g in groups for i in g.ids))
 
 
-class _Partition:
-    """Which category each indexed image belongs to, for category-first search.
+class _WritesThroughWriter:
+    """The store, with the writes the indexer makes sent through the collection's writer
+    (reads go straight to the store)."""
 
-    An image's category is its label when it has one, else the classifier's prediction.
-    Per-category sub-indexes are cut from the main index on first use.
-    """
+    def __init__(self, store: MetadataStore, writer: Writer) -> None:
+        self._store = store
+        self._writer = writer
 
-    def __init__(self, classifier: CategoryModel, codes: np.ndarray) -> None:
-        self.classifier = classifier
-        self.codes = codes  # (N,) index into classifier.classes, aligned with the index rows
-        self._subindexes: dict[str, ExactIndex] = {}
+    def write_batch(self, embedded: Iterable[object], skipped: Iterable[object]) -> None:
+        rows, bad = list(embedded), list(skipped)
+        self._writer.run(lambda: self._store.write_batch(rows, bad))  # type: ignore[arg-type]
 
-    @classmethod
-    def build(
-        cls, store: Store, classifier: CategoryModel, ids: np.ndarray, vectors: np.ndarray
-    ) -> _Partition:
-        codes = classifier.predict_proba(vectors).argmax(axis=1)
-        position = {name: i for i, name in enumerate(classifier.classes)}
-        labelled_ids, labels = store.labelled_ids()
-        rows = np.searchsorted(ids, labelled_ids)
-        for row, label in zip(rows, labels, strict=True):
-            if label in position:
-                codes[row] = position[label]
-        return cls(classifier, codes)
+    def remove(self, paths: Iterable[str]) -> int:
+        doomed = list(paths)
+        return self._writer.run(lambda: self._store.remove(doomed))
 
-    def subindex(self, index: ExactIndex, name: str) -> ExactIndex:
-        if name not in self._subindexes:
-            rows = self.codes == self.classifier.classes.index(name)
-            self._subindexes[name] = ExactIndex(index.ids[rows], index.vectors[rows])
-        return self._subindexes[name]
-
-    def fraction(self, names: list[str]) -> float:
-        """Share of the collection that searching these categories scans."""
-        wanted = [self.classifier.classes.index(n) for n in names]
-        return float(np.isin(self.codes, wanted).mean()) if len(self.codes) else 0.0
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
 
 
-def _merge(index: ExactIndex | None, changes: VectorChanges, pca: Pca | None) -> ExactIndex:
-    """The index with the changed rows put in (replacing their old versions) and the rows of
-    images no longer indexed taken out; ids stay ascending."""
-    new_vectors = changes.vectors
-    if new_vectors is not None and pca is not None:
-        new_vectors = pca.transform(new_vectors)
-    if index is None or len(index) == 0:
-        if new_vectors is None:
-            return ExactIndex(changes.ids, np.empty((0, 0), dtype=np.float32))
-        return ExactIndex(changes.ids, new_vectors)
-    keep = np.isin(index.ids, changes.all_ids) & ~np.isin(index.ids, changes.ids)
-    if keep.all() and new_vectors is not None and changes.ids[0] > index.ids[-1]:
-        return index.appended(changes.ids, new_vectors)  # only new images: no copy
-    ids, vectors = index.ids[keep], index.vectors[keep]
-    if new_vectors is not None:
-        ids = np.concatenate([ids, changes.ids])
-        vectors = np.concatenate([vectors, new_vectors])
-        if len(ids) > 1 and (np.diff(ids) < 0).any():  # an update of an older row
-            order = np.argsort(ids, kind="stable")
-            ids, vectors = ids[order], vectors[order]
-    return ExactIndex(ids, vectors)
-
-
-def _expand(index: ExactIndex, query: np.ndarray, top_ids: np.ndarray) -> np.ndarray:
-    """Average query expansion: the query plus its top results' vectors, renormalised."""
-    found = top_ids[top_ids >= 0]
-    rows = np.searchsorted(index.ids, found)
-    expanded = query[0] + index.vectors[rows].sum(axis=0)
-    return (expanded / max(float(np.linalg.norm(expanded)), 1e-12))[None, :].astype(np.float32)
+def _model_of(
+    store: MetadataStore, target: str | os.PathLike[str], model: str | ModelSpec | None
+) -> ModelSpec:
+    """The collection's model: recorded in a new store, checked against an existing one."""
+    wanted = builtin_spec(model) if isinstance(model, str) else model
+    stored = store.get_meta("model")
+    if stored is None:
+        spec = wanted or builtin_spec(config.DEFAULT_MODEL)
+        store.set_meta("model", spec.to_json())
+        return spec
+    spec = ModelSpec.from_json(stored)
+    if spec.descriptor_version != DESCRIPTOR_VERSION:
+        log.warning(
+            "%s was indexed by another version of lookalike's image descriptors "
+            "(%s, now %s): its vectors may not match new queries; index it again "
+            "into a new --db",
+            target,
+            spec.descriptor_version,
+            DESCRIPTOR_VERSION,
+        )
+        spec = dataclasses.replace(spec, descriptor_version=DESCRIPTOR_VERSION)
+    if wanted is not None and wanted != spec:
+        raise InvalidInput(
+            f"{target} was built with {spec.name}, not {wanted.name}; "
+            "use another --db for another model"
+        )
+    return spec
 
 
 @functools.cache

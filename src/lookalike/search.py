@@ -1,12 +1,40 @@
-"""Search results and the query side of the pipeline: query -> vector -> top-k -> records."""
+"""The one search path: query -> encoder -> codec -> index -> records.
+
+The CLI, the Python API (:class:`lookalike.Collection`), the service and ``eval`` all search
+through these functions, so what is measured is what users get:
+
+1. :func:`describe_queries`: files, bytes, images or vectors -> raw unit vectors (an indexed,
+   unchanged file uses its stored vector and is left out of its own results);
+2. :func:`choose_categories_for`: with category-first search, which categories each query
+   searches (from a classifier: the collection's, or in ``eval`` a cross-fitted one);
+3. :func:`rank`: codec -> index top-k (filtered to those categories), with optional query
+   expansion, all on one :class:`~lookalike.snapshot.SearchSnapshot`;
+4. :func:`results_for`: ids -> records of the store.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
-from lookalike.store import Box, Store
+from lookalike import config
+from lookalike.categories import CategoryModel, choose_categories
+from lookalike.decode import load_image
+from lookalike.errors import Unavailable
+from lookalike.interfaces import ImageEncoder, MetadataStore, VectorIndex
+from lookalike.snapshot import SearchSnapshot
+from lookalike.types import Box
+
+log = logging.getLogger(__name__)
+
+#: What can be searched with: a file path (an indexed file searches "more like this" with
+#: its stored vector), encoded image bytes, a decoded image, or a vector.
+Query = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -39,10 +67,174 @@ class QueryOutcome:
     query_box: Box | None = None  # where the object was found in the query, if localized
 
 
+@dataclass(frozen=True)
+class DescribedQueries:
+    """Raw query vectors, the indexed image each query is (if any), and the object boxes."""
+
+    vectors: np.ndarray
+    own_ids: list[int | None]
+    boxes: list[Box | None]
+
+
+def decode_query(query: str | os.PathLike[str] | bytes, encoder: ImageEncoder) -> Image.Image:
+    source = query if isinstance(query, bytes) else os.fspath(query)
+    return load_image(source, min_side=encoder.decode_side)
+
+
+def describe_queries(
+    queries: Sequence[Query], encoder: Callable[[], ImageEncoder], store: MetadataStore | None
+) -> DescribedQueries:
+    """Raw vectors of the queries; ``encoder`` is called only if some query needs the model."""
+    vectors: list[np.ndarray | None] = [None] * len(queries)
+    own_ids: list[int | None] = [None] * len(queries)
+    boxes: list[Box | None] = [None] * len(queries)
+    to_embed: list[tuple[int, Image.Image]] = []
+    for i, query in enumerate(queries):
+        if isinstance(query, np.ndarray):
+            vectors[i] = np.asarray(query, dtype=np.float32).ravel()
+            continue
+        if isinstance(query, (str, os.PathLike)) and store is not None:
+            found = store.lookup(os.path.abspath(query))
+            if found is not None:
+                own_ids[i], vectors[i] = found
+                continue
+        image = query if isinstance(query, Image.Image) else decode_query(query, encoder())
+        to_embed.append((i, image.convert("RGB")))
+    if to_embed:
+        described = encoder().describe([image for _, image in to_embed])
+        for (i, _), vector, box in zip(to_embed, described.vectors, described.boxes, strict=True):
+            vectors[i], boxes[i] = vector, box
+    return DescribedQueries(np.stack([v for v in vectors if v is not None]), own_ids, boxes)
+
+
+@dataclass(frozen=True)
+class CategoryChoice:
+    """The categories a query searches (None: all) and its top predictions."""
+
+    searched: list[str] | None
+    predictions: list[tuple[str, float]]
+
+
+def choose_categories_for(
+    classifier: CategoryModel,
+    raw: np.ndarray,
+    *,
+    coverage: float = config.CATEGORY_COVERAGE,
+    max_categories: int = config.MAX_CATEGORIES,
+) -> list[CategoryChoice]:
+    """Per query, the top categories whose probabilities add up to ``coverage``, unless that
+    takes more than ``max_categories``: then the prediction is unsure and everything is
+    searched."""
+    choices = []
+    for probabilities in classifier.predict_proba(raw):
+        top = np.argsort(-probabilities)[:5]
+        predictions = [(classifier.classes[j], float(probabilities[j])) for j in top]
+        chosen = choose_categories(probabilities, coverage=coverage, max_categories=max_categories)
+        searched = None if chosen is None else [classifier.classes[j] for j in chosen]
+        choices.append(CategoryChoice(searched, predictions))
+    return choices
+
+
+def expand_queries(index: VectorIndex, queries: np.ndarray, top_ids: np.ndarray) -> np.ndarray:
+    """Average query expansion: each query plus its top results' vectors, renormalised."""
+    if not index.capabilities.reconstruct:
+        raise Unavailable("query expansion needs an index that returns stored vectors")
+    expanded = queries.astype(np.float32, copy=True)
+    for row, ids in enumerate(top_ids):
+        found = ids[ids >= 0]
+        if len(found):
+            expanded[row] += index.vectors_of(found).sum(axis=0)
+    norms = np.linalg.norm(expanded, axis=1, keepdims=True)
+    return (expanded / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def rank(
+    snapshot: SearchSnapshot,
+    vectors: np.ndarray,
+    k: int,
+    *,
+    exclude: Sequence[int | None] | None = None,
+    searched: Sequence[list[str] | None] | None = None,
+    expand: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, ids)`` of the top ``k`` for index-space query ``vectors``.
+
+    ``searched[i]``: the categories query ``i`` may return (None: all). ``expand`` > 0: each
+    query is averaged with its top ``expand`` results and searched again.
+    """
+    index = snapshot.index
+    n = len(vectors)
+    exclude = list(exclude) if exclude is not None else [None] * n
+    if searched is None or snapshot.partition is None or all(s is None for s in searched):
+        scores, ids = index.search(vectors, k, exclude=exclude)
+        if expand > 0:
+            vectors = expand_queries(index, vectors, ids[:, :expand])
+            scores, ids = index.search(vectors, k, exclude=exclude)
+        return scores, ids
+    partition = snapshot.partition
+    out_scores = np.full((n, k), -np.inf, dtype=np.float32)
+    out_ids = np.full((n, k), -1, dtype=np.int64)
+    for i in range(n):
+        allowed = None if searched[i] is None else partition.ids_of(searched[i])  # type: ignore[arg-type]
+        query, mine = vectors[i : i + 1], exclude[i : i + 1]
+        scores, ids = index.search(query, k, filter=allowed, exclude=mine)
+        if expand > 0:
+            query = expand_queries(index, query, ids[:, :expand])
+            scores, ids = index.search(query, k, filter=allowed, exclude=mine)
+        out_scores[i], out_ids[i] = scores[0], ids[0]
+    return out_scores, out_ids
+
+
+def search(
+    snapshot: SearchSnapshot,
+    store: MetadataStore,
+    queries: DescribedQueries,
+    *,
+    k: int = config.DEFAULT_K,
+    min_score: float | None = None,
+    by_category: bool = False,
+    expand: int = 0,
+    coverage: float = config.CATEGORY_COVERAGE,
+    max_categories: int = config.MAX_CATEGORIES,
+) -> list[QueryOutcome]:
+    """Described queries -> outcomes, on one snapshot (see the module's steps)."""
+    vectors = snapshot.encode(queries.vectors)
+    choices: list[CategoryChoice] | None = None
+    if by_category:
+        if snapshot.classifier is None:
+            log.info("no category classifier: searching everything")
+        else:
+            choices = choose_categories_for(
+                snapshot.classifier,
+                queries.vectors,
+                coverage=coverage,
+                max_categories=max_categories,
+            )
+    scores, ids = rank(
+        snapshot,
+        vectors,
+        k,
+        exclude=queries.own_ids,
+        searched=[c.searched for c in choices] if choices else None,
+        expand=expand,
+    )
+    rows = results_for(store, ids, scores, min_score)
+    return [
+        QueryOutcome(
+            row,
+            choices[i].searched if choices else None,
+            choices[i].predictions if choices else [],
+            queries.boxes[i],
+        )
+        for i, row in enumerate(rows)
+    ]
+
+
 def results_for(
-    store: Store, ids: np.ndarray, scores: np.ndarray, min_score: float | None = None
+    store: MetadataStore, ids: np.ndarray, scores: np.ndarray, min_score: float | None = None
 ) -> list[list[SearchResult]]:
-    """Turn rows of (id, score) into results with the images' metadata."""
+    """Turn rows of (id, score) into results with the images' metadata. An id the store no
+    longer has (deleted since the snapshot was taken) is left out."""
     records = store.records(int(i) for i in np.unique(ids) if i >= 0)
     results: list[list[SearchResult]] = []
     for row_ids, row_scores in zip(ids, scores, strict=True):

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.types import Box
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
@@ -71,9 +73,6 @@ class FileState:
     size: int
     mtime_ns: int
     skipped: bool
-
-
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of width and height
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,86 @@
+"""Models fitted on a collection's own vectors: the vector codec (PCA) and the category
+classifier, refitted when the collection's changes made them stale.
+
+Run on the collection's writer thread (they write to the store). Each refit changes a meta
+key that search snapshots compare (:mod:`lookalike.snapshot`), so the next search builds a
+snapshot with the new model and an index made with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+import numpy as np
+
+from lookalike import codecs
+from lookalike.categories import fit_classifier
+from lookalike.interfaces import MetadataStore
+from lookalike.snapshot import CLASSIFIER_KEY, CODEC_GENERATION
+
+#: Refit the codec when the collection grew or shrank by more than this fraction.
+STALE_FRACTION = 0.1
+
+Vectors = Callable[[], tuple[np.ndarray, np.ndarray]]
+
+
+def set_codec(store: MetadataStore, settings: dict[str, object]) -> None:
+    """Choose the collection's codec (``{}``: none); fitted by the next :func:`refresh`."""
+    store.set_meta("pca", json.dumps(settings))
+    store.put_artifact("pca", None)
+    bump_codec_generation(store)
+
+
+def bump_codec_generation(store: MetadataStore) -> None:
+    """Tell loaded snapshots (this process's and others') that the codec changed."""
+    store.set_meta(CODEC_GENERATION, str(int(store.get_meta(CODEC_GENERATION) or 0) + 1))
+
+
+def refresh(store: MetadataStore) -> None:
+    """Refit what is stale: the codec (when the collection grew or shrank by over 10%) and the
+    classifier (when labels, or the set of labelled images, changed)."""
+    loaded: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def vectors() -> tuple[np.ndarray, np.ndarray]:
+        """All stored vectors, read once however many models need them."""
+        if not loaded:
+            loaded.append(store.load_vectors())
+        return loaded[0]
+
+    _refresh_codec(store, vectors)
+    _refresh_classifier(store, vectors)
+
+
+def _refresh_codec(store: MetadataStore, vectors: Vectors) -> None:
+    settings = json.loads(store.get_meta("pca") or "{}")
+    if not settings:
+        return
+    count = store.count()
+    data = store.get_artifact("pca")
+    if data:
+        current = codecs.load_codec(settings, data)
+        fitted_on = getattr(current, "fitted_on", None)  # codecs fitted on the vectors have it
+        if fitted_on is None or abs(count - fitted_on) <= STALE_FRACTION * max(fitted_on, 1):
+            return
+    if count < 2:
+        return
+    fitted = codecs.fit_codec(settings, vectors()[1])
+    store.put_artifact("pca", fitted.to_bytes())
+    bump_codec_generation(store)
+
+
+def _refresh_classifier(store: MetadataStore, vectors: Vectors) -> None:
+    """The classifier is trained on the labelled images only: adding unlabelled images (an
+    upload) leaves it, and so the search snapshot's partition, as it is."""
+    ids, labels = store.labelled_ids()
+    digest = hashlib.sha256(ids.tobytes()).hexdigest()[:16]
+    key = f"{store.labels_generation()}:{digest}"
+    if store.get_meta(CLASSIFIER_KEY) == key:
+        return
+    model = None
+    if len(set(labels)) >= 2:
+        all_ids, stored = vectors()
+        model = fit_classifier(stored[np.searchsorted(all_ids, ids)], labels)
+    store.put_artifact("classifier", model.to_bytes() if model else None)
+    store.set_meta(CLASSIFIER_KEY, key)

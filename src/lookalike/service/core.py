@@ -1,0 +1,420 @@
+"""What the routes work with: collections, query batchers, jobs, uploads, metrics, limits.
+
+No HTTP here: failures are :mod:`lookalike.errors`, mapped to statuses by
+:mod:`lookalike.service.errors`. Every change to a collection (uploads, deletions, index
+jobs, deleting it) goes through that collection's writer; searches read its snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image
+
+from lookalike import config
+from lookalike.collection import Collection
+from lookalike.decode import DecodeError, load_image
+from lookalike.encoders import EncoderPool
+from lookalike.errors import Conflict, Forbidden, InvalidInput, NotFound
+from lookalike.features import Localize
+from lookalike.models import ModelSpec, builtin_models, builtin_spec
+from lookalike.search import QueryOutcome, SearchResult
+from lookalike.service.batcher import QueryBatcher
+from lookalike.service.errors import BadUpload
+from lookalike.service.files import (
+    ThumbnailCache,
+    header_pixels,
+    make_thumbnail,
+    servable,
+    sniff_format,
+    store_by_content,
+)
+from lookalike.service.jobs import Job, JobCancelled, Jobs
+from lookalike.service.metrics import Metrics
+from lookalike.service.registry import Collections
+from lookalike.service.schemas import CollectionInfo, Hit, UploadOutcome, UploadReport
+from lookalike.service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class Slots:
+    """Admission for CPU- and memory-heavy work, taken on the event loop before a thread is
+    used, so that waiting requests hold no worker thread.
+
+    Searches and uploads have separate slots, so uploads never hold up searches; a query
+    image whose header promises more than ``large_pixels`` waits for the single large-image
+    slot, so that a few huge images cannot hold up ordinary searches either."""
+
+    def __init__(self, *, searches: int, uploads: int, large_pixels: int) -> None:
+        self._searches = asyncio.Semaphore(searches)
+        self._large = asyncio.Semaphore(1)
+        self._uploads = asyncio.Semaphore(uploads)
+        self.large_pixels = large_pixels
+
+    @asynccontextmanager
+    async def search(self, data: bytes) -> AsyncIterator[None]:
+        large = header_pixels(data) > self.large_pixels
+        async with self._large if large else self._searches:
+            yield
+
+    @asynccontextmanager
+    async def upload(self) -> AsyncIterator[None]:
+        async with self._uploads:
+            yield
+
+
+class Service:
+    """The parts the endpoints use, wired together."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.encoders = EncoderPool()
+        self.collections = Collections(settings.collections_dir, settings.db, self.encoders)
+        self.roots = [Path(os.path.realpath(root)) for root in settings.roots]
+        for root in self.roots:
+            if not root.is_dir():
+                raise ValueError(f"--root {root} is not a folder")
+        self.metrics = Metrics()
+        self.thumbnails = ThumbnailCache(settings.thumbnail_cache)
+        cores = os.cpu_count() or 1
+        self.slots = Slots(
+            searches=2 * cores,
+            uploads=settings.max_concurrent_uploads,
+            large_pixels=settings.large_image_pixels,
+        )
+        self._batchers: dict[ModelSpec, QueryBatcher] = {}
+        self._batchers_lock = threading.Lock()
+        self._direct_searches = threading.BoundedSemaphore(cores)
+        # Thumbnails decode files already indexed: a few at a time bounds their memory.
+        self._thumbnail_decodes = threading.BoundedSemaphore(cores)
+        self.jobs: Jobs | None = None
+        self._blas_limit: Any = None
+
+    # --- life ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        # Each query worker runs on one core; a BLAS product (the top-k) spreading over every
+        # core as well would fight the other workers for them (several times slower under
+        # load, see BENCHMARKS.md).
+        from threadpoolctl import threadpool_limits
+
+        self._blas_limit = threadpool_limits(limits=1, user_api="blas")
+        self.jobs = Jobs(self._run_index_job)
+        if not self.settings.warm_up:
+            return
+        started = time.perf_counter()
+        self.batcher(builtin_spec(config.DEFAULT_MODEL))
+        for name in self.collections.names():
+            try:
+                with self.collections.lease(name) as collection:
+                    self.batcher(collection.spec)
+                    collection.snapshot()  # vectors in memory before the first search
+            except Exception as exc:  # one broken collection must not stop the server
+                log.warning("cannot open collection %s: %s", name, exc)
+        log.info("ready in %.1f s", time.perf_counter() - started)
+
+    def stop(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
+        with self._batchers_lock:
+            for batcher in self._batchers.values():
+                batcher.close()
+            self._batchers.clear()
+        self.collections.close()
+        if self._blas_limit is not None:
+            self._blas_limit.restore_original_limits()
+            self._blas_limit = None
+
+    # --- models ----------------------------------------------------------------------------
+
+    def batcher(self, spec: ModelSpec) -> QueryBatcher:
+        """The query model of ``spec``, loaded once and shared by its collections (and their
+        index runs: one ONNX Runtime session per model)."""
+        with self._batchers_lock:
+            found = self._batchers.get(spec)
+            if found is None:
+                log.info("loading model %s", spec.name)
+                encoder = self.encoders.get(spec, threads=1)
+                found = QueryBatcher(
+                    spec,
+                    encoder,
+                    workers=self.settings.search_workers or os.cpu_count() or 1,
+                    max_batch=self.settings.max_batch,
+                )
+                found.warm_up()
+                self.encoders.put(spec, encoder)  # the collections' query model too
+                self._batchers[spec] = found
+            return found
+
+    def models_loaded(self) -> list[str]:
+        with self._batchers_lock:
+            return sorted({spec.name for spec in self._batchers})
+
+    # --- collections -----------------------------------------------------------------------
+
+    def create_collection(self, name: str, model: str) -> CollectionInfo:
+        """A new empty collection; its model is loaded first, so a model that cannot be
+        loaded (an extra not installed) leaves nothing behind."""
+        if model not in builtin_models() and f"efficientnet-{model}" not in builtin_models():
+            raise InvalidInput(f"unknown model {model!r}: {', '.join(builtin_models())}")
+        spec = builtin_spec(model)
+        self.batcher(spec)
+        self.collections.create(name, spec)
+        return self.info(name)
+
+    def info(self, name: str) -> CollectionInfo:
+        with self.collections.lease(name) as collection:
+            return CollectionInfo(
+                name=name,
+                images=len(collection),
+                model=collection.spec.name,
+                default=name == self.collections.default,
+                deletable=self.collections.deletable(name),
+                skipped=len(collection.store.skipped_files()),
+            )
+
+    def delete_collection(self, name: str) -> None:
+        if self.jobs is not None and self.jobs.active_for(name):
+            raise Conflict(f"collection {name!r} has a job queued or running")
+        self.collections.delete(name)
+
+    def allowed_folders(self, name: str) -> list[Path]:
+        """Folders whose files may be served: the roots and the collection's uploads (both
+        as given and with links resolved)."""
+        files = self.collections.files_dir(name)
+        return [*self.roots, files, Path(os.path.realpath(files))]
+
+    def image_path(self, name: str, collection: Collection, image_id: int) -> str:
+        path = collection.store.paths([image_id]).get(image_id)
+        if path is None:
+            raise NotFound(f"no image {image_id}")
+        return path
+
+    def servable_path(self, name: str, collection: Collection, image_id: int) -> str:
+        """The file of an image, if it may still be served (see files.servable)."""
+        path = self.image_path(name, collection, image_id)
+        try:
+            return servable(path, self.allowed_folders(name))
+        except NotFound as exc:
+            raise NotFound(f"image {image_id} is {exc}") from None
+
+    def hits(self, name: str, results: list[SearchResult]) -> list[Hit]:
+        return [
+            Hit(
+                id=r.id,
+                score=round(r.score, 6),
+                name=os.path.basename(r.path),
+                path=r.path,
+                category=r.category,
+                cluster=r.cluster,
+                box=r.box,
+                image_url=f"/collections/{name}/images/{r.id}",
+                thumbnail_url=f"/collections/{name}/images/{r.id}/thumbnail",
+            )
+            for r in results
+        ]
+
+    # --- searching -------------------------------------------------------------------------
+
+    def decode_query(self, data: bytes, filename: str, min_side: int | None) -> Image.Image:
+        """An uploaded query image, or :class:`BadUpload` with the decoder's reason."""
+        try:
+            return load_image(
+                data,
+                min_side=min_side,
+                max_bytes=self.settings.max_upload_bytes,
+                max_pixels=self.settings.max_upload_pixels,
+            )
+        except DecodeError as exc:
+            raise BadUpload(filename, exc.reason) from exc
+
+    def search_direct(
+        self,
+        collection: Collection,
+        query: Any,
+        *,
+        k: int,
+        min_score: float | None,
+        by_category: bool = False,
+        localize: Localize | None = None,
+    ) -> QueryOutcome:
+        """One search through the library's search path: what the batcher does not serve
+        (by id, by category, query localization), a few at a time."""
+        self.batcher(collection.spec)  # its model is the collection's query model
+        with self._direct_searches:
+            (outcome,) = collection.search_detailed(
+                [query], k=k, min_score=min_score, by_category=by_category, localize=localize
+            )
+        return outcome
+
+    # --- uploads and deletions -------------------------------------------------------------
+
+    def store_uploads(self, name: str, uploads: list[tuple[str, bytes]]) -> UploadReport:
+        """Check every upload, then store them by content and index them, as one change of
+        the collection (on its writer): all or nothing."""
+        with self.collections.lease(name) as collection:
+            side = self.batcher(collection.spec).embedder.decode_side
+            checked: list[tuple[str, bytes, str]] = []
+            for filename, data in uploads:
+                self.decode_query(data, filename, side)
+                fmt = sniff_format(data)
+                if fmt is None:  # decodable but not by our rules: cannot happen, refuse anyway
+                    raise BadUpload(filename, "not a recognised image")
+                checked.append((filename, data, fmt))
+            folder = self.collections.files_dir(name)
+            outcomes = collection.write(lambda: _commit_uploads(collection, folder, checked))
+        return UploadReport(
+            collection=name,
+            added=sum(o.status == "added" for o in outcomes),
+            results=outcomes,
+        )
+
+    def delete_image(self, name: str, image_id: int) -> None:
+        """Remove an image from the collection and delete an uploaded file, as one change."""
+        with self.collections.lease(name) as collection:
+            files = self.collections.files_dir(name)
+
+            def change() -> None:
+                path = self.image_path(name, collection, image_id)
+                collection.remove([path])
+                if Path(path).is_relative_to(files):
+                    Path(path).unlink(missing_ok=True)
+
+            collection.write(change)
+
+    # --- server-side paths and jobs --------------------------------------------------------
+
+    def resolve_server_path(self, raw: str) -> str:
+        """An absolute path inside a root, symbolic links resolved."""
+        if not self.roots:
+            raise Forbidden("server-side paths are disabled (start with --root DIR)")
+        if "\x00" in raw or not os.path.isabs(raw):
+            raise InvalidInput(f"not an absolute path: {raw!r}")
+        resolved = os.path.realpath(raw)
+        if not _inside(resolved, self.roots):
+            raise Forbidden(f"{raw} is outside the allowed roots")
+        if not os.path.exists(resolved):
+            raise NotFound(f"{raw} does not exist")
+        return resolved
+
+    def submit_index_job(self, name: str, paths: list[str], *, all_files: bool) -> Job:
+        with self.collections.lease(name):
+            resolved = [self.resolve_server_path(raw) for raw in paths]
+        assert self.jobs is not None
+        return self.jobs.submit(
+            Job(collection=name, paths=paths, resolved=resolved, all_files=all_files)
+        )
+
+    def _run_index_job(self, job: Job) -> dict[str, Any]:
+        with self.collections.lease(job.collection) as collection:
+            work = collection.plan(job.resolved, all_files=job.all_files)
+            # Links inside a root may point outside it: those files are not indexed.
+            allowed = [c for c in work.todo if _inside(os.path.realpath(c.path), self.roots)]
+            outside = sorted({c.path for c in work.todo} - {c.path for c in allowed})
+            work = dataclasses.replace(work, todo=allowed)
+            job.total = len(allowed)
+
+            def progress(count: int) -> None:
+                job.done += count
+                if job.cancel.is_set():
+                    raise JobCancelled
+
+            report = collection.add(job.resolved, work=work, progress=progress).as_dict()
+        skipped = report["skipped"]
+        assert isinstance(skipped, list)
+        skipped.extend({"path": path, "reason": "outside the allowed roots"} for path in outside)
+        return report
+
+    # --- metrics ---------------------------------------------------------------------------
+
+    def render_metrics(self) -> str:
+        counts = self.jobs.counts() if self.jobs else Counter()
+        gauges: list[tuple[str, str, dict[str, str], float]] = []
+        for state in ("queued", "running"):
+            gauges.append(
+                ("lookalike_jobs", "Background jobs by state.", {"state": state}, counts[state])
+            )
+        with self._batchers_lock:
+            batchers = list(self._batchers.values())
+        for batcher in batchers:
+            gauges.append(
+                (
+                    "lookalike_search_queue",
+                    "Queries waiting for the model.",
+                    {"model": batcher.spec.name},
+                    batcher.pending(),
+                )
+            )
+        for name in self.collections.names():
+            try:
+                with self.collections.lease(name) as collection:
+                    count = len(collection)
+            except Exception:  # deleted meanwhile, or cannot be opened
+                continue
+            gauges.append(
+                ("lookalike_images", "Images per collection.", {"collection": name}, count)
+            )
+        return self.metrics.render(gauges)
+
+    def thumbnail(self, path: str) -> bytes:
+        with self._thumbnail_decodes:
+            return make_thumbnail(path)
+
+
+def _inside(path: str, roots: list[Path]) -> bool:
+    return any(Path(path).is_relative_to(root) for root in roots)
+
+
+def _commit_uploads(
+    collection: Collection, folder: Path, checked: list[tuple[str, bytes, str]]
+) -> list[UploadOutcome]:
+    """On the writer: store the files and index them; on failure (a full disk) the files
+    this change created are removed again."""
+    created: list[Path] = []
+    try:
+        paths: list[str] = []
+        for _, data, fmt in checked:
+            target, written = store_by_content(folder, data, fmt)
+            if written:
+                created.append(target)
+            paths.append(str(target))
+        work = collection.plan(paths)
+        todo = {c.path for c in work.todo}
+        report = collection.add(paths, work=work)
+    except BaseException:
+        for new_file in created:
+            new_file.unlink(missing_ok=True)
+        raise
+    skipped = dict(report.skipped)
+    outcomes: list[UploadOutcome] = []
+    for (filename, _, _), path in zip(checked, paths, strict=True):
+        if path in skipped:
+            outcomes.append(
+                UploadOutcome(filename=filename, status="skipped", reason=skipped[path])
+            )
+            continue
+        found = collection.store.lookup(path)
+        status: Literal["added", "updated", "unchanged"] = (
+            "unchanged" if path not in todo else "added" if path in work.new_paths else "updated"
+        )
+        outcomes.append(
+            UploadOutcome(
+                filename=filename, status=status, id=found[0] if found else None, path=path
+            )
+        )
+    if skipped:  # the decoder refused at indexing what it accepted above: undo those
+        collection.remove(list(skipped))
+        for bad in skipped:
+            Path(bad).unlink(missing_ok=True)
+    return outcomes

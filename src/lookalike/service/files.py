@@ -1,0 +1,141 @@
+"""Files the service keeps and serves: uploads stored by content, thumbnails, and which
+indexed files may be served at all."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import stat
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from PIL import Image
+
+from lookalike.decode import SUPPORTED_FORMATS, load_image
+from lookalike.errors import NotFound, StorageError
+
+#: Suffix and media type of stored and served files, by decoded format.
+SUFFIXES = {
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+}
+MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
+THUMBNAIL_SIDE = 256
+#: Errors of a full or refusing disk: answered 507, never 500.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def sniff_format(source: bytes | str) -> str | None:
+    """The image format of the bytes or file, from its content; None if not a supported one."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            fmt = image.format
+    except Exception:  # any failure to identify means "not an image we serve"
+        return None
+    return fmt if fmt in SUPPORTED_FORMATS else None
+
+
+def header_pixels(data: bytes) -> int:
+    """Pixels an encoded image says it has (its header only; 0 if unreadable)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return int(image.width) * int(image.height)
+    except Exception:  # the decoder will say why, with its own checks
+        return 0
+
+
+def store_by_content(folder: Path, data: bytes, fmt: str) -> tuple[Path, bool]:
+    """Write ``data`` to ``folder/ab/ab12...<suffix>`` unless it is there already; returns the
+    path and whether it was written now.
+
+    Written to a temporary file and renamed, so the target is whole or absent; should the
+    disk refuse, the temporary file is removed and :class:`StorageError` raised."""
+    digest = hashlib.sha256(data).hexdigest()
+    target = folder / digest[:2] / f"{digest}{SUFFIXES[fmt]}"
+    if target.is_file() and target.stat().st_size == len(data):
+        return target, False
+    tmp_name: str | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as tmp:
+            tmp_name = tmp.name
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, target)
+        tmp_name = None
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise StorageError(f"cannot store the upload: {os.strerror(exc.errno)}") from exc
+        raise
+    finally:
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+    return target, True
+
+
+def servable(path: str, allowed: list[Path]) -> str:
+    """``path`` if it may be served: a regular file and, when it lies in one of the
+    ``allowed`` folders (the roots, the uploads folder), still inside them once symbolic
+    links are resolved (an indexed file replaced by a link to a file elsewhere is not served).
+    Raises :class:`NotFound` otherwise."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise OSError("not a regular file")
+    except OSError:
+        raise NotFound("no longer readable") from None
+    lexical = Path(os.path.abspath(path))
+    inside = [root for root in allowed if lexical.is_relative_to(root)]
+    if inside and not any(Path(os.path.realpath(path)).is_relative_to(r) for r in allowed):
+        raise NotFound("no longer inside the served folders")
+    return path
+
+
+class ThumbnailCache:
+    """Recently made thumbnails (JPEG bytes), least recently used dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: tuple[object, ...], data: bytes) -> None:
+        with self._lock:
+            self._items[key] = data
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+def make_thumbnail(path: str, side: int = THUMBNAIL_SIDE) -> bytes:
+    """A JPEG of the image at ``path`` fitting in ``side`` x ``side`` (JPEGs decode at 1/2..1/8
+    scale: draft mode)."""
+    image = load_image(path, min_side=side)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=82, optimize=True)
+    return out.getvalue()

@@ -1,0 +1,129 @@
+"""/collections/{name}/images: list, upload, read, thumbnail, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Annotated
+
+from fastapi import APIRouter, File, Header, Query, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+
+from lookalike.decode import DecodeError
+from lookalike.errors import NotFound
+from lookalike.service.errors import TooLarge
+from lookalike.service.files import MEDIA_TYPES, sniff_format
+from lookalike.service.routes.common import ERRORS, WRITE, ImageId, Name, ServiceDep, read_upload
+from lookalike.service.schemas import ImageItem, ImagePage
+
+router = APIRouter(prefix="/collections/{name}/images", tags=["images"], responses=ERRORS)
+
+
+@router.get("")
+def list_images(
+    name: Name,
+    service: ServiceDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 60,
+) -> ImagePage:
+    """The collection's images, most recently added first."""
+    with service.collections.lease(name) as collection:
+        ids = collection.snapshot().index.ids[::-1]
+        page = [int(i) for i in ids[offset : offset + limit]]
+        paths = collection.store.paths(page)
+    items = [
+        ImageItem(
+            id=i,
+            name=os.path.basename(paths[i]),
+            path=paths[i],
+            image_url=f"/collections/{name}/images/{i}",
+            thumbnail_url=f"/collections/{name}/images/{i}/thumbnail",
+        )
+        for i in page
+        if i in paths
+    ]
+    return ImagePage(collection=name, total=len(ids), offset=offset, limit=limit, items=items)
+
+
+@router.post(
+    "",
+    dependencies=WRITE,
+    status_code=201,
+    responses={200: {"description": "nothing new: every image was known"}},
+)
+async def add_images(
+    name: Name,
+    service: ServiceDep,
+    files: Annotated[list[UploadFile], File(description="image files (decoded by content)")],
+) -> JSONResponse:
+    """Upload images and index them. Every file is checked first: one bad file refuses
+    the whole request, and nothing changes."""
+    if len(files) > service.settings.max_files_per_request:
+        raise TooLarge(f"too many files: limit is {service.settings.max_files_per_request}")
+    uploads = [(f.filename or "upload", await read_upload(f, service)) for f in files]
+    async with service.slots.upload():
+        report = await run_in_threadpool(service.store_uploads, name, uploads)
+    status = 201 if report.added else 200
+    return JSONResponse(report.model_dump(), status_code=status)
+
+
+@router.get(
+    "/{image_id}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/*": {}}, "description": "the file"}},
+)
+def get_image(name: Name, image_id: ImageId, service: ServiceDep) -> FileResponse:
+    """The original file, with the media type of its content."""
+    with service.collections.lease(name) as collection:
+        path = service.servable_path(name, collection, image_id)
+    fmt = sniff_format(path)
+    if fmt is None:
+        raise NotFound(f"image {image_id} is no longer an image")
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES[fmt],
+        headers={"Cache-Control": "private, max-age=300"},
+        content_disposition_type="inline",
+        filename=os.path.basename(path),
+    )
+
+
+@router.get(
+    "/{image_id}/thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}},
+)
+def get_thumbnail(
+    name: Name,
+    image_id: ImageId,
+    service: ServiceDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """A JPEG at most 256 px on a side."""
+    with service.collections.lease(name) as collection:
+        path = service.servable_path(name, collection, image_id)
+    try:
+        info = os.stat(path)
+    except OSError:
+        raise NotFound(f"image {image_id} is no longer readable") from None
+    key = (name, image_id, path, info.st_size, info.st_mtime_ns)
+    etag = '"' + hashlib.sha256(repr(key).encode()).hexdigest()[:20] + '"'
+    headers = {"Cache-Control": "private, max-age=300", "ETag": etag}
+    if if_none_match == etag:
+        return Response(status_code=304, headers=headers)
+    data = service.thumbnails.get(key)
+    if data is None:
+        try:
+            data = service.thumbnail(path)
+        except DecodeError as exc:
+            raise NotFound(f"image {image_id}: {exc.reason}") from None
+        service.thumbnails.put(key, data)
+    return Response(data, media_type="image/jpeg", headers=headers)
+
+
+@router.delete("/{image_id}", status_code=204, dependencies=WRITE)
+def delete_image(name: Name, image_id: ImageId, service: ServiceDep) -> Response:
+    """Remove an image from the collection; an uploaded file is deleted as well."""
+    service.delete_image(name, image_id)
+    return Response(status_code=204)

@@ -1,0 +1,104 @@
+"""Searching: by an uploaded image, and "more like this" by an indexed image's id."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from lookalike import config
+from lookalike.decode import DecodeError
+from lookalike.errors import NotFound
+from lookalike.search import QueryOutcome
+from lookalike.service.routes.common import (
+    ERRORS,
+    ByCategory,
+    ImageId,
+    K,
+    LocalizeQuery,
+    MinScore,
+    Name,
+    ServiceDep,
+    read_upload,
+)
+from lookalike.service.schemas import SearchResponse
+
+router = APIRouter(prefix="/collections/{name}", tags=["search"], responses=ERRORS)
+
+
+@router.post("/search")
+async def search_by_upload(
+    name: Name,
+    service: ServiceDep,
+    file: Annotated[UploadFile, File(description="the query image")],
+    k: K = config.DEFAULT_K,
+    min_score: MinScore = None,
+    by_category: ByCategory = False,
+    localize: LocalizeQuery = None,
+) -> SearchResponse:
+    """The indexed images most like an uploaded one, best first. Needs no token."""
+    started = time.perf_counter()
+    data = await read_upload(file, service)
+    filename = file.filename or "upload"
+    with service.collections.lease(name) as collection:
+        batcher = await run_in_threadpool(service.batcher, collection.spec)
+        cropping = localize in ("crop", "saliency")
+        side = batcher.embedder.decode_side * (2 if cropping else 1)
+        async with service.slots.search(data):
+            image = await run_in_threadpool(service.decode_query, data, filename, side)
+        if by_category or localize is not None:
+            outcome = await run_in_threadpool(
+                lambda: service.search_direct(
+                    collection,
+                    image,
+                    k=k,
+                    min_score=min_score,
+                    by_category=by_category,
+                    localize=localize,
+                )
+            )
+        else:
+            future = batcher.submit(collection, image, k=k, min_score=min_score)
+            outcome = QueryOutcome(await asyncio.wrap_future(future))
+    return SearchResponse(
+        collection=name,
+        query_box=outcome.query_box,
+        searched_categories=outcome.searched,
+        results=service.hits(name, outcome.results),
+        took_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+@router.get("/images/{image_id}/similar")
+def more_like_this(
+    name: Name,
+    image_id: ImageId,
+    service: ServiceDep,
+    k: K = config.DEFAULT_K,
+    min_score: MinScore = None,
+    by_category: ByCategory = False,
+) -> SearchResponse:
+    """More like this: the indexed images most like an indexed one, itself left out."""
+    started = time.perf_counter()
+    with service.collections.lease(name) as collection:
+        path = service.image_path(name, collection, image_id)
+        # The library's "more like this": an indexed file searches with its stored vector
+        # and is left out of its results (should the file have changed since, with its
+        # content).
+        try:
+            outcome = service.search_direct(
+                collection, path, k=k + 1, min_score=min_score, by_category=by_category
+            )
+        except DecodeError as exc:
+            raise NotFound(f"image {image_id} is no longer readable: {exc}") from None
+    results = [r for r in outcome.results if r.id != image_id][:k]
+    return SearchResponse(
+        collection=name,
+        query_id=image_id,
+        searched_categories=outcome.searched,
+        results=service.hits(name, results),
+        took_ms=round((time.perf_counter() - started) * 1000, 2),
+    )

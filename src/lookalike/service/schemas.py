@@ -1,0 +1,150 @@
+"""The API's request and response bodies (pydantic models), as the OpenAPI schema shows them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from lookalike.models import builtin_models
+from lookalike.service.settings import NAME_PATTERN
+
+
+class Problem(BaseModel):
+    """Every error: 4xx and 5xx alike, ``detail`` is one human-readable string."""
+
+    detail: str
+
+
+class CollectionCreate(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN, examples=["catalogue"])
+    model: str = Field(
+        default="lite0", description=f"built-in model: {', '.join(builtin_models())}"
+    )
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    images: int
+    model: str
+    default: bool = Field(description="the collection given with --db")
+    deletable: bool
+    skipped: int = Field(description="files that could not be indexed, with their reasons")
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+    default: str | None
+
+
+class Hit(BaseModel):
+    id: int
+    score: float = Field(description="cosine similarity, -1..1")
+    name: str = Field(description="file name")
+    path: str = Field(description="the indexed file on the server")
+    category: str | None = None
+    cluster: int | None = None
+    box: tuple[float, float, float, float] | None = Field(
+        default=None, description="where the object is, relative x0, y0, x1, y1"
+    )
+    image_url: str
+    thumbnail_url: str
+
+
+class SearchResponse(BaseModel):
+    collection: str
+    query_id: int | None = Field(default=None, description="the image searched like, if any")
+    query_box: tuple[float, float, float, float] | None = Field(
+        default=None, description="where the object was found in the query (localize)"
+    )
+    searched_categories: list[str] | None = Field(
+        default=None, description="categories searched (by_category); null: all of them"
+    )
+    results: list[Hit]
+    took_ms: float
+
+
+class ImageItem(BaseModel):
+    id: int
+    name: str
+    path: str
+    image_url: str
+    thumbnail_url: str
+
+
+class ImagePage(BaseModel):
+    collection: str
+    total: int
+    offset: int
+    limit: int
+    items: list[ImageItem]
+
+
+class UploadOutcome(BaseModel):
+    filename: str
+    status: Literal["added", "updated", "unchanged", "skipped"]
+    id: int | None = None
+    path: str | None = None
+    reason: str | None = None
+
+
+class UploadReport(BaseModel):
+    collection: str
+    added: int
+    results: list[UploadOutcome]
+
+
+class IndexJobRequest(BaseModel):
+    paths: list[str] = Field(
+        min_length=1,
+        max_length=1000,
+        description="absolute folders or files on the server, inside a configured --root",
+    )
+    all_files: bool = Field(default=False, description="not only image file extensions")
+
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class JobInfo(BaseModel):
+    id: str
+    kind: Literal["index"]
+    collection: str
+    paths: list[str]
+    state: JobState
+    done: int = Field(description="files processed so far")
+    total: int | None = Field(description="files to process, once known")
+    report: dict[str, Any] | None = Field(
+        description="added, updated, removed, unchanged, skipped (path, reason), seconds"
+    )
+    error: str | None
+    created: float
+    started: float | None
+    finished: float | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobInfo]
+
+
+class Categories(BaseModel):
+    collection: str
+    categories: dict[str, int] = Field(description="category -> images")
+
+
+class Clusters(BaseModel):
+    collection: str
+    clusters: dict[int, int] = Field(description="cluster id -> images")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    collections: int
+    default_collection: str | None
+    models_loaded: list[str]
+    writes_need_token: bool
+    server_paths: bool = Field(description="whether indexing server-side folders is allowed")
+    max_upload_bytes: int
+    jobs_queued: int
+    jobs_running: int

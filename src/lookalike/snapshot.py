@@ -1,0 +1,159 @@
+"""What a search reads: an immutable snapshot of the index, the codec and the categories.
+
+A :class:`SearchSnapshot` holds a vector index, the codec its vectors went through (and that
+queries must go through), and the category partition of those same rows, built together
+and never changed afterwards. :class:`SnapshotCache` keeps the newest one for a store: when
+the store changed, it builds the next snapshot (reading only the rows written since the last
+one while the fitted models are unchanged) and swaps it in with one assignment. A search
+takes one snapshot at its start and uses nothing else, so it can never pair a new PCA or
+category partition with an old index, whatever the writer does meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lookalike import codecs, indexes
+from lookalike.categories import CategoryModel
+from lookalike.interfaces import MetadataStore, VectorCodec, VectorIndex
+
+log = logging.getLogger(__name__)
+
+#: Meta keys whose values change when the fitted models change (see lookalike.fitting).
+CLASSIFIER_KEY = "classifier_key"
+CODEC_GENERATION = "pca_generation"
+
+
+@dataclass(frozen=True)
+class CategoryPartition:
+    """The category of every row of a snapshot's index: an image's label when it has one,
+    else the classifier's prediction. ``codes`` index ``classifier.classes`` and are aligned
+    with the index's ids."""
+
+    classifier: CategoryModel
+    ids: np.ndarray
+    codes: np.ndarray
+    _members: dict[frozenset[str], np.ndarray] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def ids_of(self, names: list[str]) -> np.ndarray:
+        """Sorted ids of the rows in these categories (a search filter), cached."""
+        key = frozenset(names)
+        found = self._members.get(key)
+        if found is None:
+            wanted = [self.classifier.classes.index(n) for n in names]
+            found = self.ids[np.isin(self.codes, wanted)]
+            self._members[key] = found  # a benign race: both threads compute the same
+        return found
+
+    def fraction(self, names: list[str]) -> float:
+        """Share of the collection that searching these categories scans."""
+        return len(self.ids_of(names)) / len(self.ids) if len(self.ids) else 0.0
+
+
+@dataclass(frozen=True)
+class SearchSnapshot:
+    index: VectorIndex
+    codec: VectorCodec
+    classifier: CategoryModel | None
+    partition: CategoryPartition | None
+    #: (store generation, classifier key, codec generation) it was built at.
+    key: tuple[object, ...]
+    #: The store's change cursor it has read up to (opaque).
+    cursor: object
+
+    def encode(self, raw: np.ndarray) -> np.ndarray:
+        """Raw query vectors -> this snapshot's index space."""
+        return self.codec.transform(raw)
+
+
+def models_key(store: MetadataStore) -> tuple[object, object]:
+    return (store.get_meta(CLASSIFIER_KEY), store.get_meta(CODEC_GENERATION))
+
+
+class SnapshotCache:
+    """The newest snapshot of one store, rebuilt when the store changes."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+        self._snapshot: SearchSnapshot | None = None
+        self._building = threading.Lock()
+
+    def peek(self) -> SearchSnapshot | None:
+        """The snapshot last built, without checking the store."""
+        return self._snapshot
+
+    def current(self) -> SearchSnapshot:
+        """The snapshot of the store as it is now (built if the store changed)."""
+        key = (self.store.generation(), *models_key(self.store))
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.key == key:
+            return snapshot
+        with self._building:  # one builder; the others wait and take its snapshot
+            snapshot = self._snapshot
+            key = (self.store.generation(), *models_key(self.store))
+            if snapshot is None or snapshot.key != key:
+                snapshot = self._build(snapshot, key)
+                self._snapshot = snapshot
+            return snapshot
+
+    def _build(self, previous: SearchSnapshot | None, key: tuple[object, ...]) -> SearchSnapshot:
+        if previous is not None and previous.key[1:] == key[1:]:
+            return self._follow(previous, key)
+        settings = json.loads(self.store.get_meta("pca") or "{}")
+        codec = codecs.load_codec(settings, self.store.get_artifact("pca"))
+        data = self.store.get_artifact("classifier")
+        classifier = CategoryModel.from_bytes(data) if data else None
+        changes = self.store.vectors_since(None)
+        kind = self.store.get_meta("index") or indexes.DEFAULT_INDEX
+        if changes.vectors is None:
+            index = indexes.build_index(kind, changes.ids, np.empty((0, 0), dtype=np.float32))
+        else:
+            index = indexes.build_index(kind, changes.ids, codec.transform(changes.vectors))
+        partition = None
+        if classifier is not None and changes.vectors is not None:
+            codes = self._codes(classifier, changes.ids, changes.vectors)
+            partition = CategoryPartition(classifier, index.ids, codes)
+        return SearchSnapshot(index, codec, classifier, partition, key, changes.latest)
+
+    def _follow(self, previous: SearchSnapshot, key: tuple[object, ...]) -> SearchSnapshot:
+        """The previous snapshot with the rows written since put in and the rows of images
+        no longer indexed taken out; the same codec and classifier."""
+        changes = self.store.vectors_since(previous.cursor)  # type: ignore[arg-type]
+        old = previous.index
+        gone = old.ids[~np.isin(old.ids, changes.all_ids)]
+        index = old.remove(gone) if len(gone) else old
+        if changes.vectors is not None:
+            index = index.add(changes.ids, previous.codec.transform(changes.vectors))
+        partition = previous.partition
+        if partition is not None:
+            codes = np.zeros(len(index.ids), dtype=np.int64)
+            if len(partition.ids):
+                positions = np.searchsorted(partition.ids, index.ids)
+                positions = np.minimum(positions, len(partition.ids) - 1)
+                kept = partition.ids[positions] == index.ids
+                codes[kept] = partition.codes[positions[kept]]
+            if changes.vectors is not None:
+                rows = np.searchsorted(index.ids, changes.ids)
+                codes[rows] = self._codes(partition.classifier, changes.ids, changes.vectors)
+            partition = CategoryPartition(partition.classifier, index.ids, codes)
+        return SearchSnapshot(
+            index, previous.codec, previous.classifier, partition, key, changes.latest
+        )
+
+    def _codes(self, classifier: CategoryModel, ids: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Category code of each row: the label if it has one, else the prediction."""
+        codes = classifier.predict_proba(raw).argmax(axis=1)
+        position = {name: i for i, name in enumerate(classifier.classes)}
+        labelled_ids, labels = self.store.labelled_ids()
+        rows = np.searchsorted(ids, labelled_ids)
+        for row, image_id, label in zip(rows, labelled_ids, labels, strict=True):
+            if row < len(ids) and ids[row] == image_id and label in position:
+                codes[row] = position[label]
+        return codes
