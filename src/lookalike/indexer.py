@@ -143,8 +143,8 @@ def _candidate(path: str) -> Candidate:
 def _stat_problem(path: str, exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
         return "symbolic link loop"
-    if isinstance(exc, FileNotFoundError) and os.path.islink(path):
-        return f"broken symbolic link (to {os.readlink(path)!r})"
+    if isinstance(exc, FileNotFoundError | NotADirectoryError) and os.path.islink(path):
+        return f"broken symbolic link (to {printable(os.readlink(path))!r})"
     if isinstance(exc, FileNotFoundError | NotADirectoryError):
         return "file not found"
     if isinstance(exc, PermissionError):
