@@ -8,6 +8,7 @@ import pickle
 import re
 import struct
 import sys
+import tracemalloc
 import warnings
 import zlib
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import pytest
 from PIL import Image, ImageFile, ImageOps
 
 from lookalike import config, decode
-from lookalike.decode import SUPPORTED_FORMATS, DecodeError, load_image
+from lookalike.decode import FULL_SIZE, SUPPORTED_FORMATS, DecodeError, decode_cost, load_image
 
 RED = (220, 20, 30)
 GREEN = (20, 200, 40)
@@ -839,3 +840,87 @@ def test_good_file_is_not_modified(
     load_image(path, min_side=min_side)
 
     assert snapshot(path) == before
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def test_16_bit_grey_is_converted_in_bounded_memory(tmp_path: Path) -> None:
+    """Whole-image float64 copies took 2.2 GB for a 7000 x 7000 16-bit PNG; a strip at a time
+    keeps NumPy's share near the 8-bit result (tracemalloc sees NumPy's buffers)."""
+    side = 3000
+    ramp = (np.arange(side, dtype=np.uint32) * 65535 // (side - 1)).astype(np.uint16)
+    path = write(tmp_path / "deep.png", encode(Image.fromarray(np.tile(ramp, (side, 1))), "PNG"))
+    tracemalloc.start()
+    try:
+        image = load_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert image.size == (side, side)
+    assert image.getpixel((0, 0)) == (0, 0, 0) and image.getpixel((side - 1, 5)) == (255,) * 3
+    assert peak < 3 * side * side, f"{peak / 2**20:.0f} MiB traced"
+
+
+def test_16_bit_float_range_is_taken_over_the_whole_image(tmp_path: Path) -> None:
+    """Strips share one value range: a strip of uniform values is not stretched alone."""
+    values = np.zeros((4000, 300), dtype=np.float32)
+    values[:2000] = 1000.0
+    values[-1, -1] = 100_000.0  # out of 0..65535: stretched from min to max
+    image = load_image(write(tmp_path / "f.tif", encode(Image.fromarray(values), "TIFF")))
+    assert image.getpixel((0, 0)) == (3, 3, 3)  # 1000 / 100000 * 255
+    assert image.getpixel((0, 3000)) == (0, 0, 0)
+    assert image.getpixel((299, 3999)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize(
+    ("mode", "size"),
+    [("L", (1, 2_000_000)), ("I;16", (3000, 3000)), ("RGBA", (3000, 2000))],
+    ids=["thin", "16-bit", "alpha"],
+)
+def test_decoding_that_would_take_too_much_memory_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, size: tuple[int, int]
+) -> None:
+    """Pixel counts alone miss what 16-bit samples, alpha and Pillow's per-row pointers
+    cost (a 1 x 100,000,000 PNG took 3.1 GB)."""
+    path = write(tmp_path / "big.png", encode(Image.new(mode, size), "PNG"))
+    limit = 40 * 2**20
+    assert size[0] * size[1] * 4 < 4 * limit  # few pixels for their cost
+    loads: list[object] = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self))
+    with pytest.raises(DecodeError, match="too large to decode"):
+        load_image(path, max_decode_bytes=limit)
+    assert loads == []
+    assert decode_cost(mode, *size) > limit > decode_cost("RGB", 1500, 1500)
+
+
+def test_the_full_size_is_given_when_a_jpeg_decodes_smaller(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "big.jpg", encode(Image.open(io.BytesIO(photo_jpeg((1600, 900)))), "JPEG")
+    )
+    image = load_image(path, min_side=200)
+    assert image.size == (400, 225)
+    assert image.info[FULL_SIZE] == (1600, 900)
+    rotated = write(
+        tmp_path / "r.jpg",
+        jpeg_with_orientation(Image.open(io.BytesIO(photo_jpeg((1600, 800)))), 6),
+    )
+    turned = load_image(rotated, min_side=200)
+    assert turned.size == (200, 400)
+    assert turned.info[FULL_SIZE] == (800, 1600)
+
+
+def test_transient_faults_are_marked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = write(tmp_path / "bad.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    with pytest.raises(DecodeError) as corrupt:
+        load_image(bad)
+    assert not corrupt.value.transient
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(decode, "open", denied, raising=False)
+    with pytest.raises(DecodeError) as caught:
+        load_image(bad)
+    assert caught.value.transient
+    assert pickle.loads(pickle.dumps(caught.value)).transient

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from lookalike import config
+from lookalike.paths import printable
 
 log = logging.getLogger("lookalike")
 
@@ -142,7 +145,7 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
         f"in {report.seconds:.1f} s ({report.images_per_second:.0f} images/s)"
     )
     for path, reason in report.skipped:
-        print(f"  skipped {path}: {reason}")
+        print(f"  skipped {printable(path)}: {reason}")
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -171,7 +174,7 @@ def _search(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps({"query": query, "error": exc.reason, "results": []}))
                 else:
-                    print(f"{query}: cannot search: {exc.reason}", file=sys.stderr)
+                    print(f"{printable(query)}: cannot search: {exc.reason}", file=sys.stderr)
                 continue
             results = outcome.results
             if args.json:
@@ -186,13 +189,13 @@ def _search(args: argparse.Namespace) -> int:
                     line["query_box"] = [round(v, 4) for v in outcome.query_box]
                 print(json.dumps(line))
             else:
-                print(query)
+                print(printable(query))
                 if args.by_category:
                     where = ", ".join(outcome.searched) if outcome.searched else "everything"
                     print(f"  searched: {where}")
                 for rank, hit in enumerate(results, 1):
                     label = f"  [{hit.category}]" if hit.category else ""
-                    print(f"  {rank:>3}  {hit.score:.4f}  {hit.path}{label}")
+                    print(f"  {rank:>3}  {hit.score:.4f}  {printable(hit.path)}{label}")
             if args.plot is not None:
                 _plot_query(args.plot, args.images.index(query) + 1, query, results)
     return status
@@ -207,14 +210,14 @@ def _classify(args: argparse.Namespace) -> int:
             try:
                 predictions = collection.classify(query, top=args.top)
             except DecodeError as exc:
-                print(f"{query}: cannot classify: {exc.reason}", file=sys.stderr)
+                print(f"{printable(query)}: cannot classify: {exc.reason}", file=sys.stderr)
                 status = 1
                 continue
             if args.json:
                 top = [{"category": c, "probability": round(p, 4)} for c, p in predictions]
                 print(json.dumps({"query": query, "predictions": top}))
             else:
-                print(query)
+                print(printable(query))
                 for category, probability in predictions:
                     print(f"  {probability:6.1%}  {category}")
     return status
@@ -295,7 +298,7 @@ def _info(args: argparse.Namespace) -> int:
             f"{len(skipped)} skipped files"
         )
         for s in skipped:
-            print(f"  skipped {s.path}: {s.reason}")
+            print(f"  skipped {printable(s.path)}: {s.reason}")
     return 0
 
 
@@ -408,7 +411,7 @@ def _duplicates(args: argparse.Namespace) -> int:
             f"cosine {group.min_score:.4f}-{group.max_score:.4f}"
         )
         for path, score in zip(group.paths, group.scores, strict=True):
-            print(f"  {score:.4f}  {path}")
+            print(f"  {score:.4f}  {printable(path)}")
     return 0
 
 
@@ -607,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _never_fail_to_print()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -614,11 +618,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        # The store turns what it can foresee into StoreError; this is the rest: a database
+        # damaged beyond its header, a disk that fills up mid-write (the transaction is
+        # rolled back: what was committed stays as it was).
+        print(f"error: {_db_name(args)}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permissions, a folder where a file should be...
+        where = f": {printable(os.fsdecode(exc.filename))}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; what was indexed so far is kept", file=sys.stderr)
         return 130
+
+
+def _never_fail_to_print() -> None:
+    """Whatever reaches stdout or stderr (a name that is not UTF-8, in a log line or a
+    message) is written with escapes rather than stopping the command."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _db_name(args: argparse.Namespace) -> str:
+    db = getattr(args, "db", None)
+    return printable(str(db if db is not None else config.default_db()))
 
 
 if __name__ == "__main__":

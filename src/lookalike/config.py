@@ -15,6 +15,11 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 #: Images with more pixels than this are refused before their pixels are decoded
 #: (decompression bombs; a 100 MP camera still fits).
 MAX_IMAGE_PIXELS = 120_000_000
+#: ...and images whose decoding into RGB would take more memory than this (the decoded
+#: samples, the RGB result and what lies between; see decode.decode_cost): 16-bit images,
+#: transparency and very thin images cost more than their pixel count says. A JPEG counts
+#: at the reduced scale it is decoded at. A 100 MP RGB PNG (about 400 MiB) still fits.
+MAX_DECODE_BYTES = 512 * 1024 * 1024
 #: Transparent pixels are composited onto this colour (white: catalogue photos use it).
 ALPHA_BACKGROUND = (255, 255, 255)
 

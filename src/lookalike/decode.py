@@ -5,8 +5,15 @@ well-formed RGB image:
 
 * the format is recognised from the content, never from the file name, and only
   :data:`SUPPORTED_FORMATS` are accepted;
-* files are read once, read-only, after ``stat`` says they are regular and not too big;
-* decompression bombs are refused from the header, before any pixel is decoded;
+* files are opened once, read-only and non-blocking, and read only if ``fstat`` on the open
+  file says it is regular and not too big (a FIFO put in a file's place never blocks);
+* decompression bombs are refused from the header, before any pixel is decoded: by pixel
+  count, and by the memory the decode would take (:func:`decode_cost`), which also covers
+  high-depth images and very thin ones (Pillow keeps a pointer per row);
+* high-depth samples are brought to 8 bits a strip at a time, so that memory stays near
+  the size of the 8-bit output;
+* Pillow's "Corrupt EXIF data" warnings are kept off stderr (the pixels are used as they are,
+  the orientation when it can be read) and logged once;
 * truncated and corrupt data is detected by forcing a full decode; Pillow's global
   ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left alone (and must stay ``False`` for truncated
   files to be detected);
@@ -21,17 +28,30 @@ import logging
 import os
 import stat
 import warnings
+from collections.abc import Iterable
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from lookalike import config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SUPPORTED_FORMATS", "DecodeError", "load_image"]
+__all__ = ["FULL_SIZE", "SUPPORTED_FORMATS", "DecodeError", "decode_cost", "load_image"]
+
+#: Key in a decoded image's ``info``: its full width and height (EXIF orientation applied),
+#: which a JPEG decoded at a reduced scale (``min_side``) does not have as its ``size``.
+FULL_SIZE: Final = "lookalike_full_size"
+
+# Pillow warns from its EXIF parser on every damaged EXIF block, at every read: on a real
+# photo collection that is hundreds of lines of stderr for files that decode fine. Silenced
+# by message and module only (a process-wide filter, so that threads decoding at once cannot
+# let one through while another restores the filters of a catch_warnings block).
+warnings.filterwarnings(
+    "ignore", message="Corrupt EXIF data", category=UserWarning, module=r"PIL\."
+)
 
 #: Pillow format names that :func:`load_image` accepts.
 SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
@@ -48,15 +68,25 @@ _OPEN_ORDER: Final = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 #: which turns a 16-bit photo all white.
 _HIGH_DEPTH_MODES: Final = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 
+#: Modes that carry an alpha channel.
+_ALPHA_MODES: Final = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+#: Pixels per strip when high-depth samples are scaled to 8 bits: bounds the float copies.
+_STRIP_PIXELS: Final = 1 << 18
+
 _MAX_REASON_DETAIL = 120
 
 
 class DecodeError(Exception):
-    """Raised when a file cannot be used as an image; `reason` is short, human-readable."""
+    """Raised when a file cannot be used as an image; `reason` is short, human-readable.
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    ``transient`` says the fault may go away without the file changing (permission denied,
+    an I/O error, memory): such a file is reported but not remembered as bad."""
+
+    def __init__(self, reason: str, transient: bool = False) -> None:
+        super().__init__(reason, transient)
         self.reason = reason
+        self.transient = transient
 
     def __str__(self) -> str:
         return self.reason
@@ -68,6 +98,7 @@ def load_image(
     min_side: int | None = None,
     max_bytes: int = config.MAX_FILE_BYTES,
     max_pixels: int = config.MAX_IMAGE_PIXELS,
+    max_decode_bytes: int = config.MAX_DECODE_BYTES,
 ) -> Image.Image:
     """Decode by content (never by extension) into an RGB image.
 
@@ -76,16 +107,19 @@ def load_image(
 
     ``min_side``: the caller will shrink the image until its shorter side is ``min_side``, so a
     JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as both sides stay >= ``min_side``.
-    No other resizing happens here.
+    No other resizing happens here; ``image.info[FULL_SIZE]`` is the full (oriented) size.
 
     Raises :class:`DecodeError` for any file that cannot be used (missing, unreadable, empty,
-    larger than ``max_bytes``, more than ``max_pixels`` pixels, not an image, unsupported
-    format, truncated, corrupt), and :class:`ValueError` for a ``min_side`` below 1.
+    larger than ``max_bytes``, more than ``max_pixels`` pixels, needing more than
+    ``max_decode_bytes`` of memory to decode, not an image, unsupported format, truncated,
+    corrupt), and :class:`ValueError` for a ``min_side`` below 1.
     """
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be at least 1, got {min_side}")
     data = _read_source(source, max_bytes)
-    return _decode(data, min_side=min_side, max_pixels=max_pixels)
+    return _decode(
+        data, min_side=min_side, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes
+    )
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -101,25 +135,55 @@ def _read_source(source: str | os.PathLike[str] | bytes, max_bytes: int) -> byte
 
 
 def _read_file(path: str, max_bytes: int) -> bytes:
-    """Read a regular file once, read-only; its size is checked with ``stat`` before reading."""
+    """Read a regular file once, read-only; its size is checked before reading.
+
+    Checked with ``stat`` first (a file too large is not even opened), then opened
+    non-blocking and checked again with ``fstat`` on the open file: a FIFO swapped in
+    between the two would block a plain ``open`` for ever.
+    """
     try:
-        info = os.stat(path)
+        _check_file(os.stat(path), max_bytes)
+        with open(path, "rb", opener=_open_nonblocking) as file:
+            size = _check_file(os.fstat(file.fileno()), max_bytes)
+            # read(n) allocates n bytes up front: ask for the size fstat gave, plus one byte
+            # to notice a file that grew since, and only then for the rest of the limit.
+            data = file.read(size + 1)
+            if len(data) > size:
+                data += file.read(max_bytes + 1 - len(data))
     except (OSError, ValueError) as exc:  # ValueError: embedded NUL byte in the path
-        raise DecodeError(_access_error_reason(exc)) from exc
+        raise DecodeError(_access_error_reason(exc), transient=_is_transient(exc)) from exc
+    _check_byte_count(len(data), max_bytes)
+    return data
+
+
+def _check_file(info: os.stat_result, max_bytes: int) -> int:
+    """The size of a regular file within the limit; DecodeError for anything else."""
     if stat.S_ISDIR(info.st_mode):
         raise DecodeError("is a directory")
     if not stat.S_ISREG(info.st_mode):
         # A FIFO or a device would block or never end; nothing to index there.
-        raise DecodeError("not a regular file")
+        raise DecodeError(f"not a regular file ({_file_kind(info.st_mode)})")
     _check_byte_count(info.st_size, max_bytes)
-    try:
-        with open(path, "rb") as file:
-            # One byte more than allowed: the file may have grown since stat.
-            data = file.read(max_bytes + 1)
-    except OSError as exc:
-        raise DecodeError(_access_error_reason(exc)) from exc
-    _check_byte_count(len(data), max_bytes)
-    return data
+    return info.st_size
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
+
+
+def _is_transient(exc: OSError | ValueError) -> bool:
+    """Faults that can go away while the file stays as it is (a chmod changes no mtime)."""
+    return isinstance(exc, OSError) and not isinstance(exc, IsADirectoryError)
 
 
 def _check_byte_count(size: int, max_bytes: int) -> None:
@@ -144,7 +208,9 @@ def _access_error_reason(exc: OSError | ValueError) -> str:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def _decode(data: bytes, *, min_side: int | None, max_pixels: int) -> Image.Image:
+def _decode(
+    data: bytes, *, min_side: int | None, max_pixels: int, max_decode_bytes: int
+) -> Image.Image:
     """Decode ``data`` fully into an RGB image, turning every failure into DecodeError."""
     # Pillow warns (DecompressionBombWarning) above its own global limit, which is lower than
     # ours (a 100 MP camera is fine here); _check_pixels is the authority, so that warning is
@@ -157,11 +223,15 @@ def _decode(data: bytes, *, min_side: int | None, max_pixels: int) -> Image.Imag
             with Image.open(io.BytesIO(data), formats=_open_formats()) as image:
                 _check_format(image)
                 _check_pixels(image.size, max_pixels)
+                full_size = image.size
                 if min_side is not None:
                     _apply_draft(image, min_side)
+                _check_cost(image, max_decode_bytes)
                 image.load()  # force the full decode: truncation and corruption show up here
-                oriented = _apply_orientation(image)
-            return _to_rgb(oriented)
+                oriented, transposed = _apply_orientation(image)
+                result = _to_rgb(oriented)
+                result.info[FULL_SIZE] = full_size[::-1] if transposed else full_size
+                return result
         except DecodeError:
             raise
         except Image.DecompressionBombError as exc:
@@ -170,7 +240,7 @@ def _decode(data: bytes, *, min_side: int | None, max_pixels: int) -> Image.Imag
         except UnidentifiedImageError as exc:
             raise DecodeError(_unidentified_reason(data)) from exc
         except MemoryError as exc:
-            raise DecodeError("not enough memory to decode image") from exc
+            raise DecodeError("not enough memory to decode image", transient=True) from exc
         except Exception as exc:
             # Pillow's plugins raise a wide, undocumented set of exception types on malformed
             # input (OSError, SyntaxError, struct.error, EOFError, ValueError, IndexError,
@@ -207,6 +277,44 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
+#: Bytes per pixel of Pillow's in-memory storage, by mode (unlisted modes: 4).
+_STORAGE_BYTES: Final = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+#: Pillow keeps one pointer per row (and per-row headers): what makes a 1 x 100,000,000 image
+#: cost gigabytes.
+_ROW_BYTES: Final = 16
+
+
+def decode_cost(mode: str, width: int, height: int, *, transparency: bool = False) -> int:
+    """Bytes of memory that decoding an image of this mode and size into RGB takes at most:
+    the decoded image, the RGB result, and the intermediates of the conversion (an 8-bit
+    copy of high-depth data, an RGBA copy and a mask for transparency)."""
+
+    def plane(bytes_per_pixel: int) -> int:
+        return height * (width * bytes_per_pixel + _ROW_BYTES)
+
+    cost = plane(_STORAGE_BYTES.get(mode, 4))
+    if mode in _HIGH_DEPTH_MODES:
+        cost += plane(1) * 2  # the 8-bit samples, and the image made of them
+    if mode != "RGB":
+        cost += plane(4)  # the RGB result
+    if transparency or mode in _ALPHA_MODES:
+        cost += plane(1) if mode == "RGBA" else plane(4) + plane(1)  # RGBA copy, mask
+    return cost
+
+
+def _check_cost(image: Image.Image, max_bytes: int) -> None:
+    """Refuse images whose decoding would take more memory than ``max_bytes`` (from the
+    header, after draft mode has picked the scale a JPEG will be decoded at)."""
+    cost = decode_cost(
+        image.mode, image.width, image.height, transparency="transparency" in image.info
+    )
+    if cost > max_bytes:
+        raise DecodeError(
+            f"image too large to decode: {image.width}x{image.height} {image.mode} needs "
+            f"about {cost // 2**20} MiB, limit is {max_bytes // 2**20} MiB"
+        )
+
+
 def _apply_draft(image: Image.Image, min_side: int) -> None:
     """Let a JPEG decode at a reduced scale whose sides both stay >= ``min_side``.
 
@@ -226,13 +334,19 @@ def _apply_draft(image: Image.Image, min_side: int) -> None:
         )
 
 
-def _apply_orientation(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; unreadable EXIF leaves the (good) pixels as they are."""
+def _apply_orientation(image: Image.Image) -> tuple[Image.Image, bool]:
+    """Apply the EXIF orientation; also say whether it swapped width and height.
+
+    Unreadable EXIF leaves the (good) pixels as they are. Without an orientation to apply,
+    the image itself is returned (``exif_transpose`` would copy it: twice the memory)."""
     try:
-        return ImageOps.exif_transpose(image)
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation not in range(2, 9):
+            return image, False
+        return ImageOps.exif_transpose(image), orientation in (5, 6, 7, 8)
     except Exception as exc:  # EXIF parsing raises as many types as the decoders do
         logger.debug("ignoring unreadable EXIF orientation: %r", exc)
-        return image.copy()
+        return image, False
 
 
 def _unidentified_reason(data: bytes) -> str:
@@ -271,37 +385,71 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def _composite_on_background(image: Image.Image) -> Image.Image:
     if image.mode == "La":  # premultiplied: Pillow converts it to RGBA only via LA
         image = image.convert("LA")
-    rgba = image.convert("RGBA")  # also turns P/L/RGB "transparency" info into alpha
+    # convert also turns P/L/RGB "transparency" info into alpha
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
     result = Image.new("RGB", rgba.size, config.ALPHA_BACKGROUND)
     result.paste(rgba, mask=rgba.getchannel("A"))
     return result
 
 
 def _high_depth_to_8bit(image: Image.Image) -> Image.Image:
-    """Scale 16-bit, 32-bit and float greyscale to 8-bit "L" (or "LA" with a tRNS value)."""
-    values = np.asarray(image)
-    result = Image.fromarray(_scale_to_uint8(values, image.mode))
+    """Scale 16-bit, 32-bit and float greyscale to 8-bit "L" (or "LA" with a tRNS value).
+
+    A strip of rows at a time: whole-image float64 copies took 2 GB for a 7000 x 7000 PNG."""
+    width, height = image.size
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    strips = [(top, min(top + rows, height)) for top in range(0, height, rows)]
+
+    def samples(top: int, bottom: int) -> npt.NDArray[np.generic]:
+        return np.asarray(image.crop((0, top, width, bottom)))
+
+    value_range = None
+    if not image.mode.startswith("I;16"):
+        value_range = _finite_range(samples(top, bottom) for top, bottom in strips)
     transparency = image.info.get("transparency")
-    if isinstance(transparency, int):  # PNG tRNS of a 16-bit grey image: one sample value
-        alpha = np.where(values == transparency, 0, 255).astype(np.uint8)
+    keyed = isinstance(transparency, int)  # PNG tRNS of a 16-bit grey image: one sample value
+    grey = np.empty((height, width), dtype=np.uint8)
+    alpha = np.empty((height, width), dtype=np.uint8) if keyed else None
+    for top, bottom in strips:
+        values = samples(top, bottom)
+        grey[top:bottom] = _scale_to_uint8(values, image.mode, value_range)
+        if alpha is not None:
+            alpha[top:bottom] = np.where(values == transparency, 0, 255)
+    result = Image.fromarray(grey)
+    del grey
+    if alpha is not None:
         result.putalpha(Image.fromarray(alpha))
     return result
 
 
-def _scale_to_uint8(values: npt.NDArray[np.generic], mode: str) -> npt.NDArray[np.uint8]:
+def _finite_range(
+    strips: Iterable[npt.NDArray[np.generic]],
+) -> tuple[float, float] | None:
+    """The smallest and largest finite sample (None if there is none)."""
+    low, high = np.inf, -np.inf
+    for values in strips:
+        finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    return None if low > high else (low, high)
+
+
+def _scale_to_uint8(
+    values: npt.NDArray[np.generic], mode: str, value_range: tuple[float, float] | None
+) -> npt.NDArray[np.uint8]:
     """Map samples to 0..255 by the range their mode or, for I and F, their data implies.
 
-    "I;16*" is 0..65535. "I" and "F" carry no range of their own: data within 0..1 (floats
-    only), 0..255 or 0..65535 is taken to use that range, anything else is stretched from its
-    minimum to its maximum.
+    "I;16*" is 0..65535. "I" and "F" carry no range of their own: data (``value_range``, the
+    finite minimum and maximum of the whole image) within 0..1 (floats only), 0..255 or
+    0..65535 is taken to use that range, anything else is stretched from its minimum to its
+    maximum.
     """
+    if mode.startswith("I;16"):  # exact integer rounding of value / 257 (65535 / 255)
+        return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
     samples = values.astype(np.float64)
-    if mode.startswith("I;16"):
-        return _to_uint8(samples / 257.0)
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
+    if value_range is None:
         return np.zeros(samples.shape, dtype=np.uint8)
-    low, high = float(finite.min()), float(finite.max())
+    low, high = value_range
     if mode == "F" and low >= 0.0 and high <= 1.0:
         return _to_uint8(samples * 255.0)
     if low >= 0.0 and high <= 255.0:

@@ -7,8 +7,10 @@ batch in flight; the next run sees everything committed before it as unchanged.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -20,8 +22,9 @@ import numpy as np
 from PIL import Image
 
 from lookalike import config
-from lookalike.decode import DecodeError, load_image
+from lookalike.decode import FULL_SIZE, DecodeError, load_image
 from lookalike.models import Embedder
+from lookalike.paths import printable
 from lookalike.store import Box, EmbeddedImage, SkippedFile, Store
 
 log = logging.getLogger(__name__)
@@ -36,9 +39,13 @@ IMAGE_EXTENSIONS = frozenset(
 
 @dataclass(frozen=True)
 class Candidate:
+    """A file to index; ``problem`` says why it cannot be read at all (a broken symbolic
+    link, a FIFO...): such a file is reported, never opened, and never remembered."""
+
     path: str
     size: int
     mtime_ns: int
+    problem: str | None = None
 
 
 @dataclass
@@ -83,9 +90,11 @@ class Plan:
 
 
 def walk_images(root: Path, *, all_files: bool = False) -> Iterator[Candidate]:
-    """Regular files below ``root``, recursively, skipping hidden files and folders.
+    """Files below ``root``, recursively, skipping hidden files and folders.
 
-    Symbolic links to files are followed, links to folders are not (no cycles).
+    Symbolic links to files are followed, links to folders are not (no cycles) and are
+    reported. What cannot be an image file (a broken link, a link loop, a FIFO, a socket, a
+    device) is yielded with its ``problem`` when its name passes the extension filter.
     """
     stack = [root]
     while stack:
@@ -102,15 +111,45 @@ def walk_images(root: Path, *, all_files: bool = False) -> Iterator[Candidate]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
                     continue
-                if not entry.is_file():
-                    continue
-                if not all_files and Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS:
-                    continue
-                stat = entry.stat()
             except OSError as exc:
                 log.warning("cannot stat %s: %s", entry.path, exc)
                 continue
-            yield Candidate(os.path.abspath(entry.path), stat.st_size, stat.st_mtime_ns)
+            wanted = all_files or Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS
+            found = _candidate(entry.path)
+            if wanted or found.problem == _FOLDER_LINK:
+                yield found
+
+
+_FOLDER_LINK = "symbolic link to a folder (not followed)"
+
+
+def _candidate(path: str) -> Candidate:
+    """What ``path`` is, following a symbolic link: a regular file, or a problem."""
+    path = os.path.abspath(path)
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return Candidate(path, -1, -1, problem=_stat_problem(path, exc))
+    except ValueError:  # an embedded NUL byte
+        return Candidate(path, -1, -1, problem="invalid file name")
+    if stat.S_ISDIR(info.st_mode):
+        return Candidate(path, -1, -1, problem=_FOLDER_LINK)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "FIFO" if stat.S_ISFIFO(info.st_mode) else "socket or device"
+        return Candidate(path, -1, -1, problem=f"not a regular file ({kind})")
+    return Candidate(path, info.st_size, info.st_mtime_ns)
+
+
+def _stat_problem(path: str, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if isinstance(exc, FileNotFoundError | NotADirectoryError) and os.path.islink(path):
+        return f"broken symbolic link (to {printable(os.readlink(path))!r})"
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return "file not found"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return f"cannot read file: {exc.strerror or exc}"
 
 
 def candidates_for(
@@ -125,13 +164,7 @@ def candidates_for(
             folders.append(str(path))
             found.extend(walk_images(path, all_files=all_files))
         else:
-            try:
-                stat = path.stat()
-            except OSError:
-                # Reported by the decoder, with its reason, like any other bad file.
-                found.append(Candidate(str(path), -1, -1))
-                continue
-            found.append(Candidate(str(path), stat.st_size, stat.st_mtime_ns))
+            found.append(_candidate(str(path)))
     return found, folders
 
 
@@ -146,7 +179,11 @@ def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
             continue
         seen.add(candidate.path)
         state = known.get(candidate.path)
-        if state and (state.size, state.mtime_ns) == (candidate.size, candidate.mtime_ns):
+        if (
+            state
+            and candidate.problem is None
+            and (state.size, state.mtime_ns) == (candidate.size, candidate.mtime_ns)
+        ):
             unchanged += 1
         else:
             todo.append(candidate)
@@ -158,7 +195,9 @@ def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
 
 @dataclass(frozen=True)
 class _Outcome:
-    """One file's result: its vector and size, or the reason it was skipped."""
+    """One file's result: its vector and size, or the reason it was skipped, and whether
+    that is a fault of the file (remembered until the file changes) or may pass (a model
+    error, a permission, memory: reported, and tried again on the next run)."""
 
     candidate: Candidate
     vector: np.ndarray | None
@@ -166,38 +205,61 @@ class _Outcome:
     height: int = 0
     reason: str = ""
     box: Box | None = None
+    transient: bool = False
+
+    @property
+    def remembered(self) -> bool:
+        """Stored as skipped: a file fault, of a file that exists."""
+        return self.vector is None and not self.transient and self.candidate.size >= 0
 
 
-def _decode_one(embedder: Embedder, candidate: Candidate) -> Image.Image | str:
-    """The decoded image, or the reason the file cannot be used."""
+def _decode_one(embedder: Embedder, candidate: Candidate) -> Image.Image | DecodeError:
+    """The decoded image, or why the file cannot be used."""
+    if candidate.problem is not None:
+        return DecodeError(candidate.problem, transient=True)
     try:
         return load_image(candidate.path, min_side=embedder.decode_side)
     except DecodeError as exc:
-        return exc.reason
+        return exc
     except Exception as exc:  # a bad file must never stop the batch
-        log.exception("unexpected error decoding %s", candidate.path)
-        return f"unexpected error: {exc}"
+        log.exception("unexpected error decoding %s", printable(candidate.path))
+        return DecodeError(f"unexpected error: {exc}", transient=True)
+
+
+def _describe(
+    embedder: Embedder, images: list[Image.Image]
+) -> list[tuple[np.ndarray, Box | None] | str]:
+    """Vector and box of each image, or the model's error for it.
+
+    A failed batch is run again one image at a time, so that one image the model cannot
+    take does not cost the others their vectors."""
+    try:
+        description = embedder.describe(images)
+        return list(zip(description.vectors, description.boxes, strict=True))
+    except Exception as exc:
+        if len(images) == 1:
+            log.warning("model error: %s", exc)
+            return [f"model error: {exc}"]
+        log.warning("model failed on a batch (%s); trying its images one by one", exc)
+    return [_describe(embedder, [image])[0] for image in images]
 
 
 def _process_batch(embedder: Embedder, batch: list[Candidate]) -> list[_Outcome]:
     """Decode and embed one batch, on one worker thread."""
     decoded = [_decode_one(embedder, candidate) for candidate in batch]
-    images = [d for d in decoded if not isinstance(d, str)]
-    described: Iterator[tuple[np.ndarray, Box | None]] = iter([])
-    if images:
-        try:
-            description = embedder.describe(images)
-            described = iter(zip(description.vectors, description.boxes, strict=True))
-        except Exception as exc:  # e.g. a model that cannot take some image
-            log.exception("model failed on a batch")
-            return [_Outcome(c, None, reason=f"model error: {exc}") for c in batch]
+    images = [d for d in decoded if isinstance(d, Image.Image)]
+    described = iter(_describe(embedder, images) if images else [])
     outcomes = []
     for candidate, d in zip(batch, decoded, strict=True):
-        if isinstance(d, str):
-            outcomes.append(_Outcome(candidate, None, reason=d))
-        else:
-            vector, box = next(described)
-            outcomes.append(_Outcome(candidate, vector, d.width, d.height, box=box))
+        if isinstance(d, DecodeError):
+            outcomes.append(_Outcome(candidate, None, reason=d.reason, transient=d.transient))
+            continue
+        result = next(described)
+        if isinstance(result, str):
+            outcomes.append(_Outcome(candidate, None, reason=result, transient=True))
+            continue
+        width, height = d.info.get(FULL_SIZE, d.size)
+        outcomes.append(_Outcome(candidate, result[0], width, height, box=result[1]))
     return outcomes
 
 
@@ -258,12 +320,14 @@ def run(
                 [
                     SkippedFile(o.candidate.path, o.candidate.size, o.candidate.mtime_ns, o.reason)
                     for o in outcomes
-                    if o.vector is None and o.candidate.size >= 0
+                    if o.remembered
                 ],
+                # What failed for now is forgotten, so that the next run tries it again.
+                forget=[o.candidate.path for o in outcomes if o.vector is None and o.transient],
             )
             for o in outcomes:
                 if o.vector is None:
-                    log.info("skipped %s: %s", o.candidate.path, o.reason)
+                    log.info("skipped %s: %s", printable(o.candidate.path), o.reason)
                     report.skipped.append((o.candidate.path, o.reason))
                 elif o.candidate.path in work.new_paths:
                     report.added += 1

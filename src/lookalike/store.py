@@ -266,10 +266,17 @@ class Store:
         return states
 
     def write_batch(
-        self, embedded: Iterable[EmbeddedImage], skipped: Iterable[SkippedFile]
+        self,
+        embedded: Iterable[EmbeddedImage],
+        skipped: Iterable[SkippedFile],
+        forget: Iterable[str] = (),
     ) -> None:
-        """Insert or replace a batch of results in one transaction."""
+        """Insert or replace a batch of results in one transaction; ``forget``: files whose
+        earlier record (vector or skip) no longer holds and that are not recorded anew."""
         with self._transaction():
+            for path in map(_db_path, forget):
+                self._db.execute("DELETE FROM images WHERE path = ?", (path,))
+                self._db.execute("DELETE FROM skipped WHERE path = ?", (path,))
             now = time.time()  # informational only: the change feed follows ``seq``
             seq = self._next_seq()
             for image in embedded:
