@@ -21,12 +21,10 @@ import numpy as np
 if TYPE_CHECKING:
     from lookalike.models import ModelSpec
 
-from lookalike.categories import (
-    DEFAULT_COVERAGE,
-    DEFAULT_MAX_CATEGORIES,
-    choose_categories,
-    fit_classifier,
-)
+from lookalike import codecs, indexes, search
+from lookalike.categories import DEFAULT_COVERAGE, DEFAULT_MAX_CATEGORIES, fit_classifier
+from lookalike.interfaces import IdentityCodec, VectorCodec
+from lookalike.snapshot import CategoryPartition, SearchSnapshot
 
 
 @dataclass(frozen=True)
@@ -96,38 +94,38 @@ def leave_one_out(
     distractors: frozenset[str] = frozenset(),
     expand: int = 0,
     searched: list[frozenset[str] | None] | None = None,
+    codec: VectorCodec | None = None,
     chunk: int = 256,
 ) -> RetrievalScores:
-    """Score unit ``vectors`` (one per image, labelled ``labels``) with the protocol above.
-
-    ``expand`` > 0 applies average query expansion (query + its top ``expand`` neighbours,
-    searched again). ``searched``, one entry per image, limits each query's search to images
-    of those categories (category-first search); images left out count as not retrieved.
+    """Score raw unit ``vectors`` (one per image, labelled ``labels``) with the protocol above,
+    searched through the library's own search path (:func:`lookalike.search.rank`): the
+    ``codec`` (PCA) applied to the index and the queries, query expansion (``expand`` > 0:
+    query + its top ``expand`` results, searched again) and category-first search
+    (``searched``, one entry per image: the categories its search may return, None for all;
+    images left out count as not retrieved) are the ones users get.
     """
     names, codes = np.unique(np.asarray(labels), return_inverse=True)
     is_distractor = np.isin(names, list(distractors))[codes]
     queries = np.flatnonzero(~is_distractor)
     counts = np.bincount(codes, minlength=len(names))
-    code_of = {name: i for i, name in enumerate(names)}
+    snapshot = evaluation_snapshot(vectors, names, codes, codec)
+    n = len(vectors)
     aps, p10, top1, curves = [], [], [], []
     for start in range(0, len(queries), chunk):
         rows = queries[start : start + chunk]
-        query_vectors = vectors[rows]
-        scores = _scores(query_vectors, vectors, rows)
-        if expand > 0:
-            top = np.argpartition(-scores, expand, axis=1)[:, :expand]
-            query_vectors = query_vectors + vectors[top].sum(axis=1)
-            query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
-            scores = _scores(query_vectors, vectors, rows)
+        allowed = None
         if searched is not None:
-            for r, row in enumerate(rows):
-                allowed = searched[row]
-                if allowed is not None:
-                    keep = np.isin(codes, [code_of[c] for c in allowed if c in code_of])
-                    scores[r, ~keep] = -np.inf
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :-1]  # drop self (last)
-        retrieved = np.isfinite(np.take_along_axis(scores, order, axis=1))
-        relevant = (codes[order] == codes[rows][:, None]) & retrieved
+            allowed = [None if searched[r] is None else sorted(searched[r]) for r in rows]  # type: ignore[arg-type]
+        _, ranked = search.rank(
+            snapshot,
+            snapshot.encode(vectors[rows]),
+            n,
+            exclude=rows.tolist(),
+            searched=allowed,
+            expand=expand,
+        )
+        retrieved = ranked >= 0
+        relevant = (codes[np.maximum(ranked, 0)] == codes[rows][:, None]) & retrieved
         positives = counts[codes[rows]] - 1
         aps.append(average_precisions(relevant, positives))
         p10.append(relevant[:, :10].sum(axis=1) / 10)
@@ -145,10 +143,17 @@ def leave_one_out(
     )
 
 
-def _scores(query_vectors: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    scores = query_vectors @ vectors.T
-    scores[np.arange(len(rows)), rows] = -np.inf  # the query itself
-    return scores
+def evaluation_snapshot(
+    vectors: np.ndarray, names: np.ndarray, codes: np.ndarray, codec: VectorCodec | None
+) -> SearchSnapshot:
+    """A search snapshot of the evaluated images, ids 0..N-1: the codec's index of them, and
+    each image's category its label (as in a collection, where labels override predictions)."""
+    codec = codec or IdentityCodec()
+    ids = np.arange(len(vectors), dtype=np.int64)
+    index = indexes.build_index(indexes.DEFAULT_INDEX, ids, codec.transform(vectors))
+    classes = tuple(str(name) for name in names)
+    partition = CategoryPartition(classes, ids, np.asarray(codes, dtype=np.int64))
+    return SearchSnapshot(index, codec, None, partition, key=(), cursor=None)
 
 
 def _interpolated_precision(relevant: np.ndarray, positives: np.ndarray) -> np.ndarray:
@@ -185,11 +190,12 @@ def cross_fitted_categories(
         test = np.flatnonzero(fold_of == fold)
         train = np.flatnonzero(fold_of != fold)
         model = fit_classifier(vectors[train], list(label_array[train]))
-        probabilities = model.predict_proba(vectors[test])
-        for row, p in zip(test, probabilities, strict=True):
-            chosen = choose_categories(p, coverage=coverage, max_categories=max_categories)
-            correct += model.classes[int(p.argmax())] == labels[row]
-            searched[row] = None if chosen is None else frozenset(model.classes[i] for i in chosen)
+        choices = search.choose_categories_for(
+            model, vectors[test], coverage=coverage, max_categories=max_categories
+        )
+        for row, choice in zip(test, choices, strict=True):
+            correct += choice.predictions[0][0] == labels[row]
+            searched[row] = None if choice.searched is None else frozenset(choice.searched)
     return searched, correct / len(vectors)
 
 
@@ -299,7 +305,6 @@ def compare(
     import time
 
     from lookalike.collection import Collection
-    from lookalike.compression import fit as fit_pca
 
     results: list[ComparedConfig] = []
     by_spec: dict[ModelSpec, list[EvalConfig]] = {}
@@ -320,9 +325,9 @@ def compare(
         kept_labels = [labels[paths[int(ids[i])]] for i in keep]
         searched_cache: tuple[list[frozenset[str] | None], float] | None = None
         for config in group:
-            v = kept_vectors
-            if config.pca:
-                v = fit_pca(v, config.pca, whiten=config.whiten).transform(v)
+            codec: VectorCodec = IdentityCodec()
+            if config.pca:  # fitted as the collection fits it (lookalike.fitting), on all of it
+                codec = codecs.fit_codec({"dims": config.pca, "whiten": config.whiten}, vectors)
             searched, accuracy, scanned = None, None, None
             if config.by_category:
                 if searched_cache is None:
@@ -330,11 +335,15 @@ def compare(
                 searched, accuracy = searched_cache
                 scanned = _scanned_fraction(searched, kept_labels)
             scores = leave_one_out(
-                v, kept_labels, distractors=distractors, expand=config.expand, searched=searched
+                kept_vectors,
+                kept_labels,
+                distractors=distractors,
+                expand=config.expand,
+                searched=searched,
+                codec=codec,
             )
-            results.append(
-                ComparedConfig(config, scores, rate, int(v.shape[1]) * 4, accuracy, scanned)
-            )
+            dims = codec.dims or int(kept_vectors.shape[1])
+            results.append(ComparedConfig(config, scores, rate, dims * 4, accuracy, scanned))
     return results
 
 

@@ -32,10 +32,10 @@ CODEC_GENERATION = "pca_generation"
 @dataclass(frozen=True)
 class CategoryPartition:
     """The category of every row of a snapshot's index: an image's label when it has one,
-    else the classifier's prediction. ``codes`` index ``classifier.classes`` and are aligned
-    with the index's ids."""
+    else the classifier's prediction. ``codes`` index ``classes`` and are aligned with the
+    index's ids."""
 
-    classifier: CategoryModel
+    classes: tuple[str, ...]
     ids: np.ndarray
     codes: np.ndarray
     _members: dict[frozenset[str], np.ndarray] = field(
@@ -47,7 +47,7 @@ class CategoryPartition:
         key = frozenset(names)
         found = self._members.get(key)
         if found is None:
-            wanted = [self.classifier.classes.index(n) for n in names]
+            wanted = [self.classes.index(n) for n in names if n in self.classes]
             found = self.ids[np.isin(self.codes, wanted)]
             self._members[key] = found  # a benign race: both threads compute the same
         return found
@@ -119,7 +119,7 @@ class SnapshotCache:
         partition = None
         if classifier is not None and changes.vectors is not None:
             codes = self._codes(classifier, changes.ids, changes.vectors)
-            partition = CategoryPartition(classifier, index.ids, codes)
+            partition = CategoryPartition(classifier.classes, index.ids, codes)
         return SearchSnapshot(index, codec, classifier, partition, key, changes.latest)
 
     def _follow(self, previous: SearchSnapshot, key: tuple[object, ...]) -> SearchSnapshot:
@@ -131,8 +131,8 @@ class SnapshotCache:
         index = old.remove(gone) if len(gone) else old
         if changes.vectors is not None:
             index = index.add(changes.ids, previous.codec.transform(changes.vectors))
-        partition = previous.partition
-        if partition is not None:
+        partition, classifier = previous.partition, previous.classifier
+        if partition is not None and classifier is not None:
             codes = np.zeros(len(index.ids), dtype=np.int64)
             if len(partition.ids):
                 positions = np.searchsorted(partition.ids, index.ids)
@@ -141,8 +141,8 @@ class SnapshotCache:
                 codes[kept] = partition.codes[positions[kept]]
             if changes.vectors is not None:
                 rows = np.searchsorted(index.ids, changes.ids)
-                codes[rows] = self._codes(partition.classifier, changes.ids, changes.vectors)
-            partition = CategoryPartition(partition.classifier, index.ids, codes)
+                codes[rows] = self._codes(classifier, changes.ids, changes.vectors)
+            partition = CategoryPartition(partition.classes, index.ids, codes)
         return SearchSnapshot(
             index, previous.codec, previous.classifier, partition, key, changes.latest
         )
