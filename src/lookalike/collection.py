@@ -405,9 +405,11 @@ class _WritesThroughWriter:
         self._store = store
         self._writer = writer
 
-    def write_batch(self, embedded: Iterable[object], skipped: Iterable[object]) -> None:
-        rows, bad = list(embedded), list(skipped)
-        self._writer.run(lambda: self._store.write_batch(rows, bad))  # type: ignore[arg-type]
+    def write_batch(
+        self, embedded: Iterable[object], skipped: Iterable[object], forget: Iterable[str] = ()
+    ) -> None:
+        rows, bad, gone = list(embedded), list(skipped), list(forget)
+        self._writer.run(lambda: self._store.write_batch(rows, bad, gone))  # type: ignore[arg-type]
 
     def remove(self, paths: Iterable[str]) -> int:
         doomed = list(paths)
