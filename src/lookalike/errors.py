@@ -52,3 +52,46 @@ class StorageError(LookalikeError, OSError):
 
 class CollectionClosed(NotFound):
     """The collection was closed or deleted while the operation ran."""
+
+
+# --- what a new user meets first (issue 12): each names the path and what to do -------------
+
+
+class MissingPathError(LookalikeError, FileNotFoundError):
+    """A folder or file given to index does not exist."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        super().__init__(f"no such file or folder: {', '.join(paths)}")
+
+    def __str__(self) -> str:  # OSError would format its arguments as a tuple
+        return str(self.args[0])
+
+
+class NoCollectionError(LookalikeError, FileNotFoundError):
+    """Opening a collection that does not exist, where creating one was not asked for."""
+
+    def __init__(self, path: object) -> None:
+        self.path = path
+        super().__init__(
+            f"no collection at {path}: create it with `lookalike index DIR --db {path}`"
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class EmptyCollectionError(Conflict, ValueError):
+    """Searching a collection that holds no image yet."""
+
+    def __init__(self, path: object) -> None:
+        self.path = path
+        super().__init__(f"{path} is empty: index some images first (`lookalike index DIR`)")
+
+
+class NotInCollectionError(InvalidInput):
+    """Removing paths of which the collection knows nothing."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        super().__init__(f"not in the collection: {', '.join(paths)}")

@@ -8,6 +8,8 @@ from fastapi import Depends, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.security import HTTPBearer
 
+from lookalike.errors import InvalidInput
+from lookalike.region import parse_box
 from lookalike.service.core import Service
 from lookalike.service.errors import TooLarge
 from lookalike.service.schemas import Problem
@@ -35,6 +37,14 @@ MinScore = Annotated[
     float | None, Query(ge=-1.0, le=1.0, description="leave out results scoring lower")
 ]
 ByCategory = Annotated[bool, Query(description="only results of the query's predicted category")]
+RegionQuery = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9.]+,[0-9.]+,[0-9.]+,[0-9.]+$",
+        description="search only this region of the query: x0,y0,x1,y1 as fractions 0..1",
+        examples=["0.1,0.2,0.6,0.9"],
+    ),
+]
 LocalizeQuery = Annotated[
     Literal["mask", "crop", "saliency"] | None,
     Query(
@@ -42,6 +52,14 @@ LocalizeQuery = Annotated[
         "object in a scene searched against clean catalogue images)"
     ),
 ]
+
+
+def region(box: str | None) -> tuple[float, float, float, float] | None:
+    """The ``box`` parameter, checked (a clear 422 when it is not a box)."""
+    try:
+        return parse_box(box) if box is not None else None
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 async def read_upload(file: UploadFile, service: Service) -> bytes:

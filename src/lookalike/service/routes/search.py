@@ -10,8 +10,9 @@ from fastapi import APIRouter, File, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from lookalike import config
-from lookalike.decode import DecodeError
-from lookalike.errors import NotFound
+from lookalike.decode import DecodeError, load_image
+from lookalike.errors import Conflict, NotFound
+from lookalike.region import crop
 from lookalike.search import QueryOutcome
 from lookalike.service.routes.common import (
     ERRORS,
@@ -21,10 +22,15 @@ from lookalike.service.routes.common import (
     LocalizeQuery,
     MinScore,
     Name,
+    RegionQuery,
     ServiceDep,
     read_upload,
+    region,
 )
 from lookalike.service.schemas import SearchResponse
+
+#: What searching a collection without images answers (409).
+EMPTY = "this collection is empty: add images first"
 
 router = APIRouter(prefix="/collections/{name}", tags=["search"], responses=ERRORS)
 
@@ -38,17 +44,24 @@ async def search_by_upload(
     min_score: MinScore = None,
     by_category: ByCategory = False,
     localize: LocalizeQuery = None,
+    box: RegionQuery = None,
 ) -> SearchResponse:
-    """The indexed images most like an uploaded one, best first. Needs no token."""
+    """The indexed images most like an uploaded one (or the ``box`` region of it), best
+    first. Needs no token. An empty collection answers 409."""
     started = time.perf_counter()
+    part = region(box)
     data = await read_upload(file, service)
     filename = file.filename or "upload"
     with service.collections.lease(name) as collection:
+        if len(collection) == 0:
+            raise Conflict(EMPTY)
         batcher = await run_in_threadpool(service.batcher, collection.spec)
-        cropping = localize in ("crop", "saliency")
-        side = batcher.embedder.decode_side * (2 if cropping else 1)
+        bigger = localize in ("crop", "saliency") or part is not None
+        side = batcher.embedder.decode_side * (2 if bigger else 1)
         async with service.slots.search(data):
             image = await run_in_threadpool(service.decode_query, data, filename, side)
+        if part is not None:
+            image = crop(image, part)
         if by_category or localize is not None:
             outcome = await run_in_threadpool(
                 lambda: service.search_direct(
@@ -80,17 +93,24 @@ def more_like_this(
     k: K = config.DEFAULT_K,
     min_score: MinScore = None,
     by_category: ByCategory = False,
+    box: RegionQuery = None,
 ) -> SearchResponse:
-    """More like this: the indexed images most like an indexed one, itself left out."""
+    """More like this: the indexed images most like an indexed one (or the ``box`` region of
+    it), itself left out."""
     started = time.perf_counter()
+    part = region(box)
     with service.collections.lease(name) as collection:
         path = service.image_path(name, collection, image_id)
         # The library's "more like this": an indexed file searches with its stored vector
         # and is left out of its results (should the file have changed since, with its
-        # content).
+        # content). A region of it is decoded and described afresh.
         try:
+            query: object = path
+            if part is not None:
+                side = 2 * service.batcher(collection.spec).embedder.decode_side
+                query = crop(load_image(path, min_side=side), part)
             outcome = service.search_direct(
-                collection, path, k=k + 1, min_score=min_score, by_category=by_category
+                collection, query, k=k + 1, min_score=min_score, by_category=by_category
             )
         except DecodeError as exc:
             raise NotFound(f"image {image_id} is no longer readable: {exc}") from None
