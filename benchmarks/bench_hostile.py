@@ -67,35 +67,37 @@ def considered(entry: Entry) -> bool:
     return Path(entry.path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+# The peak resident memory of the index process itself (VmHWM, reset at exec): rusage of a
+# child would also count the pages of this process it shared before exec.
+_INDEX = """
+import sys
+from lookalike.cli import main
+code = main(sys.argv[2:])
+with open("/proc/self/status") as status, open(sys.argv[1], "w") as out:
+    out.write(next(line for line in status if line.startswith("VmHWM")).split()[1])
+sys.exit(code)
+"""
+
+
 def run_index(target: Path, db: Path) -> dict[str, object]:
     """A fresh `lookalike index TARGET --json` process: its summary, stderr, peak RSS."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak"
         started = time.perf_counter()
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lookalike.cli",
-                "index",
-                str(target),
-                "--db",
-                str(db),
-                "--json",
-            ],
-            stdout=out,
-            stderr=err,
+        command = ["index", str(target), "--db", str(db), "--json"]
+        done = subprocess.run(
+            [sys.executable, "-c", _INDEX, str(peak_file), *command],
+            capture_output=True,
+            check=False,
         )
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
-    summary = json.loads(stdout) if process.returncode == 0 and stdout.strip() else {}
+        peak_kb = int(peak_file.read_text()) if peak_file.exists() else 0
+    stdout, stderr = done.stdout.decode(), done.stderr.decode(errors="replace")
+    summary = json.loads(stdout) if done.returncode == 0 and stdout.strip() else {}
     return {
-        "exit": process.returncode,
+        "exit": done.returncode,
         "seconds": round(seconds, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_kb / 1024),
         "summary": summary,
         "stderr": stderr,
     }

@@ -298,3 +298,26 @@ def test_a_full_disk_gives_an_error_line_and_keeps_what_was_committed(
     finally:
         if tmpfs and subprocess.run(["umount", str(disk)], check=False).returncode:
             subprocess.run(["umount", "-l", str(disk)], check=False)  # never leave it mounted
+
+
+def test_big_decoded_images_are_embedded_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch never holds several big decoded images at once (three of 100 MP: 1.4 GB)."""
+    from lookalike import config
+
+    folder = tmp_path / "photos"
+    for i in range(6):
+        make_image(folder / f"{i}.png", seed=i, size=(300, 200) if i % 2 else (60, 40), fmt="PNG")
+    monkeypatch.setattr(config, "BATCH_IMAGE_PIXELS", 10_000)
+    batches: list[list[int]] = []
+    original = Embedder.describe
+
+    def spy(self: Embedder, images: list[Image.Image]):  # type: ignore[no-untyped-def]
+        batches.append([image.width for image in images])
+        return original(self, images)
+
+    monkeypatch.setattr(Embedder, "describe", spy)
+    with Collection.open(tmp_path / "c.db") as collection:
+        assert collection.add([folder], batch_size=8).added == 6
+    assert sorted(batches) == [[60, 60, 60], [300], [300], [300]]

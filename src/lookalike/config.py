@@ -20,6 +20,9 @@ MAX_IMAGE_PIXELS = 120_000_000
 #: transparency and very thin images cost more than their pixel count says. A JPEG counts
 #: at the reduced scale it is decoded at. A 100 MP RGB PNG (about 400 MiB) still fits.
 MAX_DECODE_BYTES = 512 * 1024 * 1024
+#: Decodes that take more memory than this run one at a time in the process (several
+#: threads decoding big images at once would add up their working sets).
+DECODE_ALONE_BYTES = 64 * 1024 * 1024
 #: Transparent pixels are composited onto this colour (white: catalogue photos use it).
 ALPHA_BACKGROUND = (255, 255, 255)
 
@@ -28,6 +31,9 @@ DEFAULT_MODEL = "efficientnet-lite0"
 #: Images per inference call while indexing: small batches stay in the CPU caches
 #: (8 ran faster per image than 32 on a 2-core EPYC, see BENCHMARKS.md) and bound memory.
 BATCH_SIZE = 8
+#: Decoded images with more pixels than this are embedded at once, alone, rather than held
+#: until their batch is complete (JPEGs decode at a reduced scale and rarely reach it).
+BATCH_IMAGE_PIXELS = 4_000_000
 #: Indexing threads, each decoding a batch and running the model on it with one core.
 INDEX_WORKERS = os.cpu_count() or 1
 

@@ -12,8 +12,8 @@ well-formed RGB image:
   high-depth images and very thin ones (Pillow keeps a pointer per row);
 * high-depth samples are brought to 8 bits a strip at a time, so that memory stays near
   the size of the 8-bit output;
-* Pillow's "Corrupt EXIF data" warnings are kept off stderr (the pixels are used as they are,
-  the orientation when it can be read) and logged once;
+* Pillow's warnings about damaged metadata ("Corrupt EXIF data"...) are kept off stderr:
+  the pixels are used as they are, the orientation when it can be read;
 * truncated and corrupt data is detected by forcing a full decode; Pillow's global
   ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left alone (and must stay ``False`` for truncated
   files to be detected);
@@ -27,8 +27,10 @@ import io
 import logging
 import os
 import stat
+import threading
 import warnings
 from collections.abc import Iterable
+from contextlib import nullcontext
 from typing import Final
 
 import numpy as np
@@ -47,13 +49,14 @@ __all__ = ["FULL_SIZE", "SUPPORTED_FORMATS", "DecodeError", "decode_cost", "load
 #: which a JPEG decoded at a reduced scale (``min_side``) does not have as its ``size``.
 FULL_SIZE: Final = "lookalike_full_size"
 
-# Pillow warns from its EXIF parser on every damaged EXIF block, at every read: on a real
-# photo collection that is hundreds of lines of stderr for files that decode fine. Silenced
-# by message and module only (a process-wide filter, so that threads decoding at once cannot
-# let one through while another restores the filters of a catch_warnings block).
-warnings.filterwarnings(
-    "ignore", message="Corrupt EXIF data", category=UserWarning, module=r"PIL\."
-)
+# Pillow warns (UserWarning) about damaged metadata at every read: "Corrupt EXIF data",
+# "Tag data larger than file", "Truncated File Read", "malformed MPO file"... On a real
+# photo collection that is hundreds of lines of stderr for files that decode fine or are
+# reported as bad anyway. Silenced for Pillow's modules only, by a process-wide filter, so
+# that threads decoding at once cannot let one through while another restores the filters
+# of a catch_warnings block. (A C library writing to stderr itself, such as libtiff's JPEG
+# codec, is out of Python's reach.)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 #: Pillow format names that :func:`load_image` accepts. HEIF (.heic/.heif: iPhone photos) is
 #: decoded by pillow-heif's opener, registered below; AVIF by Pillow itself (>= 11.3).
@@ -83,6 +86,9 @@ _ALPHA_MODES: Final = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _STRIP_PIXELS: Final = 1 << 18
 
 _MAX_REASON_DETAIL = 120
+
+#: Held while an image whose decoding costs more than config.DECODE_ALONE_BYTES decodes.
+_LARGE_DECODE = threading.Lock()
 
 
 class DecodeError(Exception):
@@ -241,10 +247,12 @@ def _decode(
                 full_size = image.size
                 if min_side is not None:
                     _apply_draft(image, min_side)
-                _check_cost(image, max_decode_bytes)
-                image.load()  # force the full decode: truncation and corruption show up here
-                oriented, transposed = _apply_orientation(image)
-                result = _to_rgb(oriented)
+                cost = _check_cost(image, max_decode_bytes)
+                alone = _LARGE_DECODE if cost > config.DECODE_ALONE_BYTES else nullcontext()
+                with alone:
+                    image.load()  # the full decode: truncation and corruption show up here
+                    oriented, transposed = _apply_orientation(image)
+                    result = _to_rgb(oriented)
                 result.info[FULL_SIZE] = full_size[::-1] if transposed else full_size
                 return result
         except DecodeError:
@@ -317,9 +325,9 @@ def decode_cost(mode: str, width: int, height: int, *, transparency: bool = Fals
     return cost
 
 
-def _check_cost(image: Image.Image, max_bytes: int) -> None:
-    """Refuse images whose decoding would take more memory than ``max_bytes`` (from the
-    header, after draft mode has picked the scale a JPEG will be decoded at)."""
+def _check_cost(image: Image.Image, max_bytes: int) -> int:
+    """The memory decoding will take; refuse images whose decoding would take more than
+    ``max_bytes`` (from the header, after draft mode picked the scale of a JPEG)."""
     cost = decode_cost(
         image.mode, image.width, image.height, transparency="transparency" in image.info
     )
@@ -328,6 +336,7 @@ def _check_cost(image: Image.Image, max_bytes: int) -> None:
             f"image too large to decode: {image.width}x{image.height} {image.mode} needs "
             f"about {cost // 2**20} MiB, limit is {max_bytes // 2**20} MiB"
         )
+    return cost
 
 
 def _apply_draft(image: Image.Image, min_side: int) -> None:

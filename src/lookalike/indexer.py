@@ -268,21 +268,37 @@ def _describe(
 
 
 def _process_batch(embedder: Embedder, batch: list[Candidate]) -> list[_Outcome]:
-    """Decode and embed one batch, on one worker thread."""
-    decoded = [_decode_one(embedder, candidate) for candidate in batch]
-    images = [d for d in decoded if isinstance(d, Image.Image)]
-    described = iter(_describe(embedder, images) if images else [])
+    """Decode and embed one batch, on one worker thread.
+
+    An image decoded larger than ``config.BATCH_IMAGE_PIXELS`` is described at once, alone,
+    and dropped: a batch never holds several big images (three of 100 MP took 1.4 GB)."""
+    results: list[DecodeError | Image.Image | tuple[np.ndarray, Box | None] | str] = []
+    sizes: list[tuple[int, int]] = []
+    for candidate in batch:
+        decoded = _decode_one(embedder, candidate)
+        if isinstance(decoded, Image.Image):
+            sizes.append(decoded.info.get(FULL_SIZE, decoded.size))
+            if decoded.width * decoded.height > config.BATCH_IMAGE_PIXELS:
+                results.append(_describe(embedder, [decoded])[0])
+                continue
+        else:
+            sizes.append((0, 0))
+        results.append(decoded)
+    waiting = [(i, r) for i, r in enumerate(results) if isinstance(r, Image.Image)]
+    if waiting:
+        described = _describe(embedder, [image for _, image in waiting])
+        for (i, _), found in zip(waiting, described, strict=True):
+            results[i] = found
     outcomes = []
-    for candidate, d in zip(batch, decoded, strict=True):
-        if isinstance(d, DecodeError):
-            outcomes.append(_Outcome(candidate, None, reason=d.reason, transient=d.transient))
-            continue
-        result = next(described)
-        if isinstance(result, str):
-            outcomes.append(_Outcome(candidate, None, reason=result, transient=True))
-            continue
-        width, height = d.info.get(FULL_SIZE, d.size)
-        outcomes.append(_Outcome(candidate, result[0], width, height, box=result[1]))
+    for candidate, result, (width, height) in zip(batch, results, sizes, strict=True):
+        if isinstance(result, DecodeError):
+            outcome = _Outcome(candidate, None, reason=result.reason, transient=result.transient)
+        elif isinstance(result, str):
+            outcome = _Outcome(candidate, None, reason=result, transient=True)
+        else:
+            assert isinstance(result, tuple)
+            outcome = _Outcome(candidate, result[0], width, height, box=result[1])
+        outcomes.append(outcome)
     return outcomes
 
 
