@@ -1,6 +1,8 @@
-"""Load test of ``lookalike serve``: searches by upload from concurrent clients.
+"""Load test of ``lookalike serve``: searches by upload from concurrent clients, optionally
+with writers uploading and deleting images at the same time.
 
     .venv/bin/python benchmarks/bench_serve.py [--size 10000] [--clients 8] [--seconds 20]
+        [--writers 0]
 
 Starts the server itself (a subprocess, ``lookalike serve`` on 127.0.0.1 and a free port; it
 never talks to any other host) on a collection of ``--size`` images, then ``--clients``
@@ -12,12 +14,17 @@ the server must be ready within 120 s, and the run stops after ``--seconds``.
 The collection holds random unit vectors under made-up paths (as in bench_query.py): search
 time depends on their number and dimension, not on their content. The query is a real
 photo (the bundled panda) resized to 500 px wide; every request decodes and embeds it.
+
+``--writers N`` adds N threads that each upload a new 320 x 240 JPEG (POST .../images, one
+image per request) and, every third upload, delete an image they uploaded before, for the same
+time as the searches. Any 5xx, from a search or a write, counts as an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import os
 import platform
@@ -32,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from common import make_collection, query_jpeg
+from PIL import Image
 
 HOST = "127.0.0.1"  # only ever the local machine
 
@@ -101,6 +109,51 @@ def client(
     connection.close()
 
 
+def noise_jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def writer(port: int, worker: int, until: float, done: list[str], errors: list[str]) -> None:
+    """Upload new images and delete some of them until ``until``; ``done`` gets one entry per
+    acknowledged write."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=60)
+    uploaded: list[int] = []
+    i = 0
+    while time.monotonic() < until:
+        i += 1
+        body, content_type = multipart("files", "w.jpg", noise_jpeg(worker * 10**6 + i))
+        try:
+            connection.request(
+                "POST",
+                "/collections/bench/images",
+                body=body,
+                headers={"Content-Type": content_type, "Content-Length": str(len(body))},
+            )
+            response = connection.getresponse()
+            payload = response.read()
+            if response.status != 201:
+                errors.append(f"upload {response.status} {payload[:200]!r}")
+                continue
+            uploaded.append(json.loads(payload)["results"][0]["id"])
+            done.append("upload")
+            if i % 3 == 0:
+                connection.request("DELETE", f"/collections/bench/images/{uploaded.pop(0)}")
+                response = connection.getresponse()
+                payload = response.read()
+                if response.status != 204:
+                    errors.append(f"delete {response.status} {payload[:200]!r}")
+                    continue
+                done.append("delete")
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append(repr(exc))
+            connection.close()
+            connection = http.client.HTTPConnection(HOST, port, timeout=60)
+    connection.close()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux), or NaN where unknown."""
     try:
@@ -111,7 +164,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_load(
-    port: int, clients: int, seconds: float, body: bytes, content_type: str
+    port: int,
+    clients: int,
+    seconds: float,
+    body: bytes,
+    content_type: str,
+    writers: int = 0,
+    writes: list[str] | None = None,
 ) -> tuple[list[float], list[str], float]:
     latencies: list[float] = []
     errors: list[str] = []
@@ -123,6 +182,11 @@ def run_load(
             target=client, args=(port, path, body, content_type, until, latencies, errors)
         )
         for _ in range(clients)
+    ]
+    threads += [
+        threading.Thread(target=writer, args=(port, w, until, writes, errors))
+        for w in range(writers)
+        if writes is not None
     ]
     for thread in threads:
         thread.start()
@@ -137,6 +201,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the measured run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load not measured")
+    parser.add_argument("--writers", type=int, default=0, help="threads uploading and deleting")
     args = parser.parse_args()
     if not 0 < args.seconds <= 600:
         parser.error("--seconds must be within (0, 600]")
@@ -157,8 +222,9 @@ def main() -> None:
             run_load(port, args.clients, args.warmup, body, content_type)
             load_before = os.getloadavg()[0]
             cpu_before = cpu_seconds(server.pid)
+            writes: list[str] = []
             latencies, errors, elapsed = run_load(
-                port, args.clients, args.seconds, body, content_type
+                port, args.clients, args.seconds, body, content_type, args.writers, writes
             )
             server_cpu = cpu_seconds(server.pid) - cpu_before
         finally:
@@ -174,6 +240,7 @@ def main() -> None:
         "collection": args.size,
         "query": f"{len(query) // 1024} KB JPEG, 500 px wide",
         "clients": args.clients,
+        "writers": args.writers,
         "seconds": round(elapsed, 1),
         "searches": len(latencies),
         "searches_per_s": round(len(latencies) / elapsed, 1),
@@ -181,7 +248,11 @@ def main() -> None:
         "latency_ms_p95": round(float(np.percentile(ms, 95)), 1),
         "latency_ms_p99": round(float(np.percentile(ms, 99)), 1),
         "latency_ms_max": round(float(ms.max()), 1),
+        "uploads": writes.count("upload"),
+        "deletes": writes.count("delete"),
+        "writes_per_s": round(len(writes) / elapsed, 1),
         "errors": len(errors),
+        "errors_5xx": sum(" 5" in e[:12] or e.startswith("5") for e in errors),
         # CPU the server spent per search: less sensitive than the rate to other work
         # sharing the machine (the load average says how much there was).
         "server_cpu_ms_per_search": round(1000 * server_cpu / max(1, len(latencies)), 1),

@@ -190,3 +190,30 @@ def test_index_removes_and_filters() -> None:
     _, ids = index.search(vectors[1:2], 2, filter=np.array([3, 4]))
     assert set(ids[0].tolist()) == {3, 4}
     np.testing.assert_array_equal(index.vectors_of(np.array([3])), vectors[2:3])
+
+
+def test_an_unlabelled_upload_keeps_the_classifier_and_the_index_follows(
+    photos: Path, tmp_path: Path
+) -> None:
+    """Failure 2: every upload changed the classifier's key, so every search after it
+    reloaded every vector and rebuilt the category partition."""
+    from lookalike.evaluate import read_labels
+    from tests.conftest import make_image
+
+    with Collection.open(tmp_path / "c.db") as collection:
+        collection.add([photos])
+        collection.set_labels(read_labels(photos))
+        assert len(collection.index()) == 30
+        key = collection.store.get_meta("classifier_key")
+        cursors: list[object] = []
+        original = collection.store.vectors_since
+
+        def spy(cursor):  # type: ignore[no-untyped-def]
+            cursors.append(cursor)
+            return original(cursor)
+
+        collection.store.vectors_since = spy  # type: ignore[method-assign]
+        collection.add([make_image(tmp_path / "new" / "x.jpg", seed=3)])
+        assert len(collection.index()) == 31
+        assert collection.store.get_meta("classifier_key") == key
+        assert cursors and all(c is not None and np.isfinite(c) for c in cursors)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ each of these failed on the code before the fix."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import resource
@@ -294,3 +295,54 @@ def test_search_never_pairs_a_new_codec_with_an_old_index(
                 thread.join()
         assert errors == []
     assert os.path.exists(tmp_path / "c.db")
+
+
+def test_huge_query_images_do_not_hold_up_ordinary_searches() -> None:
+    """Failure 3 (server half): decodes of a few huge query images (sent without a token) took
+    every decode slot, and an ordinary search waited for them. Huge ones (by their header)
+    now queue for one slot of their own, searches and uploads have separate slots, and all
+    wait on the event loop, holding no worker thread."""
+    from lookalike.service.core import Slots
+
+    def png(width: int, height: int) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (width, height)).save(out, "PNG")
+        return out.getvalue()
+
+    huge, small = png(5000, 4000), png(640, 480)
+
+    async def scenario() -> list[str]:
+        slots = Slots(searches=2, uploads=1, large_pixels=4_000_000)
+        events: list[str] = []
+        release = asyncio.Event()
+
+        async def search(data: bytes, label: str) -> None:
+            async with slots.search(data):
+                events.append(f"{label} decoding")
+                if label.startswith("huge"):
+                    await release.wait()  # a decode that takes long
+
+        async def upload() -> None:
+            async with slots.upload():
+                events.append("upload decoding")
+                await release.wait()
+
+        waiting = [asyncio.create_task(search(huge, f"huge{i}")) for i in range(4)]
+        waiting.append(asyncio.create_task(upload()))
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(search(small, "ordinary"), timeout=5)
+        await asyncio.wait_for(search(small, "ordinary2"), timeout=5)
+        release.set()
+        await asyncio.gather(*waiting)
+        return events
+
+    events = asyncio.run(scenario())
+    # one huge image decoding, the upload in its own slot, both ordinary searches served
+    # while the other huge images still waited
+    assert events[:4] == [
+        "huge0 decoding",
+        "upload decoding",
+        "ordinary decoding",
+        "ordinary2 decoding",
+    ]
+    assert sorted(events[4:]) == ["huge1 decoding", "huge2 decoding", "huge3 decoding"]

@@ -71,6 +71,6 @@ def fit(vectors: np.ndarray, dims: int = DEFAULT_DIMS, *, whiten: bool = False) 
     )
 
 
-def is_stale(pca: Pca, count: int, tolerance: float = 0.1) -> bool:
+def is_stale(pca: Pca, count: int, tolerance: float = config.PCA_REFIT_FRACTION) -> bool:
     """Refit when the collection has grown or shrunk by more than ``tolerance``."""
     return abs(count - pca.fitted_on) > tolerance * max(pca.fitted_on, 1)

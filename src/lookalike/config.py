@@ -56,6 +56,23 @@ PCA_DIMS = 256
 MIN_CLUSTER_SIZE = 5
 #: Cosine at or above which two images are near-duplicates (see docs/EVALUATION.md).
 DUPLICATE_THRESHOLD = 0.92
+#: The fitted PCA is refitted when the collection grew or shrank by more than this fraction.
+PCA_REFIT_FRACTION = 0.1
+
+# --- service (lookalike serve; each is a ServiceSettings field) --------------------------------
+#: Largest uploaded image, in bytes and in pixels (read from its header before decoding).
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 50_000_000
+#: Images in one upload request, and all of their bytes together.
+MAX_FILES_PER_REQUEST = 32
+MAX_REQUEST_BYTES = 100 * 1024 * 1024
+#: Most queries embedded in one model run by the query batcher.
+SEARCH_MAX_BATCH = 8
+#: Thumbnails kept in memory.
+THUMBNAIL_CACHE = 1024
+#: Query images with more pixels than this share one decode slot (so that a few huge ones
+#: cannot hold up ordinary searches).
+LARGE_QUERY_PIXELS = 16_000_000
 
 
 def cache_dir() -> Path:

@@ -14,13 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lookalike import codecs
+from lookalike import codecs, config
 from lookalike.categories import fit_classifier
 from lookalike.interfaces import MetadataStore
 from lookalike.snapshot import CLASSIFIER_KEY, CODEC_GENERATION
-
-#: Refit the codec when the collection grew or shrank by more than this fraction.
-STALE_FRACTION = 0.1
 
 Vectors = Callable[[], tuple[np.ndarray, np.ndarray]]
 
@@ -61,7 +58,9 @@ def _refresh_codec(store: MetadataStore, vectors: Vectors) -> None:
     if data:
         current = codecs.load_codec(settings, data)
         fitted_on = getattr(current, "fitted_on", None)  # codecs fitted on the vectors have it
-        if fitted_on is None or abs(count - fitted_on) <= STALE_FRACTION * max(fitted_on, 1):
+        if fitted_on is None or abs(count - fitted_on) <= config.PCA_REFIT_FRACTION * max(
+            fitted_on, 1
+        ):
             return
     if count < 2:
         return

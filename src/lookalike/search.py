@@ -32,6 +32,9 @@ from lookalike.types import Box
 
 log = logging.getLogger(__name__)
 
+#: Results fetched beyond ``k`` (see :func:`search`).
+DELETED_SLACK = 4
+
 #: What can be searched with: a file path (an indexed file searches "more like this" with
 #: its stored vector), encoded image bytes, a decoded image, or a vector.
 Query = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
@@ -210,10 +213,12 @@ def search(
                 coverage=coverage,
                 max_categories=max_categories,
             )
+    # A few more than asked: an image deleted after the snapshot was taken has no record any
+    # more and is left out, and the next one takes its place.
     scores, ids = rank(
         snapshot,
         vectors,
-        k,
+        k + DELETED_SLACK,
         exclude=queries.own_ids,
         searched=[c.searched for c in choices] if choices else None,
         expand=expand,
@@ -221,7 +226,7 @@ def search(
     rows = results_for(store, ids, scores, min_score)
     return [
         QueryOutcome(
-            row,
+            row[:k],
             choices[i].searched if choices else None,
             choices[i].predictions if choices else [],
             queries.boxes[i],

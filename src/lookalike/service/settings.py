@@ -25,24 +25,24 @@ class ServiceSettings:
     roots: list[Path] = field(default_factory=list)
     #: Required as ``Authorization: Bearer <token>`` for every write when set.
     token: str | None = None
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_upload_pixels: int = 50_000_000
+    max_upload_bytes: int = config.MAX_UPLOAD_BYTES
+    max_upload_pixels: int = config.MAX_UPLOAD_PIXELS
     #: Images in one upload request when adding (each within ``max_upload_bytes``) ...
-    max_files_per_request: int = 32
+    max_files_per_request: int = config.MAX_FILES_PER_REQUEST
     #: ... and all of them together, since they are checked in memory before anything is kept.
-    max_request_bytes: int = 100 * 1024 * 1024
+    max_request_bytes: int = config.MAX_REQUEST_BYTES
     #: Host headers accepted (DNS rebinding); None accepts any.
     allowed_hosts: list[str] | None = None
     #: Threads embedding queries, each with one core; default: one per core.
     search_workers: int = 0
     #: Most queries embedded in one model run.
-    max_batch: int = 8
+    max_batch: int = config.SEARCH_MAX_BATCH
     #: Thumbnails kept in memory.
-    thumbnail_cache: int = 1024
+    thumbnail_cache: int = config.THUMBNAIL_CACHE
     #: Load the default model and open every collection at start (off in some tests).
     warm_up: bool = True
     #: Upload requests being checked and indexed at once (more wait, holding no thread).
     max_concurrent_uploads: int = field(default_factory=lambda: 2 * (os.cpu_count() or 1))
     #: A query image with more pixels than this (read from its header) waits for the one
     #: decode slot of large images, so that a few huge images cannot hold up ordinary searches.
-    large_image_pixels: int = 16_000_000
+    large_image_pixels: int = config.LARGE_QUERY_PIXELS

@@ -100,7 +100,7 @@ def more_like_this(
     started = time.perf_counter()
     part = region(box)
     with service.collections.lease(name) as collection:
-        path = service.image_path(name, collection, image_id)
+        path = service.servable_path(name, collection, image_id)
         # The library's "more like this": an indexed file searches with its stored vector
         # and is left out of its results (should the file have changed since, with its
         # content). A region of it is decoded and described afresh.
