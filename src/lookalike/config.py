@@ -99,3 +99,10 @@ def default_db() -> Path:
     """The collection used when none is named: $LOOKALIKE_DB, else data_dir()/lookalike.db."""
     explicit = os.environ.get("LOOKALIKE_DB")
     return Path(explicit) if explicit else data_dir() / "lookalike.db"
+
+
+#: PostgreSQL store (--db postgresql://...): connections per process (searches run in parallel
+#: up to this many), and the HNSW search breadth: the smallest that kept recall@10 against
+#: exact search at or above 0.95 in benchmarks/bench_postgres.py (see BENCHMARKS.md).
+PG_POOL_SIZE = 4
+PG_EF_SEARCH = 100

@@ -30,8 +30,12 @@ def set_codec(store: MetadataStore, settings: dict[str, object]) -> None:
 
 
 def bump_codec_generation(store: MetadataStore) -> None:
-    """Tell loaded snapshots (this process's and others') that the codec changed."""
+    """Tell loaded snapshots (this process's and others') that the codec changed. A store
+    that searches in its database (PostgreSQL) recomputes the reduced vectors it searches."""
     store.set_meta(CODEC_GENERATION, str(int(store.get_meta(CODEC_GENERATION) or 0) + 1))
+    reduce = getattr(store, "reduce", None)
+    if reduce is not None:
+        reduce()
 
 
 def refresh(store: MetadataStore) -> None:

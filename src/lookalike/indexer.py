@@ -97,6 +97,12 @@ class Plan:
     skipped_before: int = 0
     left_out: dict[str, int] = field(default_factory=dict)
 
+    def report(self) -> IndexReport:
+        """The report of this plan before any of its work is done."""
+        return IndexReport(
+            unchanged=self.unchanged, skipped_before=self.skipped_before, left_out=self.left_out
+        )
+
 
 def walk_images(
     root: Path, *, all_files: bool = False, left_out: Counter[str] | None = None
@@ -336,9 +342,7 @@ def run(
     takes their core. Batches are written in order, each in its own transaction.
     """
     started = time.perf_counter()
-    report = IndexReport(
-        unchanged=work.unchanged, skipped_before=work.skipped_before, left_out=work.left_out
-    )
+    report = work.report()
     if work.vanished:
         report.removed = store.remove(work.vanished)
     batches = [work.todo[i : i + batch_size] for i in range(0, len(work.todo), batch_size)]

@@ -110,16 +110,26 @@ class SnapshotCache:
         codec = codecs.load_codec(settings, self.store.get_artifact("pca"))
         data = self.store.get_artifact("classifier")
         classifier = CategoryModel.from_bytes(data) if data else None
-        changes = self.store.vectors_since(None)
-        kind = self.store.get_meta("index") or indexes.DEFAULT_INDEX
-        if changes.vectors is None:
-            index = indexes.build_index(kind, changes.ids, np.empty((0, 0), dtype=np.float32))
+        database_index = getattr(self.store, "database_index", None)
+        if database_index is not None:
+            # The store searches in its database (PostgreSQL): no vectors held here; they
+            # are read only to predict the categories of the partition.
+            changes = self.store.vectors_since(
+                None if classifier is not None else self.store.generation()
+            )
+            index: VectorIndex = database_index(codec)
         else:
-            index = indexes.build_index(kind, changes.ids, codec.transform(changes.vectors))
+            changes = self.store.vectors_since(None)
+            kind = self.store.get_meta("index") or indexes.DEFAULT_INDEX
+            if changes.vectors is None:
+                vectors = np.empty((0, 0), dtype=np.float32)
+            else:
+                vectors = codec.transform(changes.vectors)
+            index = indexes.build_index(kind, changes.ids, vectors)
         partition = None
         if classifier is not None and changes.vectors is not None:
             codes = self._codes(classifier, changes.ids, changes.vectors)
-            partition = CategoryPartition(classifier.classes, index.ids, codes)
+            partition = CategoryPartition(classifier.classes, changes.ids, codes)
         return SearchSnapshot(index, codec, classifier, partition, key, changes.latest)
 
     def _follow(self, previous: SearchSnapshot, key: tuple[object, ...]) -> SearchSnapshot:

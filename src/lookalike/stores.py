@@ -22,6 +22,8 @@ from lookalike.interfaces import MetadataStore
 #: URL scheme -> "module:callable" taking the whole --db string.
 STORE_SCHEMES: dict[str, str] = {
     "sqlite": "lookalike.stores:_open_sqlite_url",
+    # postgresql://...#name: the collection "name" in that database (the postgres extra).
+    "postgresql": "lookalike.pg_store:PostgresStore",
 }
 _registered: dict[str, Callable[[str], MetadataStore]] = {}
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")

@@ -16,12 +16,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lookalike.collection import Collection
 from lookalike.encoders import EncoderPool
 from lookalike.errors import AlreadyExists, Forbidden, NotFound
 from lookalike.models import ModelSpec
 from lookalike.service.settings import NAME_PATTERN, NAME_RE
+from lookalike.stores import is_url
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +39,33 @@ class _Served:
 class Collections:
     """Open collections by name; paths are made absolute once, at start."""
 
-    def __init__(self, folder: Path, db: Path | None, encoders: EncoderPool | None = None) -> None:
+    def __init__(
+        self, folder: Path, db: Path | str | None, encoders: EncoderPool | None = None
+    ) -> None:
         self.folder = Path(os.path.abspath(folder))
         self.folder.mkdir(parents=True, exist_ok=True)
         self.encoders = encoders or EncoderPool()
         self.default: str | None = None
-        self._extra: dict[str, Path] = {}
+        self._extra: dict[str, Path | str] = {}
         if db is not None:
-            db = Path(os.path.abspath(db))
-            if not NAME_RE.match(db.stem):
+            # A PostgreSQL collection is named after its schema (the URL's #name).
+            if is_url(db):
+                db = str(db)
+                name = urlsplit(db).fragment or "lookalike"
+            else:
+                db = Path(os.path.abspath(db))
+                name = db.stem
+            if not NAME_RE.match(name):
                 raise ValueError(f"cannot serve {db}: its name must match {NAME_PATTERN}")
-            self._extra[db.stem] = db
-            self.default = db.stem
-            if (self.folder / f"{db.stem}.db").exists():
+            self._extra[name] = db
+            self.default = name
+            if (self.folder / f"{name}.db").exists():
                 log.warning("%s hides the collection of the same name in %s", db, self.folder)
         self._open: dict[str, _Served] = {}
         self._deleting: set[str] = set()
         self._lock = threading.Condition()
 
-    def path_of(self, name: str) -> Path | None:
+    def path_of(self, name: str) -> Path | str | None:
         if name in self._extra:
             return self._extra[name]
         if not NAME_RE.match(name):
@@ -68,6 +78,8 @@ class Collections:
         path = self.path_of(name)
         if path is None:
             raise NotFound(f"no collection {name!r}")
+        if isinstance(path, str):  # a store URL: servers sharing it should share this folder
+            return self.folder / f"{name}.files"
         return path.with_suffix(".files")
 
     def names(self) -> list[str]:
@@ -124,7 +136,7 @@ class Collections:
             path = self.path_of(name)
             if path is None or name in self._deleting:
                 raise NotFound(f"no collection {name!r}")
-            if not self.deletable(name):
+            if not self.deletable(name) or isinstance(path, str):
                 raise Forbidden(f"{name!r} was given with --db and is not deleted")
             self._deleting.add(name)
             served = self._open.get(name)

@@ -20,7 +20,7 @@ class ServiceSettings:
 
     collections_dir: Path = field(default_factory=lambda: config.data_dir() / "collections")
     #: One more collection file to serve (and the page's default), named after its stem.
-    db: Path | None = None
+    db: Path | str | None = None  # a file, or a store URL (postgresql://...#name)
     #: Folders inside which server-side paths may be indexed; none: no server-side paths.
     roots: list[Path] = field(default_factory=list)
     #: Required as ``Authorization: Bearer <token>`` for every write when set.

@@ -1,0 +1,239 @@
+"""Collections in PostgreSQL: the library, the CLI and the server on a real server, searched
+in the database; several writers and servers on one collection."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from lookalike import Collection
+from lookalike.cli import main
+from lookalike.pg_store import PostgresIndex, PostgresStore, split_uri
+from lookalike.service import ServiceSettings, create_app
+from tests.conftest import SAMPLE, make_image
+
+
+def test_uri_names_the_collection_schema() -> None:
+    assert split_uri("postgresql://u:pw@h:5/db?sslmode=disable#photos") == (
+        "postgresql://u:pw@h:5/db?sslmode=disable",
+        "photos",
+    )
+    assert split_uri("postgresql:///db?host=/run/postgresql")[1] == "lookalike"
+    with pytest.raises(ValueError, match="collection name"):
+        split_uri("postgresql:///db#Bad-Name")
+
+
+def test_search_in_the_database_finds_what_exact_search_finds(
+    photos: Path, pg_uri: str, tmp_path: Path, panda_query: Path
+) -> None:
+    with Collection.open(tmp_path / "c.db") as local:
+        local.add([photos])
+        expected = local.search(panda_query, k=10)
+    with Collection.open(pg_uri) as shared:
+        assert shared.add([photos]).added == 30
+        assert isinstance(shared.index(), PostgresIndex)
+        found = shared.search(panda_query, k=10)
+        # "more like this" with an indexed file leaves the file itself out
+        itself = str(photos / "panda" / "image_0002.jpg")
+        similar = shared.search(itself, k=5)
+    assert [Path(h.path).relative_to(photos) for h in found] == [
+        Path(h.path).relative_to(photos) for h in expected
+    ]
+    assert [h.score for h in found] == pytest.approx([h.score for h in expected], abs=3e-3)
+    assert itself not in [h.path for h in similar] and len(similar) == 5
+
+
+def test_category_first_search_filters_in_the_database(
+    photos: Path, pg_uri: str, tmp_path: Path
+) -> None:
+    """Each image's category (its label, else the classifier's guess) is in the database and
+    the search filters on it: the same results as the in-memory partition of SQLite."""
+    labelled = {str(p): p.parent.name for p in photos.rglob("*.jpg")}
+    panda = photos / "panda" / "image_0002.jpg"
+    del labelled[str(panda)]  # one unlabelled image: its category is predicted
+    query = SAMPLE / "queries" / "query_panda.jpg"
+    outcomes = []
+    for db in (str(tmp_path / "c.db"), pg_uri):
+        with Collection.open(db) as collection:
+            collection.add([photos])
+            collection.set_labels(labelled)
+            (outcome,) = collection.search_detailed([query], k=10, by_category=True)
+            assert outcome.searched is not None and "panda" in outcome.searched
+            assert {Path(h.path).parent.name for h in outcome.results} <= set(outcome.searched)
+            assert str(panda) in [h.path for h in outcome.results]  # predicted, not labelled
+            share = collection.scanned_fraction(outcome.searched)
+            assert share == pytest.approx(5 * len(outcome.searched) / 30)
+            expanded = collection.search_many([panda], k=5, expand=2)[0]
+            assert len(expanded) == 5 and str(panda) not in [h.path for h in expanded]
+            outcomes.append(outcome)
+    local, shared = outcomes
+    assert shared.searched == local.searched
+    assert [h.path for h in shared.results] == [h.path for h in local.results]
+
+
+def test_cli_index_search_info_remove(
+    photos: Path, pg_uri: str, panda_query: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["index", str(photos), "--db", pg_uri]) == 0
+    capsys.readouterr()
+    assert main(["search", str(panda_query), "--db", pg_uri, "-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert "panda" in json.dumps(hits)
+    assert main(["remove", str(photos / "panda"), "--db", pg_uri]) == 0
+    assert main(["info", "--db", pg_uri, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["images"] == 25
+    assert "#" in info["db"] and "postgresql://" in info["db"]
+
+
+def test_a_pca_collection_searches_its_reduced_vectors_in_the_database(
+    photos: Path, pg_uri: str
+) -> None:
+    with Collection.open(pg_uri) as collection:
+        collection.set_compression(8)
+        collection.add([photos / "cup", photos / "panda"])
+        collection.add([photos])  # grew by over 10%: the PCA is refitted on all 30
+        index = collection.index()
+        assert isinstance(index, PostgresIndex) and index.reduced
+        pca = collection.pca()
+        assert pca is not None and pca.fitted_on == 30
+        ids, raw = collection.store.load_vectors()
+        stored = collection.store.vectors_of(ids, reduced=True)  # type: ignore[union-attr]
+        np.testing.assert_allclose(stored, pca.transform(raw), atol=3e-3)
+        # the database's answer is the exact top 5 by the reduced vectors
+        query = photos / "cup" / "image_0002.jpg"
+        own_id, own_vector = collection.store.lookup(str(query))  # type: ignore[misc]
+        scores = stored @ pca.transform(own_vector[None, :])[0]
+        scores[ids == own_id] = -np.inf
+        expected = [int(i) for i in ids[np.argsort(-scores)[:5]]]
+        assert [h.id for h in collection.search(query, k=5)] == expected
+        # a write between refits reduces its rows with the stored PCA, in its transaction
+        new = make_image(photos / "new" / "n.jpg", seed=5)
+        collection.add([new])
+        assert collection.pca().fitted_on == 30  # type: ignore[union-attr]
+        new_id, new_vector = collection.store.lookup(str(new))  # type: ignore[misc]
+        np.testing.assert_allclose(
+            collection.store.vectors_of([new_id], reduced=True),  # type: ignore[union-attr]
+            pca.transform(new_vector[None, :]),
+            atol=3e-3,
+        )
+        collection.set_compression(None)
+        assert not collection.index().reduced  # type: ignore[union-attr]
+        assert len(collection.search(query, k=5)) == 5
+
+
+def _jpeg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_two_servers_see_each_others_uploads_and_deletions(
+    photos: Path, pg_uri: str, tmp_path: Path
+) -> None:
+    """Two services (each its own connections and caches, as two processes would have) on
+    one PostgreSQL collection: what one writes, the other searches and lists at once."""
+    with Collection.open(pg_uri) as collection:
+        collection.add([photos])
+    name = split_uri(pg_uri)[1]
+    shared_uploads = tmp_path / "uploads"  # servers behind one balancer share this folder
+    one = ServiceSettings(collections_dir=shared_uploads, db=pg_uri)
+    two = ServiceSettings(collections_dir=shared_uploads, db=pg_uri)
+    with TestClient(create_app(one)) as first, TestClient(create_app(two)) as second:
+        assert second.get(f"/collections/{name}/images").json()["total"] == 30
+        upload = _jpeg(1)
+        added = first.post(f"/collections/{name}/images", files=[("files", ("n.jpg", upload))])
+        assert added.status_code == 201, added.text
+        listing = second.get(f"/collections/{name}/images").json()
+        assert listing["total"] == 31
+        new_id = listing["items"][0]["id"]
+        hits = second.post(
+            f"/collections/{name}/search", files={"file": ("q.jpg", upload)}, params={"k": 1}
+        ).json()["results"]
+        assert hits[0]["id"] == new_id and hits[0]["score"] > 0.99
+        assert second.get(f"/collections/{name}/images/{new_id}").status_code == 200
+        assert second.delete(f"/collections/{name}/images/{new_id}").status_code == 204
+        assert first.get(f"/collections/{name}/images").json()["total"] == 30
+        hits = first.post(
+            f"/collections/{name}/search", files={"file": ("q.jpg", upload)}, params={"k": 3}
+        ).json()["results"]
+        assert new_id not in [h["id"] for h in hits]
+
+
+def test_two_indexers_on_overlapping_folders_end_with_the_union(
+    pg_uri: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "imgs"
+    for i in range(24):
+        make_image(root / ("a" if i < 16 else "b") / f"{i:02}.jpg", seed=i)
+    (root / "a" / "bad.jpg").write_bytes(b"not an image")
+    shutil.copy(root / "a" / "00.jpg", root / "b" / "copy.jpg")
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lookalike.cli",
+                "index",
+                str(folder),
+                "--db",
+                pg_uri,
+                "--batch-size",
+                "4",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for folder in (root, root / "b")  # the second is inside the first
+    ]
+    for run in runs:
+        _out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+    with Collection.open(pg_uri) as collection:
+        assert len(collection) == 25
+        states = collection.store.file_states()
+        assert len(states) == 26 and states[str(root / "a" / "bad.jpg")].skipped
+        again = collection.add([root])
+        assert (again.added, again.updated, again.unchanged, again.skipped_before) == (0, 0, 25, 1)
+
+
+def test_a_killed_writer_loses_nothing_committed(pg_uri: str, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_indexing import _SLOW_INDEX
+
+    folder = tmp_path / "imgs"
+    total = 60
+    for i in range(total):
+        make_image(folder / f"{i:03}.jpg", seed=i)
+    store = PostgresStore(pg_uri)
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_INDEX, str(folder), pg_uri])
+    deadline = time.monotonic() + 120
+    while store.count() < 12 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = store.count()
+    store.close()
+    assert 12 <= done < total, "the run should have been killed part-way"
+    assert done % 4 == 0  # whole batches of 4, never part of one
+    with Collection.open(pg_uri) as collection:
+        report = collection.add([folder])
+        assert report.unchanged == done
+        assert report.added == total - done
+        assert len(collection) == total
