@@ -594,7 +594,7 @@ def test_bad_file_raises_decode_error(
         load_image(path)
 
     assert reason in caught.value.reason
-    assert str(caught.value) == caught.value.reason
+    assert str(caught.value) == f"{path}: {caught.value.reason}"  # names the file
     assert snapshot(path) == before
 
 

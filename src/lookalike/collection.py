@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -31,9 +32,11 @@ from lookalike.categories import (
 )
 from lookalike.compression import Pca
 from lookalike.decode import load_image
+from lookalike.errors import EmptyCollectionError, NoCollectionError, NotInCollectionError
 from lookalike.features import Localize
 from lookalike.indexer import IndexReport, Plan
 from lookalike.models import DESCRIPTOR_VERSION, Embedder, ModelSpec, builtin_spec
+from lookalike.paths import existing_paths, expand_paths
 from lookalike.search import QueryOutcome, SearchResult, results_for
 from lookalike.store import Box, Store, VectorChanges
 from lookalike.vector_index import ExactIndex
@@ -62,15 +65,24 @@ class Collection:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str] | None = None, *, model: str | ModelSpec | None = None
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        model: str | ModelSpec | None = None,
+        create: bool = True,
     ) -> Collection:
         """Open or create the collection at ``path`` (default: :func:`config.default_db`).
+
+        With ``create=False`` a missing collection raises
+        :class:`~lookalike.errors.NoCollectionError` and nothing is created on disk.
 
         A new collection uses ``model`` (default: EfficientNet-Lite0); an existing one keeps
         the model it was built with, and asking for another one is an error, since vectors of
         different models cannot be compared.
         """
         path = Path(path).expanduser() if path is not None else config.default_db()
+        if not create and not path.is_file():
+            raise NoCollectionError(path)
         store = Store(path)
         wanted = builtin_spec(model) if isinstance(model, str) else model
         stored = store.get_meta("model")
@@ -129,9 +141,17 @@ class Collection:
     # --- indexing --------------------------------------------------------------------------
 
     def plan(self, paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False) -> Plan:
-        """What ``add`` would do: new or changed files to embed, vanished ones to drop."""
-        candidates, folders = indexer.candidates_for(paths, all_files=all_files)
-        return indexer.plan(self.store, candidates, folders)
+        """What ``add`` would do: new or changed files to embed, vanished ones to drop.
+
+        ``~`` is expanded; a path that does not exist raises
+        :class:`~lookalike.errors.MissingPathError` (a ``FileNotFoundError``) naming it.
+        """
+        left_out: Counter[str] = Counter()
+        candidates, folders = indexer.candidates_for(
+            existing_paths(paths), all_files=all_files, left_out=left_out
+        )
+        work = indexer.plan(self.store, candidates, folders)
+        return dataclasses.replace(work, left_out=dict(sorted(left_out.items())))
 
     def add(
         self,
@@ -146,7 +166,9 @@ class Collection:
         changed ones re-embedded, and files gone from a given folder are removed."""
         work = work or self.plan(paths, all_files=all_files)
         if not work.todo and not work.vanished:
-            report = IndexReport(unchanged=work.unchanged)
+            report = IndexReport(
+                unchanged=work.unchanged, skipped_before=work.skipped_before, left_out=work.left_out
+            )
         else:
             report = indexer.run(
                 self.store, self.index_embedder, work, batch_size=batch_size, progress=progress
@@ -155,12 +177,21 @@ class Collection:
         return report
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
-        """Remove files, or every file below folders, from the index; returns the count."""
+        """Remove files, or every file below folders, from the index; returns the count.
+
+        Paths of which the collection knows nothing (neither indexed nor holding indexed
+        files) raise :class:`~lookalike.errors.NotInCollectionError`, and nothing is removed.
+        """
         doomed: list[str] = []
-        for raw in paths:
-            path = os.path.abspath(raw)
+        unknown: list[str] = []
+        for path in expand_paths(paths):
+            below = self.store.file_states(path)
+            if not below and path not in self.store.file_states(os.path.dirname(path)):
+                unknown.append(path)
             doomed.append(path)
-            doomed.extend(self.store.file_states(path))
+            doomed.extend(below)
+        if unknown:
+            raise NotInCollectionError(unknown)
         removed = self.store.remove(doomed)
         self.refresh_models()
         return removed
@@ -301,7 +332,8 @@ class Collection:
                 vectors[i] = np.asarray(query, dtype=np.float32).ravel()
                 continue
             if isinstance(query, (str, os.PathLike)):
-                found = self.store.lookup(os.path.abspath(query))
+                query = expand_paths([query])[0]
+                found = self.store.lookup(query)
                 if found is not None:
                     own_ids[i], vectors[i] = found
                     continue
@@ -370,8 +402,12 @@ class Collection:
         ``coverage`` are searched, unless that takes more than ``max_categories``: then
         the prediction is unsure and the whole collection is searched (``searched`` None).
         """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
         if not queries:
             return []
+        if len(self) == 0:
+            raise EmptyCollectionError(self.store.path)
         raw, own_ids, query_boxes = self._describe_queries(queries, localize)
         index = self.index()
         vectors = self._pca.transform(raw) if self._pca is not None else raw

@@ -52,14 +52,16 @@ _MAX_REASON_DETAIL = 120
 
 
 class DecodeError(Exception):
-    """Raised when a file cannot be used as an image; `reason` is short, human-readable."""
+    """Raised when a file cannot be used as an image; `reason` is short, human-readable, and
+    `path` the file's (None for bytes); ``str()`` names both."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, path: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.path = path
 
     def __str__(self) -> str:
-        return self.reason
+        return f"{self.path}: {self.reason}" if self.path is not None else self.reason
 
 
 def load_image(
@@ -84,8 +86,13 @@ def load_image(
     """
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be at least 1, got {min_side}")
-    data = _read_source(source, max_bytes)
-    return _decode(data, min_side=min_side, max_pixels=max_pixels)
+    try:
+        data = _read_source(source, max_bytes)
+        return _decode(data, min_side=min_side, max_pixels=max_pixels)
+    except DecodeError as exc:
+        if not isinstance(source, bytes | bytearray | memoryview):
+            exc.path = os.fspath(source)
+        raise
 
 
 # --- reading --------------------------------------------------------------------------------

@@ -58,7 +58,14 @@ def read_labels(root: Path, labels_csv: Path | None = None) -> dict[str, str]:
     if labels_csv is not None:
         base = labels_csv.parent
         with labels_csv.open(newline="") as handle:
-            for row in csv.DictReader(handle):
+            reader = csv.DictReader(handle)
+            missing = {"path", "class_name"} - set(reader.fieldnames or ())
+            if missing:
+                raise ValueError(
+                    f"{labels_csv}: needs a header with the columns path,class_name; "
+                    f"it has {','.join(reader.fieldnames or ()) or 'none'}"
+                )
+            for row in reader:
                 labels[os.path.abspath(base / row["path"])] = row["class_name"]
         return labels
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):

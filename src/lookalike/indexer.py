@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +51,10 @@ class IndexReport:
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: Files skipped on an earlier run and unchanged since (their reasons: ``lookalike info``).
+    skipped_before: int = 0
+    #: Files in the given folders left out because of their type: extension -> count.
+    left_out: dict[str, int] = field(default_factory=dict)
 
     @property
     def embedded(self) -> int:
@@ -67,6 +71,8 @@ class IndexReport:
             "removed": self.removed,
             "unchanged": self.unchanged,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "skipped_before": self.skipped_before,
+            "left_out": self.left_out,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
         }
@@ -80,12 +86,17 @@ class Plan:
     new_paths: frozenset[str]
     vanished: list[str]
     unchanged: int
+    skipped_before: int = 0
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
-def walk_images(root: Path, *, all_files: bool = False) -> Iterator[Candidate]:
+def walk_images(
+    root: Path, *, all_files: bool = False, left_out: Counter[str] | None = None
+) -> Iterator[Candidate]:
     """Regular files below ``root``, recursively, skipping hidden files and folders.
 
-    Symbolic links to files are followed, links to folders are not (no cycles).
+    Symbolic links to files are followed, links to folders are not (no cycles). Files left
+    out because of their extension are counted in ``left_out`` (extension -> count).
     """
     stack = [root]
     while stack:
@@ -104,7 +115,10 @@ def walk_images(root: Path, *, all_files: bool = False) -> Iterator[Candidate]:
                     continue
                 if not entry.is_file():
                     continue
-                if not all_files and Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS:
+                suffix = Path(entry.name).suffix.lower()
+                if not all_files and suffix not in IMAGE_EXTENSIONS:
+                    if left_out is not None:
+                        left_out[suffix or "(none)"] += 1
                     continue
                 stat = entry.stat()
             except OSError as exc:
@@ -114,7 +128,10 @@ def walk_images(root: Path, *, all_files: bool = False) -> Iterator[Candidate]:
 
 
 def candidates_for(
-    paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    all_files: bool = False,
+    left_out: Counter[str] | None = None,
 ) -> tuple[list[Candidate], list[str]]:
     """Expand files and folders into candidates; also return the folders, made absolute."""
     found: list[Candidate] = []
@@ -123,7 +140,7 @@ def candidates_for(
         path = Path(os.path.abspath(raw))
         if path.is_dir():
             folders.append(str(path))
-            found.extend(walk_images(path, all_files=all_files))
+            found.extend(walk_images(path, all_files=all_files, left_out=left_out))
         else:
             try:
                 stat = path.stat()
@@ -140,6 +157,7 @@ def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
     known = store.file_states()
     todo: list[Candidate] = []
     unchanged = 0
+    skipped_before = 0
     seen: set[str] = set()
     for candidate in candidates:
         if candidate.path in seen:
@@ -147,13 +165,16 @@ def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
         seen.add(candidate.path)
         state = known.get(candidate.path)
         if state and (state.size, state.mtime_ns) == (candidate.size, candidate.mtime_ns):
-            unchanged += 1
+            if state.skipped:
+                skipped_before += 1
+            else:
+                unchanged += 1
         else:
             todo.append(candidate)
     prefixes = tuple(folder.rstrip("/") + "/" for folder in folders)
     vanished = sorted(p for p in known if p not in seen and p.startswith(prefixes))
     new_paths = frozenset(c.path for c in todo if c.path not in known or known[c.path].skipped)
-    return Plan(todo, new_paths, vanished, unchanged)
+    return Plan(todo, new_paths, vanished, unchanged, skipped_before)
 
 
 @dataclass(frozen=True)
@@ -235,7 +256,9 @@ def run(
     takes their core. Batches are written in order, each in its own transaction.
     """
     started = time.perf_counter()
-    report = IndexReport(unchanged=work.unchanged)
+    report = IndexReport(
+        unchanged=work.unchanged, skipped_before=work.skipped_before, left_out=work.left_out
+    )
     if work.vanished:
         report.removed = store.remove(work.vanished)
     batches = [work.todo[i : i + batch_size] for i in range(0, len(work.todo), batch_size)]

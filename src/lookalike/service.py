@@ -71,8 +71,10 @@ import lookalike
 from lookalike import config
 from lookalike.collection import Collection
 from lookalike.decode import SUPPORTED_FORMATS, DecodeError, load_image
+from lookalike.errors import EmptyCollectionError
 from lookalike.features import Localize
 from lookalike.models import Embedder, ModelError, ModelSpec, builtin_models, builtin_spec
+from lookalike.region import crop, parse_box
 from lookalike.search import QueryOutcome, SearchResult
 
 log = logging.getLogger(__name__)
@@ -1165,6 +1167,23 @@ MinScore = Annotated[
     float | None, Query(ge=-1.0, le=1.0, description="leave out results scoring lower")
 ]
 ByCategory = Annotated[bool, Query(description="only results of the query's predicted category")]
+RegionQuery = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9.]+,[0-9.]+,[0-9.]+,[0-9.]+$",
+        description="search only this region of the query: x0,y0,x1,y1 as fractions 0..1",
+        examples=["0.1,0.2,0.6,0.9"],
+    ),
+]
+
+
+def _region(box: str | None) -> tuple[float, float, float, float] | None:
+    try:
+        return parse_box(box) if box is not None else None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
 LocalizeQuery = Annotated[
     Literal["mask", "crop", "saliency"] | None,
     Query(
@@ -1197,6 +1216,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served below from local files: FastAPI's default loads a CDN
     )
+
+    @app.exception_handler(EmptyCollectionError)
+    async def empty_collection(request: Any, exc: EmptyCollectionError) -> JSONResponse:
+        return JSONResponse({"detail": "this collection is empty: add images first"}, 409)
+
     app.state.service = service
     bearer = HTTPBearer(auto_error=False, description="the server's API token")
     write = [Depends(bearer)]
@@ -1439,18 +1463,24 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         min_score: MinScore = None,
         by_category: ByCategory = False,
         localize: LocalizeQuery = None,
+        box: RegionQuery = None,
     ) -> SearchResponse:
-        """The indexed images most like an uploaded one, best first. Needs no token."""
+        """The indexed images most like an uploaded one (or the ``box`` region of it), best
+        first. Needs no token. An empty collection answers 409."""
         started = time.perf_counter()
+        region = _region(box)
         data = await _read_upload(file, service)
         filename = file.filename or "upload"
 
         def prepare() -> tuple[Collection, QueryBatcher, Image.Image]:
             collection = service.collection(name)
+            if len(collection) == 0:
+                raise EmptyCollectionError(collection.store.path)
             batcher = service.batcher(collection.spec)
-            side = _decode_side(batcher.embedder) * (2 if localize in ("crop", "saliency") else 1)
+            bigger = localize in ("crop", "saliency") or region is not None
+            side = _decode_side(batcher.embedder) * (2 if bigger else 1)
             image = service.decode_upload(data, filename, side)
-            return collection, batcher, image
+            return collection, batcher, crop(image, region) if region else image
 
         collection, batcher, image = await run_in_threadpool(prepare)
         if by_category or localize is not None:
@@ -1482,16 +1512,24 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         k: K = config.DEFAULT_K,
         min_score: MinScore = None,
         by_category: ByCategory = False,
+        box: RegionQuery = None,
     ) -> SearchResponse:
-        """More like this: the indexed images most like an indexed one, itself left out."""
+        """More like this: the indexed images most like an indexed one (or the ``box`` region
+        of it), itself left out."""
         started = time.perf_counter()
+        region = _region(box)
         collection = service.collection(name)
         path = service.path_of(collection, image_id)
         # The library's "more like this": an indexed file searches with its stored vector and
         # is left out of its results (should the file have changed since, with its content).
+        # A region of it is decoded and described afresh.
         try:
+            query: Any = path
+            if region is not None:
+                side = 2 * _decode_side(service.batcher(collection.spec).embedder)
+                query = crop(load_image(path, min_side=side), region)
             outcome = service.search_direct(
-                collection, path, k=k + 1, min_score=min_score, by_category=by_category
+                collection, query, k=k + 1, min_score=min_score, by_category=by_category
             )
         except DecodeError as exc:
             raise HTTPException(404, f"image {image_id} is no longer readable: {exc}") from None
