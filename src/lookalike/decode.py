@@ -25,6 +25,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lookalike import config
@@ -33,8 +34,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SUPPORTED_FORMATS", "DecodeError", "load_image"]
 
-#: Pillow format names that :func:`load_image` accepts.
-SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+#: Pillow format names that :func:`load_image` accepts. HEIF (.heic/.heif: iPhone photos) is
+#: decoded by pillow-heif's opener, registered below; AVIF by Pillow itself (>= 11.3).
+SUPPORTED_FORMATS: frozenset[str] = frozenset(
+    {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF"}
+)
+
+# The HEIF opener, without its thumbnail images (only the primary image is ever decoded).
+pillow_heif.register_heif_opener(thumbnails=False)
 
 #: Formats whose decoder can scale by 1/2, 1/4 or 1/8 while decoding (Pillow's draft mode).
 _DRAFT_FORMATS: Final = frozenset({"JPEG", "MPO"})
@@ -42,7 +49,7 @@ _DRAFT_FORMATS: Final = frozenset({"JPEG", "MPO"})
 #: The order in which Pillow tries its openers: most common first. MPO is absent on purpose:
 #: Pillow has no opener registered under that name, the JPEG opener returns an MPO image when
 #: the file carries multi-picture data.
-_OPEN_ORDER: Final = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+_OPEN_ORDER: Final = ("JPEG", "PNG", "HEIF", "WEBP", "AVIF", "GIF", "TIFF", "BMP")
 
 #: Modes whose samples do not fit in 8 bits; Pillow's own ``convert`` clips them to 0..255,
 #: which turns a 16-bit photo all white.

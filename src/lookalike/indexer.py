@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 #: sidecars (.xmp, .json, .txt) are not reported as bad images. ``all_files=True`` widens it.
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
+    | {".heic", ".heif", ".hif", ".avif"}
 )
 
 

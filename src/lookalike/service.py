@@ -94,6 +94,8 @@ _SUFFIXES = {
     "GIF": ".gif",
     "BMP": ".bmp",
     "TIFF": ".tif",
+    "HEIF": ".heic",
+    "AVIF": ".avif",
 }
 _MEDIA_TYPES = {
     "JPEG": "image/jpeg",
@@ -103,6 +105,8 @@ _MEDIA_TYPES = {
     "GIF": "image/gif",
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
+    "HEIF": "image/heic",
+    "AVIF": "image/avif",
 }
 
 THUMBNAIL_SIDE = 256
