@@ -315,7 +315,10 @@ def _classify(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from lookalike.evaluate import EvalConfig, compare, plot_precision_recall, read_labels
+    from lookalike.extras import require
 
+    if args.plot:
+        require("plots", "eval --plot")  # before the evaluation, not after it
     root = Path(args.dir)
     labels = read_labels(root, args.labels)
     if args.compare:
@@ -409,7 +412,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(
         "\nnext:\n"
         f"  lookalike search YOUR_PHOTO.jpg --db {db}\n"
-        f"  lookalike search {query} --db {db} --plot results.png   # needs lookalike[plots]\n"
+        f"  lookalike search {query} --db {db} --plot results.png   # drawn\n"
         f"  lookalike serve --db {db}   # a web page at http://127.0.0.1:8000; lookalike[serve]\n"
         "  lookalike index ~/Pictures    # your own photos, into the default collection"
     )
@@ -418,6 +421,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     """Serve the HTTP API and the web page until interrupted."""
+    from lookalike.extras import require
+
+    require("serve", "lookalike serve")
     from lookalike.service import ServiceSettings, read_token, serve
 
     db = args.db

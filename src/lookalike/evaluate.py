@@ -355,7 +355,11 @@ def _scanned_fraction(searched: list[frozenset[str] | None], labels: list[str]) 
 
 
 def plot_precision_recall(results: list[ComparedConfig], out: Path, title: str) -> None:
-    """Interpolated precision-recall curves of the compared configurations."""
+    """Interpolated precision-recall curves of the compared configurations (needs the
+    ``plots`` extra)."""
+    from lookalike.extras import require
+
+    require("plots", "plot_precision_recall")
     import matplotlib
 
     matplotlib.use("Agg")
