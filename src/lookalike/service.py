@@ -183,6 +183,7 @@ class Hit(BaseModel):
     box: tuple[float, float, float, float] | None = Field(
         default=None, description="where the object is, relative x0, y0, x1, y1"
     )
+    weak: bool = Field(default=False, description=f"a weak match: score below {config.WEAK_MATCH}")
     image_url: str
     thumbnail_url: str
 
@@ -877,6 +878,7 @@ class Service:
                 category=getattr(r, "category", None),
                 cluster=getattr(r, "cluster", None),
                 box=getattr(r, "box", None),
+                weak=r.score < config.WEAK_MATCH,
                 image_url=f"/collections/{name}/images/{r.id}",
                 thumbnail_url=f"/collections/{name}/images/{r.id}/thumbnail",
             )
