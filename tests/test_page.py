@@ -383,3 +383,25 @@ def test_weak_matches_are_dimmed(open_page, server: str, tmp_path: Path) -> None
     expect(page.locator("#results .card")).to_have_count(12)
     expect(page.locator("#results .card.weak")).to_have_count(12)
     expect(page.locator("#query-meta")).to_contain_text("only weak matches")
+
+
+def test_the_box_localization_found_is_shown(open_page, server: str, panda_query: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page("desktop")
+    ready(page, server + "/")
+    page.set_input_files("#file", str(panda_query))
+    expect(page.locator("#results .card")).to_have_count(12)
+    expect(page.locator("#query-box")).to_be_hidden()
+    page.check("#localize")
+    expect(page.locator("#query-meta")).to_contain_text(
+        re.compile(r"for the object found \(red box\)|no object found: whole photo")
+    )
+    assert query_of(page)["loc"] == "1"
+    box = page.locator("#query-box")
+    if "for the object found" in page.locator("#query-meta").inner_text():
+        expect(box).to_be_visible()
+    else:
+        expect(box).to_be_hidden()
+    page.reload()  # the option is in the address too
+    expect(page.locator("#localize")).to_be_checked()

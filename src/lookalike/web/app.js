@@ -331,7 +331,10 @@ function showResults(found, p) {
   if (!p.get("box") && Array.isArray(found.query_box) && found.query_box.length === 4) {
     placeBox($("#query-box"), found.query_box);
   }
-  const what = p.get("box") ? "in the box" : "";
+  let what = p.get("box") ? "in the box" : "";
+  if (!what && p.get("loc") === "1") {
+    what = Array.isArray(found.query_box) ? "for the object found (red box)" : "(no object found: whole photo)";
+  }
   const weak = found.results.length > 0 && found.results.every((r) => r.weak);
   $("#query-status").textContent =
     `${plural(found.results.length, "result")}${what ? ` ${what}` : ""} in ${found.took_ms.toFixed(0)} ms` +
