@@ -11,7 +11,6 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from lookalike import __version__, config
 
@@ -541,14 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
     verbose.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log what happens"
     )
-    add_parser = commands.add_parser
 
-    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return add_parser(name, parents=[verbose], **kwargs)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, parents=[verbose])
+        sub.set_defaults(command_parser=sub)  # for errors found after parsing (see _parse)
+        return sub
 
-    commands.add_parser = add_command  # type: ignore[method-assign]
-
-    p = commands.add_parser("index", help="index folders or files (incremental)")
+    p = command("index", help="index folders or files (incremental)")
     p.add_argument("paths", nargs="+", help="folders (walked recursively) or image files")
     _add_db(p)
     _add_model(p)
@@ -583,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--whiten", action="store_true", help="whiten when compressing")
     p.set_defaults(run=_index)
 
-    p = commands.add_parser("search", help="find the indexed images most like each query")
+    p = command("search", help="find the indexed images most like each query")
     p.add_argument("images", nargs="+", help="query image files (indexed ones too)")
     _add_db(p)
     _add_k(p, config.DEFAULT_K, "results per query")
@@ -617,14 +615,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_search)
 
-    p = commands.add_parser("classify", help="predict the categories of images")
+    p = command("classify", help="predict the categories of images")
     p.add_argument("images", nargs="+")
     _add_db(p)
     _add_k(p, 5, "categories per image")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_classify)
 
-    p = commands.add_parser("eval", help="leave-one-out retrieval quality on a labelled folder")
+    p = command("eval", help="leave-one-out retrieval quality on a labelled folder")
     p.add_argument("dir", help="folder of images")
     p.add_argument(
         "--labels",
@@ -654,22 +652,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_eval)
 
-    p = commands.add_parser("remove", help="remove files or folders from the index")
+    p = command("remove", help="remove files or folders from the index")
     p.add_argument("paths", nargs="+")
     _add_db(p)
     p.set_defaults(run=_remove)
 
-    p = commands.add_parser("info", help="what a collection holds")
+    p = command("info", help="what a collection holds")
     _add_db(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_info)
 
-    p = commands.add_parser("demo", help="index the bundled sample photos and search them")
+    p = command("demo", help="index the bundled sample photos and search them")
     _add_db(p, default=config.demo_db())
     _add_k(p, 5, "results")
     p.set_defaults(run=_demo)
 
-    p = commands.add_parser("serve", help="HTTP API and web page to search by photo")
+    p = command("serve", help="HTTP API and web page to search by photo")
     _add_db(p)
     p.add_argument(
         "--collections",
@@ -709,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lookalike.clustering import MIN_CLUSTER_SIZE
     from lookalike.duplicates import DEFAULT_THRESHOLD
 
-    p = commands.add_parser("cluster", help="group the collection; store each image's cluster")
+    p = command("cluster", help="group the collection; store each image's cluster")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument(
         "-k",
@@ -737,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cluster)
 
-    p = commands.add_parser("duplicates", help="groups of near-duplicate images")
+    p = command("duplicates", help="groups of near-duplicate images")
     _add_db(p)
     p.add_argument(
         "--threshold",
@@ -752,11 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse; an unknown option is reported with the usage of its command, not the top one."""
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
     if unknown:
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
 
 

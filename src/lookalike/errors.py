@@ -17,9 +17,6 @@ class MissingPathError(FileNotFoundError):
         shown = ", ".join(paths)
         super().__init__(f"no such file or folder: {shown}")
 
-    def __str__(self) -> str:
-        return str(self.args[0])
-
 
 class NoCollectionError(FileNotFoundError):
     """Opening a collection that does not exist, where creating one was not asked for."""
@@ -29,9 +26,6 @@ class NoCollectionError(FileNotFoundError):
         super().__init__(
             f"no collection at {path}: create it with `lookalike index DIR --db {path}`"
         )
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class EmptyCollectionError(ValueError):
