@@ -122,19 +122,23 @@ def test_search_by_upload_then_more_like_this(
     assert scores == sorted(scores, reverse=True)
     assert all(0 < score <= 1 for score in scores)
     assert all("/panda/" in path for _, _, path in facts[:4]), facts
-    # Thumbnails really loaded.
+    # Thumbnails really loaded; cards say the folder as well as the name.
     first_img = page.locator("#results .card img").first
     expect(first_img).to_have_js_property("complete", True)
     assert first_img.evaluate("img => img.naturalWidth") > 0
+    expect(page.locator("#results .card .folder").first).to_have_text(re.compile(r"/panda$"))
     screenshot(page, "search")
 
-    # Click a result: "more like this" by its id, itself left out.
+    # Click a result: its full-size view; "more like this" from there, by its id.
     clicked_id, _, clicked_path = facts[1]
     page.locator("#results .card").nth(1).click()
+    expect(page.locator("#viewer")).to_be_visible()
+    expect(page.locator("#viewer-name")).to_have_text(Path(clicked_path).name)
+    page.click("#viewer-similar")
+    expect(page.locator("#viewer")).to_be_hidden()
     expect(page.locator("#query-title")).to_have_text(
         re.compile(r"^More like " + re.escape(Path(clicked_path).name))
     )
-    expect(page.locator("#query-meta")).to_contain_text(f"#{clicked_id}")
     expect(page.locator("#results .card")).to_have_count(12)
     similar = card_facts(page)
     assert clicked_id not in [card_id for card_id, _, _ in similar]
@@ -147,6 +151,7 @@ def test_search_by_upload_then_more_like_this(
     expect(page.locator("#page-info")).to_have_text("1\u201330 of 30")  # en dash
     screenshot(page, "browse")
     page.locator("#browse .card").first.click()
+    page.click("#viewer-similar")
     expect(page.locator("#tab-search")).to_be_visible()
     expect(page.locator("#query-title")).to_contain_text("More like")
     assert errors == []

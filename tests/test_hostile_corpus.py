@@ -66,6 +66,7 @@ def test_index_over_the_hostile_corpus(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["index", str(corpus), "--db", db, "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert (again["added"], again["updated"], again["removed"]) == (0, 0, 0)
-    assert again["unchanged"] == len(states)
+    assert again["unchanged"] == len(indexed)
+    assert again["unchanged"] + again["skipped_before"] == len(states)
     after = {**_fingerprint(corpus), **_fingerprint(tmp_path / "corpus-outside")}
     assert after == before

@@ -47,7 +47,7 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_indexed(
         # unchanged bad files are remembered, not decoded again
         again = collection.add([photos])
         assert (again.added, again.updated, again.skipped) == (0, 0, [])
-        assert again.unchanged == 31 + len(bad)
+        assert (again.unchanged, again.skipped_before) == (31, len(bad))
 
 
 def test_incremental_add_change_remove(tmp_path: Path) -> None:

@@ -13,10 +13,55 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from lookalike import config
+from lookalike import __version__, config
+from lookalike.errors import LookalikeError
 from lookalike.paths import printable
 
 log = logging.getLogger("lookalike")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _cosine(text: str) -> float:
+    """A cosine similarity bound: -1..1."""
+    value = float(text)
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a cosine is between -1 and 1, got {value}")
+    return value
+
+
+def _threshold(text: str) -> float:
+    """A near-duplicate cutoff: above 0 (below, every image would pair with many), at most 1."""
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {value}")
+    return value
+
+
+def _dumps(value: object) -> str:
+    """JSON as written for people too: non-ASCII characters kept as they are."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _shown(path: str) -> str:
+    """A path fit for one line of text output: control characters (a newline in a file name)
+    and undecodable bytes are written as escapes, so that one file is always one line."""
+    path = printable(path)
+    if path.isprintable():
+        return path
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
 
 
 def _floats3(text: str) -> tuple[float, float, float]:
@@ -26,12 +71,21 @@ def _floats3(text: str) -> tuple[float, float, float]:
     return parts[0], parts[1], parts[2]
 
 
-def _add_db(parser: argparse.ArgumentParser) -> None:
+def _add_db(parser: argparse.ArgumentParser, default: Path | None = None) -> None:
+    shown = default or f"$LOOKALIKE_DB or {config.default_db()}"
+    parser.add_argument("--db", type=Path, default=None, help=f"collection file (default: {shown})")
+
+
+def _add_k(parser: argparse.ArgumentParser, default: int, what: str) -> None:
+    """``-k``/``--top``: how many of something, the same option name in every command."""
     parser.add_argument(
-        "--db",
-        type=Path,
-        default=None,
-        help=f"collection file (default: $LOOKALIKE_DB or {config.default_db()})",
+        "-k",
+        "--top",
+        dest="k",
+        type=_positive_int,
+        default=default,
+        metavar="K",
+        help=f"{what} (default: {default})",
     )
 
 
@@ -91,16 +145,19 @@ def _model_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return spec.with_options(pooling=args.pooling, scales=args.scales, localize=args.localize)
 
 
-def _open(args: argparse.Namespace, *, with_model: bool = False):  # type: ignore[no-untyped-def]
+def _open(args: argparse.Namespace, *, with_model: bool = False, create: bool = False):  # type: ignore[no-untyped-def]
+    """The collection of ``--db``; only ``index`` (``create``) makes a new one."""
     from lookalike.collection import Collection
 
-    return Collection.open(args.db, model=_model_spec(args) if with_model else None)
+    return Collection.open(args.db, model=_model_spec(args) if with_model else None, create=create)
 
 
 def _index(args: argparse.Namespace) -> int:
     from lookalike.evaluate import read_labels
+    from lookalike.paths import existing_paths
 
-    with _open(args, with_model=True) as collection:
+    existing_paths(args.paths)  # a typo'd folder stops here, before a collection is created
+    with _open(args, with_model=True, create=True) as collection:
         if args.pca is not None:
             collection.set_compression(args.pca or None, whiten=args.whiten)
         report = _index_with_progress(collection, args.paths, args.all_files, args.batch_size)
@@ -116,7 +173,7 @@ def _index(args: argparse.Namespace) -> int:
         summary = report.as_dict()
         summary["categories"] = len(collection.categories())
         if args.json:
-            print(json.dumps(summary))
+            print(_dumps(summary))
         else:
             _print_report(report)
             if labels:
@@ -139,13 +196,23 @@ def _index_with_progress(collection, paths, all_files: bool, batch_size: int):  
 
 
 def _print_report(report) -> None:  # type: ignore[no-untyped-def]
+    skipped = f"skipped {len(report.skipped)}"
+    if report.skipped_before:
+        skipped += f" (and {report.skipped_before} skipped before, unchanged: `lookalike info`)"
     print(
         f"added {report.added}, updated {report.updated}, removed {report.removed}, "
-        f"unchanged {report.unchanged}, skipped {len(report.skipped)} "
+        f"unchanged {report.unchanged}, {skipped} "
         f"in {report.seconds:.1f} s ({report.images_per_second:.0f} images/s)"
     )
     for path, reason in report.skipped:
-        print(f"  skipped {printable(path)}: {reason}")
+        print(f"  skipped {_shown(path)}: {reason}")
+    if report.left_out:
+        kinds = ", ".join(f"{n} {ext}" for ext, n in report.left_out.items())
+        total = sum(report.left_out.values())
+        print(
+            f"  left out {total} file{'' if total == 1 else 's'} that are not images by "
+            f"their extension ({kinds}); --all-files tries every file"
+        )
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -159,6 +226,12 @@ def _search(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        if args.by_category and collection.classifier() is None:
+            print(
+                f"warning: {collection.store.path} has no categories (index with --labels or "
+                "--categories-from-folders): --by-category searches everything",
+                file=sys.stderr,
+            )
         for query in args.images:
             try:
                 (outcome,) = collection.search_detailed(
@@ -172,33 +245,46 @@ def _search(args: argparse.Namespace) -> int:
             except DecodeError as exc:
                 status = 1
                 if args.json:
-                    print(json.dumps({"query": query, "error": exc.reason, "results": []}))
+                    print(_dumps({"query": query, "error": exc.reason, "results": []}))
                 else:
-                    print(f"{printable(query)}: cannot search: {exc.reason}", file=sys.stderr)
+                    print(f"{_shown(query)}: cannot search: {exc.reason}", file=sys.stderr)
                 continue
             results = outcome.results
             if args.json:
                 line: dict[str, object] = {
                     "query": query,
-                    "results": [r.as_dict() for r in results],
+                    "results": [
+                        {**r.as_dict(), "weak": r.score < config.WEAK_MATCH} for r in results
+                    ],
                 }
                 if args.by_category:
                     line["searched_categories"] = outcome.searched
                     line["predictions"] = outcome.predictions
                 if outcome.query_box is not None:
                     line["query_box"] = [round(v, 4) for v in outcome.query_box]
-                print(json.dumps(line))
+                print(_dumps(line))
             else:
-                print(printable(query))
+                print(_shown(query))
                 if args.by_category:
                     where = ", ".join(outcome.searched) if outcome.searched else "everything"
                     print(f"  searched: {where}")
-                for rank, hit in enumerate(results, 1):
-                    label = f"  [{hit.category}]" if hit.category else ""
-                    print(f"  {rank:>3}  {hit.score:.4f}  {printable(hit.path)}{label}")
+                _print_hits(results)
             if args.plot is not None:
                 _plot_query(args.plot, args.images.index(query) + 1, query, results)
     return status
+
+
+def _print_hits(results) -> None:  # type: ignore[no-untyped-def]
+    """Ranked results, weak matches marked (and said so when every result is weak)."""
+    for rank, hit in enumerate(results, 1):
+        label = f"  [{hit.category}]" if hit.category else ""
+        weak = "  (weak)" if hit.score < config.WEAK_MATCH else ""
+        print(f"  {rank:>3}  {hit.score:.4f}  {_shown(hit.path)}{label}{weak}")
+    if results and all(hit.score < config.WEAK_MATCH for hit in results):
+        print(
+            f"  every match is weak (cosine < {config.WEAK_MATCH}): probably nothing like "
+            "this in the collection"
+        )
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -206,18 +292,25 @@ def _classify(args: argparse.Namespace) -> int:
 
     status = 0
     with _open(args) as collection:
+        source = "collection" if collection.classifier() is not None else "imagenet"
+        if source == "imagenet":
+            print(
+                f"note: {collection.store.path} has no categories (index with --labels or "
+                "--categories-from-folders): these are the model's ImageNet classes",
+                file=sys.stderr,
+            )
         for query in args.images:
             try:
-                predictions = collection.classify(query, top=args.top)
+                predictions = collection.classify(query, top=args.k)
             except DecodeError as exc:
-                print(f"{printable(query)}: cannot classify: {exc.reason}", file=sys.stderr)
+                print(f"{_shown(query)}: cannot classify: {exc.reason}", file=sys.stderr)
                 status = 1
                 continue
             if args.json:
                 top = [{"category": c, "probability": round(p, 4)} for c, p in predictions]
-                print(json.dumps({"query": query, "predictions": top}))
+                print(_dumps({"query": query, "source": source, "predictions": top}))
             else:
-                print(printable(query))
+                print(_shown(query))
                 for category, probability in predictions:
                     print(f"  {probability:6.1%}  {category}")
     return status
@@ -225,7 +318,10 @@ def _classify(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from lookalike.evaluate import EvalConfig, compare, plot_precision_recall, read_labels
+    from lookalike.extras import require
 
+    if args.plot:
+        require("plots", "eval --plot")  # before the evaluation, not after it
     root = Path(args.dir)
     labels = read_labels(root, args.labels)
     if args.compare:
@@ -254,7 +350,7 @@ def _eval(args: argparse.Namespace) -> int:
         plot_precision_recall(results, args.plot, f"{root.name}: precision-recall")
     if args.json:
         for result in results:
-            print(json.dumps(result.as_dict()))
+            print(_dumps(result.as_dict()))
         return 0
     first = results[0].scores
     print(f"{root}: {first.queries} queries, database {first.database}")
@@ -291,14 +387,14 @@ def _info(args: argparse.Namespace) -> int:
             "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
         }
     if args.json:
-        print(json.dumps(info))
+        print(_dumps(info))
     else:
         print(
-            f"{info['db']}: {info['images']} images, model {info['model']}, "
+            f"{_shown(str(info['db']))}: {info['images']} images, model {info['model']}, "
             f"{len(skipped)} skipped files"
         )
         for s in skipped:
-            print(f"  skipped {printable(s.path)}: {s.reason}")
+            print(f"  skipped {_shown(s.path)}: {s.reason}")
     return 0
 
 
@@ -307,7 +403,7 @@ def _demo(args: argparse.Namespace) -> int:
     from lookalike.collection import Collection
 
     sample = Path(__file__).parent / "sample"
-    db = args.db or config.data_dir() / "demo.db"
+    db = args.db or config.demo_db()
     query = str(sample / "queries" / "query_panda.jpg")
     with Collection.open(db) as collection:
         report = _index_with_progress(collection, [sample / "collection"], False, 32)
@@ -316,16 +412,30 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"\nquery: {query}")
         for rank, hit in enumerate(collection.search(query, k=args.k), 1):
             print(f"  {rank:>3}  {hit.score:.4f}  {os.path.relpath(hit.path, sample)}")
+    print(
+        "\nnext:\n"
+        f"  lookalike search YOUR_PHOTO.jpg --db {db}\n"
+        f"  lookalike search {query} --db {db} --plot results.png   # drawn\n"
+        f"  lookalike serve --db {db}   # a web page at http://127.0.0.1:8000; lookalike[serve]\n"
+        "  lookalike index ~/Pictures    # your own photos, into the default collection"
+    )
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     """Serve the HTTP API and the web page until interrupted."""
+    from lookalike.extras import require
+
+    require("serve", "lookalike serve")
     from lookalike.service import ServiceSettings, read_token, serve
 
     db = args.db
     if db is None and config.default_db().is_file():
         db = config.default_db()  # what `lookalike index` filled, as for every other command
+    if db is not None and not db.expanduser().is_file():
+        from lookalike.errors import NoCollectionError
+
+        raise NoCollectionError(db.expanduser())
     settings = ServiceSettings(
         collections_dir=args.collections or config.data_dir() / "collections",
         db=db.expanduser().resolve() if db is not None else None,
@@ -364,6 +474,13 @@ def _cluster(args: argparse.Namespace) -> int:
         if len(collection) == 0:
             print(f"error: {collection.store.path} is empty", file=sys.stderr)
             return 2
+        if args.k is not None and args.k > len(collection):
+            print(
+                f"error: {args.k} clusters of {len(collection)} images: use -k {len(collection)}"
+                " or less",
+                file=sys.stderr,
+            )
+            return 2
         report = collection.cluster(args.k, auto=args.auto, min_cluster_size=args.min_cluster_size)
         sheets = []
         if args.sheets is not None:
@@ -371,7 +488,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
             sheets = write_contact_sheets(collection, args.sheets, per_cluster=args.per_cluster)
     if args.json:
-        print(json.dumps({**report.as_dict(), "sheets": [str(p) for p in sheets]}))
+        print(_dumps({**report.as_dict(), "sheets": [str(p) for p in sheets]}))
         return 0
     noise = f", {report.noise} noise" if report.method == "hdbscan" else ""
     print(
@@ -397,7 +514,7 @@ def _duplicates(args: argparse.Namespace) -> int:
         images = len(collection)
     if args.json:
         found = [g.as_dict() for g in groups]
-        print(json.dumps({"threshold": args.threshold, "images": images, "groups": found}))
+        print(_dumps({"threshold": args.threshold, "images": images, "groups": found}))
         return 0
     members = sum(len(g) for g in groups)
     print(
@@ -411,7 +528,7 @@ def _duplicates(args: argparse.Namespace) -> int:
             f"cosine {group.min_score:.4f}-{group.max_score:.4f}"
         )
         for path, score in zip(group.paths, group.scores, strict=True):
-            print(f"  {score:.4f}  {printable(path)}")
+            print(f"  {score:.4f}  {_shown(path)}")
     return 0
 
 
@@ -420,9 +537,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lookalike", description="Search a folder of images by image."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser.add_argument("--version", action="version", version=f"lookalike {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    # -v also after the command; SUPPRESS keeps the top-level value when it is not given there.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log what happens"
+    )
 
-    p = commands.add_parser("index", help="index folders or files (incremental)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, parents=[verbose])
+        sub.set_defaults(command_parser=sub)  # for errors found after parsing (see _parse)
+        return sub
+
+    p = command("index", help="index folders or files (incremental)")
     p.add_argument("paths", nargs="+", help="folders (walked recursively) or image files")
     _add_db(p)
     _add_model(p)
@@ -431,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="consider every file, not only image file extensions",
     )
-    p.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
+    p.add_argument("--batch-size", type=_positive_int, default=config.BATCH_SIZE)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     group = p.add_argument_group("categories and compression")
     group.add_argument(
@@ -447,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--pca",
-        type=int,
+        type=_non_negative_int,
         nargs="?",
         const=config.PCA_DIMS,
         default=None,
@@ -457,11 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--whiten", action="store_true", help="whiten when compressing")
     p.set_defaults(run=_index)
 
-    p = commands.add_parser("search", help="find the indexed images most like each query")
+    p = command("search", help="find the indexed images most like each query")
     p.add_argument("images", nargs="+", help="query image files (indexed ones too)")
     _add_db(p)
-    p.add_argument("-k", type=int, default=config.DEFAULT_K, help="results per query")
-    p.add_argument("--min-score", type=float, default=None, help="lowest cosine to show")
+    _add_k(p, config.DEFAULT_K, "results per query")
+    p.add_argument("--min-score", type=_cosine, default=None, help="lowest cosine to show (-1..1)")
     p.add_argument("--json", action="store_true", help="one JSON line per query")
     p.add_argument(
         "--by-category",
@@ -477,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--expand",
-        type=int,
+        type=_non_negative_int,
         default=0,
         metavar="N",
         help="query expansion: average with the top N results and search again",
@@ -491,14 +619,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_search)
 
-    p = commands.add_parser("classify", help="predict the categories of images")
+    p = command("classify", help="predict the categories of images")
     p.add_argument("images", nargs="+")
     _add_db(p)
-    p.add_argument("--top", type=int, default=5)
+    _add_k(p, 5, "categories per image")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_classify)
 
-    p = commands.add_parser("eval", help="leave-one-out retrieval quality on a labelled folder")
+    p = command("eval", help="leave-one-out retrieval quality on a labelled folder")
     p.add_argument("dir", help="folder of images")
     p.add_argument(
         "--labels",
@@ -524,26 +652,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir", type=Path, default=None, help="keep the indexes here to reuse them"
     )
     _add_model(p)
-    p.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
+    p.add_argument("--batch-size", type=_positive_int, default=config.BATCH_SIZE)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_eval)
 
-    p = commands.add_parser("remove", help="remove files or folders from the index")
+    p = command("remove", help="remove files or folders from the index")
     p.add_argument("paths", nargs="+")
     _add_db(p)
     p.set_defaults(run=_remove)
 
-    p = commands.add_parser("info", help="what a collection holds")
+    p = command("info", help="what a collection holds")
     _add_db(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_info)
 
-    p = commands.add_parser("demo", help="index the bundled sample photos and search them")
-    _add_db(p)
-    p.add_argument("-k", type=int, default=5)
+    p = command("demo", help="index the bundled sample photos and search them")
+    _add_db(p, default=config.demo_db())
+    _add_k(p, 5, "results")
     p.set_defaults(run=_demo)
 
-    p = commands.add_parser("serve", help="HTTP API and web page to search by photo")
+    p = command("serve", help="HTTP API and web page to search by photo")
     _add_db(p)
     p.add_argument(
         "--collections",
@@ -552,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"folder of collections to serve (default: {config.data_dir() / 'collections'})",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_non_negative_int, default=8000)
     p.add_argument(
         "--root",
         type=Path,
@@ -573,33 +701,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload, in MB")
     p.add_argument(
-        "--max-upload-pixels", type=int, default=50_000_000, help="largest upload, in pixels"
+        "--max-upload-pixels",
+        type=_positive_int,
+        default=50_000_000,
+        help="largest upload, in pixels",
     )
     p.set_defaults(run=_serve)
 
     from lookalike.clustering import MIN_CLUSTER_SIZE
     from lookalike.duplicates import DEFAULT_THRESHOLD
 
-    p = commands.add_parser("cluster", help="group the collection; store each image's cluster")
+    p = command("cluster", help="group the collection; store each image's cluster")
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--k", type=int, help="k-means into this many clusters")
+    how.add_argument(
+        "-k",
+        "--k",
+        "--clusters",
+        dest="k",
+        type=_positive_int,
+        metavar="K",
+        help="k-means into this many clusters",
+    )
     how.add_argument(
         "--auto", action="store_true", help="HDBSCAN: finds the number itself, outliers = noise"
     )
     _add_db(p)
     p.add_argument(
-        "--min-cluster-size", type=int, default=MIN_CLUSTER_SIZE, help="--auto's smallest cluster"
+        "--min-cluster-size",
+        type=_positive_int,
+        default=MIN_CLUSTER_SIZE,
+        help=f"--auto's smallest cluster (default: {MIN_CLUSTER_SIZE})",
     )
     p.add_argument("--sheets", type=Path, default=None, help="write a contact sheet per cluster")
-    p.add_argument("--per-cluster", type=int, default=40, help="thumbnails per contact sheet")
+    p.add_argument(
+        "--per-cluster", type=_positive_int, default=40, help="thumbnails per contact sheet"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cluster)
 
-    p = commands.add_parser("duplicates", help="groups of near-duplicate images")
+    p = command("duplicates", help="groups of near-duplicate images")
     _add_db(p)
     p.add_argument(
         "--threshold",
-        type=float,
+        type=_threshold,
         default=DEFAULT_THRESHOLD,
         help=f"lowest cosine of two near-duplicates (default {DEFAULT_THRESHOLD})",
     )
@@ -608,23 +752,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; an unknown option is reported with the usage of its command, not the top one."""
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     _never_fail_to_print()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.run(args))
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {printable(str(exc))}", file=sys.stderr)
-        return 2
+        code = int(args.run(args))
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `lookalike info | head -1`: the reader has gone; stop quietly, as `cat` does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except sqlite3.Error as exc:
         # The store turns what it can foresee into StoreError; this is the rest: a database
         # damaged beyond its header, a disk that fills up mid-write (the transaction is
         # rolled back: what was committed stays as it was).
         print(f"error: {_db_name(args)}: {exc}", file=sys.stderr)
+        return 2
+    except (LookalikeError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permissions, a folder where a file should be...
         where = f": {printable(os.fsdecode(exc.filename))}" if exc.filename else ""

@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -31,11 +32,17 @@ from lookalike import clustering, config, duplicates, fitting, indexer, search
 from lookalike.categories import CategoryModel
 from lookalike.compression import Pca
 from lookalike.encoders import EncoderPool
-from lookalike.errors import InvalidInput
+from lookalike.errors import (
+    EmptyCollectionError,
+    InvalidInput,
+    NoCollectionError,
+    NotInCollectionError,
+)
 from lookalike.features import Localize
 from lookalike.indexer import IndexReport, Plan
 from lookalike.interfaces import ImageEncoder, MetadataStore, VectorIndex
 from lookalike.models import DESCRIPTOR_VERSION, Embedder, ModelSpec, builtin_spec
+from lookalike.paths import existing_paths, expand_paths
 from lookalike.search import Query, QueryOutcome, SearchResult
 from lookalike.snapshot import SearchSnapshot, SnapshotCache
 from lookalike.store import Store
@@ -74,9 +81,13 @@ class Collection:
         *,
         model: str | ModelSpec | None = None,
         encoders: EncoderPool | None = None,
+        create: bool = True,
     ) -> Collection:
         """Open or create the collection at ``path`` (default: :func:`config.default_db`):
         a SQLite file, or a store URL (see :mod:`lookalike.stores`).
+
+        With ``create=False`` a missing collection raises
+        :class:`~lookalike.errors.NoCollectionError` and nothing is created on disk.
 
         A new collection uses ``model`` (default: EfficientNet-Lite0); an existing one keeps
         the model it was built with, and asking for another one is an error, since vectors of
@@ -85,6 +96,8 @@ class Collection:
         target: str | os.PathLike[str] = config.default_db() if path is None else path
         if not is_url(target):
             target = Path(target).expanduser()
+            if not create and not target.is_file():
+                raise NoCollectionError(target)
         store = open_store(target)
         try:
             spec = _model_of(store, target, model)
@@ -136,9 +149,17 @@ class Collection:
         return self.writer.run(change)
 
     def plan(self, paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False) -> Plan:
-        """What ``add`` would do: new or changed files to embed, vanished ones to drop."""
-        candidates, folders = indexer.candidates_for(paths, all_files=all_files)
-        return indexer.plan(cast(Store, self.store), candidates, folders)
+        """What ``add`` would do: new or changed files to embed, vanished ones to drop.
+
+        ``~`` is expanded; a path that does not exist raises
+        :class:`~lookalike.errors.MissingPathError` (a ``FileNotFoundError``) naming it.
+        """
+        left_out: Counter[str] = Counter()
+        candidates, folders = indexer.candidates_for(
+            existing_paths(paths), all_files=all_files, left_out=left_out
+        )
+        work = indexer.plan(cast(Store, self.store), candidates, folders)
+        return dataclasses.replace(work, left_out=dict(sorted(left_out.items())))
 
     def add(
         self,
@@ -156,7 +177,9 @@ class Collection:
         write goes through the writer."""
         work = work or self.plan(paths, all_files=all_files)
         if not work.todo and not work.vanished:
-            report = IndexReport(unchanged=work.unchanged)
+            report = IndexReport(
+                unchanged=work.unchanged, skipped_before=work.skipped_before, left_out=work.left_out
+            )
         else:
             writes = cast(Store, _WritesThroughWriter(self.store, self.writer))
             embedder = cast(Embedder, self.index_embedder)
@@ -165,14 +188,24 @@ class Collection:
         return report
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
-        """Remove files, or every file below folders, from the index; returns the count."""
-        absolute = [os.path.abspath(raw) for raw in paths]
+        """Remove files, or every file below folders, from the index; returns the count.
+
+        Paths of which the collection knows nothing (neither indexed nor holding indexed
+        files) raise :class:`~lookalike.errors.NotInCollectionError`, and nothing is removed.
+        """
+        absolute = expand_paths(paths)
 
         def change() -> int:
             doomed: list[str] = []
+            unknown: list[str] = []
             for path in absolute:
+                below = self.store.file_states(path)
+                if not below and path not in self.store.file_states(os.path.dirname(path)):
+                    unknown.append(path)
                 doomed.append(path)
-                doomed.extend(self.store.file_states(path))
+                doomed.extend(below)
+            if unknown:
+                raise NotInCollectionError(unknown)
             removed = self.store.remove(doomed)
             fitting.refresh(self.store)
             return removed
@@ -291,8 +324,12 @@ class Collection:
         ``coverage`` are searched, unless that takes more than ``max_categories``: then
         the prediction is unsure and the whole collection is searched (``searched`` None).
         """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
         if not queries:
             return []
+        if len(self) == 0:
+            raise EmptyCollectionError(Path(str(getattr(self.store, "path", self.name))))
         described = self.describe(queries, localize=localize)
         return search.search(
             self.snapshot(),

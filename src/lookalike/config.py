@@ -33,6 +33,9 @@ INDEX_WORKERS = os.cpu_count() or 1
 
 # --- store and search -----------------------------------------------------------------------
 DEFAULT_K = 10
+#: Results below this cosine are shown as weak matches (see docs/EVALUATION.md, "Weak
+#: matches"): a query unlike anything in the collection still gets k results.
+WEAK_MATCH = 0.4
 
 # --- categories, compression, groups ---------------------------------------------------------
 #: Category-first search scans the smallest set of top categories whose predicted
@@ -62,6 +65,11 @@ def data_dir() -> Path:
     """Where collections live by default: $XDG_DATA_HOME/lookalike (~/.local/share/lookalike)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "lookalike"
+
+
+def demo_db() -> Path:
+    """Where ``lookalike demo`` puts the sample collection."""
+    return data_dir() / "demo.db"
 
 
 def default_db() -> Path:

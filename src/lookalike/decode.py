@@ -33,6 +33,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+import pillow_heif
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from lookalike import config
@@ -53,8 +54,14 @@ warnings.filterwarnings(
     "ignore", message="Corrupt EXIF data", category=UserWarning, module=r"PIL\."
 )
 
-#: Pillow format names that :func:`load_image` accepts.
-SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+#: Pillow format names that :func:`load_image` accepts. HEIF (.heic/.heif: iPhone photos) is
+#: decoded by pillow-heif's opener, registered below; AVIF by Pillow itself (>= 11.3).
+SUPPORTED_FORMATS: frozenset[str] = frozenset(
+    {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF"}
+)
+
+# The HEIF opener, without its thumbnail images (only the primary image is ever decoded).
+pillow_heif.register_heif_opener(thumbnails=False)
 
 #: Formats whose decoder can scale by 1/2, 1/4 or 1/8 while decoding (Pillow's draft mode).
 _DRAFT_FORMATS: Final = frozenset({"JPEG", "MPO"})
@@ -62,7 +69,7 @@ _DRAFT_FORMATS: Final = frozenset({"JPEG", "MPO"})
 #: The order in which Pillow tries its openers: most common first. MPO is absent on purpose:
 #: Pillow has no opener registered under that name, the JPEG opener returns an MPO image when
 #: the file carries multi-picture data.
-_OPEN_ORDER: Final = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+_OPEN_ORDER: Final = ("JPEG", "PNG", "HEIF", "WEBP", "AVIF", "GIF", "TIFF", "BMP")
 
 #: Modes whose samples do not fit in 8 bits; Pillow's own ``convert`` clips them to 0..255,
 #: which turns a 16-bit photo all white.
@@ -78,18 +85,20 @@ _MAX_REASON_DETAIL = 120
 
 
 class DecodeError(Exception):
-    """Raised when a file cannot be used as an image; `reason` is short, human-readable.
+    """Raised when a file cannot be used as an image; `reason` is short, human-readable, and
+    `path` the file's (None for bytes); ``str()`` names both.
 
     ``transient`` says the fault may go away without the file changing (permission denied,
     an I/O error, memory): such a file is reported but not remembered as bad."""
 
-    def __init__(self, reason: str, transient: bool = False) -> None:
+    def __init__(self, reason: str, transient: bool = False, path: str | None = None) -> None:
         super().__init__(reason, transient)
         self.reason = reason
         self.transient = transient
+        self.path = path
 
     def __str__(self) -> str:
-        return self.reason
+        return f"{self.path}: {self.reason}" if self.path is not None else self.reason
 
 
 def load_image(
@@ -116,10 +125,15 @@ def load_image(
     """
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be at least 1, got {min_side}")
-    data = _read_source(source, max_bytes)
-    return _decode(
-        data, min_side=min_side, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes
-    )
+    try:
+        data = _read_source(source, max_bytes)
+        return _decode(
+            data, min_side=min_side, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes
+        )
+    except DecodeError as exc:
+        if not isinstance(source, bytes | bytearray | memoryview):
+            exc.path = os.fspath(source)
+        raise
 
 
 # --- reading --------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
 """Domain errors: what went wrong, in terms of lookalike, never of HTTP or SQL.
 
 Library code raises these; the CLI prints them as ``error: ...`` and the service maps each
-class to one HTTP status in one place (:mod:`lookalike.service.errors`). Imports nothing.
+class to one HTTP status in one place (:mod:`lookalike.service.errors`). Imports nothing heavy.
+
+The errors a user of the library meets also subclass the built-in exception a caller would
+catch anyway (``FileNotFoundError``, ``ValueError``), so ``except ValueError`` keeps working.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class LookalikeError(Exception):
@@ -52,3 +57,42 @@ class StorageError(LookalikeError, OSError):
 
 class CollectionClosed(NotFound):
     """The collection was closed or deleted while the operation ran."""
+
+
+class MissingPathError(InvalidInput, FileNotFoundError):
+    """A folder or file given to index does not exist."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        shown = ", ".join(paths)
+        super().__init__(f"no such file or folder: {shown}")
+
+
+class NoCollectionError(NotFound, FileNotFoundError):
+    """Opening a collection that does not exist, where creating one was not asked for."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"no collection at {path}: create it with `lookalike index DIR --db {path}`"
+        )
+
+
+class EmptyCollectionError(Conflict, ValueError):
+    """Searching a collection that holds no image yet."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        super().__init__(
+            "this collection is empty: add images first"
+            if path is None
+            else f"{path} is empty: index some images first (`lookalike index DIR`)"
+        )
+
+
+class NotInCollectionError(InvalidInput):
+    """Removing paths of which the collection knows nothing."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        super().__init__(f"not in the collection: {', '.join(paths)}")

@@ -56,7 +56,14 @@ def read_labels(root: Path, labels_csv: Path | None = None) -> dict[str, str]:
     if labels_csv is not None:
         base = labels_csv.parent
         with labels_csv.open(newline="") as handle:
-            for row in csv.DictReader(handle):
+            reader = csv.DictReader(handle)
+            missing = {"path", "class_name"} - set(reader.fieldnames or ())
+            if missing:
+                raise ValueError(
+                    f"{labels_csv}: needs a header with the columns path,class_name; "
+                    f"it has {','.join(reader.fieldnames or ()) or 'none'}"
+                )
+            for row in reader:
                 labels[os.path.abspath(base / row["path"])] = row["class_name"]
         return labels
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -357,7 +364,11 @@ def _scanned_fraction(searched: list[frozenset[str] | None], labels: list[str]) 
 
 
 def plot_precision_recall(results: list[ComparedConfig], out: Path, title: str) -> None:
-    """Interpolated precision-recall curves of the compared configurations."""
+    """Interpolated precision-recall curves of the compared configurations (needs the
+    ``plots`` extra)."""
+    from lookalike.extras import require
+
+    require("plots", "plot_precision_recall")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -12,7 +12,7 @@ import logging
 import os
 import stat
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 #: sidecars (.xmp, .json, .txt) are not reported as bad images. ``all_files=True`` widens it.
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
+    | {".heic", ".heif", ".hif", ".avif"}
 )
 
 
@@ -58,6 +59,10 @@ class IndexReport:
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: Files skipped on an earlier run and unchanged since (their reasons: ``lookalike info``).
+    skipped_before: int = 0
+    #: Files in the given folders left out because of their type: extension -> count.
+    left_out: dict[str, int] = field(default_factory=dict)
 
     @property
     def embedded(self) -> int:
@@ -74,6 +79,8 @@ class IndexReport:
             "removed": self.removed,
             "unchanged": self.unchanged,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "skipped_before": self.skipped_before,
+            "left_out": self.left_out,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
         }
@@ -87,14 +94,19 @@ class Plan:
     new_paths: frozenset[str]
     vanished: list[str]
     unchanged: int
+    skipped_before: int = 0
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
-def walk_images(root: Path, *, all_files: bool = False) -> Iterator[Candidate]:
+def walk_images(
+    root: Path, *, all_files: bool = False, left_out: Counter[str] | None = None
+) -> Iterator[Candidate]:
     """Files below ``root``, recursively, skipping hidden files and folders.
 
     Symbolic links to files are followed, links to folders are not (no cycles) and are
     reported. What cannot be an image file (a broken link, a link loop, a FIFO, a socket, a
-    device) is yielded with its ``problem`` when its name passes the extension filter.
+    device) is yielded with its ``problem`` when its name passes the extension filter. Files
+    left out because of their extension are counted in ``left_out`` (extension -> count).
     """
     stack = [root]
     while stack:
@@ -114,10 +126,13 @@ def walk_images(root: Path, *, all_files: bool = False) -> Iterator[Candidate]:
             except OSError as exc:
                 log.warning("cannot stat %s: %s", entry.path, exc)
                 continue
-            wanted = all_files or Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS
+            suffix = Path(entry.name).suffix.lower()
+            wanted = all_files or suffix in IMAGE_EXTENSIONS
             found = _candidate(entry.path)
             if wanted or found.problem == _FOLDER_LINK:
                 yield found
+            elif left_out is not None:
+                left_out[suffix or "(none)"] += 1
 
 
 _FOLDER_LINK = "symbolic link to a folder (not followed)"
@@ -153,7 +168,10 @@ def _stat_problem(path: str, exc: OSError) -> str:
 
 
 def candidates_for(
-    paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    all_files: bool = False,
+    left_out: Counter[str] | None = None,
 ) -> tuple[list[Candidate], list[str]]:
     """Expand files and folders into candidates; also return the folders, made absolute."""
     found: list[Candidate] = []
@@ -162,7 +180,7 @@ def candidates_for(
         path = Path(os.path.abspath(raw))
         if path.is_dir():
             folders.append(str(path))
-            found.extend(walk_images(path, all_files=all_files))
+            found.extend(walk_images(path, all_files=all_files, left_out=left_out))
         else:
             found.append(_candidate(str(path)))
     return found, folders
@@ -173,6 +191,7 @@ def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
     known = store.file_states()
     todo: list[Candidate] = []
     unchanged = 0
+    skipped_before = 0
     seen: set[str] = set()
     for candidate in candidates:
         if candidate.path in seen:
@@ -184,13 +203,16 @@ def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
             and candidate.problem is None
             and (state.size, state.mtime_ns) == (candidate.size, candidate.mtime_ns)
         ):
-            unchanged += 1
+            if state.skipped:
+                skipped_before += 1
+            else:
+                unchanged += 1
         else:
             todo.append(candidate)
     prefixes = tuple(folder.rstrip("/") + "/" for folder in folders)
     vanished = sorted(p for p in known if p not in seen and p.startswith(prefixes))
     new_paths = frozenset(c.path for c in todo if c.path not in known or known[c.path].skipped)
-    return Plan(todo, new_paths, vanished, unchanged)
+    return Plan(todo, new_paths, vanished, unchanged, skipped_before)
 
 
 @dataclass(frozen=True)
@@ -297,7 +319,9 @@ def run(
     takes their core. Batches are written in order, each in its own transaction.
     """
     started = time.perf_counter()
-    report = IndexReport(unchanged=work.unchanged)
+    report = IndexReport(
+        unchanged=work.unchanged, skipped_before=work.skipped_before, left_out=work.left_out
+    )
     if work.vanished:
         report.removed = store.remove(work.vanished)
     batches = [work.todo[i : i + batch_size] for i in range(0, len(work.todo), batch_size)]

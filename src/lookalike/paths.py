@@ -4,11 +4,16 @@ On POSIX a file name is bytes; Python decodes the bytes that are not UTF-8 into 
 surrogates (``os.fsdecode``: ``b"bad\\xff.jpg"`` -> ``"bad\\udcff.jpg"``), which round-trip
 to the exact name but cannot be printed or encoded as UTF-8. lookalike keeps such names as
 they are everywhere (the store keeps their bytes) and converts them only for display.
+
+Paths as a user types them are expanded (``~``), made absolute and checked to exist here too.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+
+from lookalike.errors import MissingPathError
 
 
 def printable(path: str) -> str:
@@ -21,3 +26,19 @@ def printable(path: str) -> str:
         except UnicodeEncodeError:  # surrogates that no file name decodes to
             return path.encode("utf-8", "backslashreplace").decode("utf-8")
     return path
+
+
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Absolute paths with ``~`` expanded; a lone string is one path, not its characters."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    return [os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths]
+
+
+def existing_paths(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """:func:`expand_paths`, raising :class:`MissingPathError` for any that does not exist."""
+    expanded = expand_paths(paths)
+    missing = [p for p in expanded if not os.path.lexists(p)]
+    if missing:
+        raise MissingPathError(missing)
+    return expanded

@@ -27,6 +27,7 @@ from lookalike.categories import CategoryModel, choose_categories
 from lookalike.decode import load_image
 from lookalike.errors import Unavailable
 from lookalike.interfaces import ImageEncoder, MetadataStore, VectorIndex
+from lookalike.paths import expand_paths
 from lookalike.snapshot import SearchSnapshot
 from lookalike.types import Box
 
@@ -93,8 +94,10 @@ def describe_queries(
         if isinstance(query, np.ndarray):
             vectors[i] = np.asarray(query, dtype=np.float32).ravel()
             continue
-        if isinstance(query, (str, os.PathLike)) and store is not None:
-            found = store.lookup(os.path.abspath(query))
+        if isinstance(query, (str, os.PathLike)):
+            query = expand_paths([query])[0]
+        if isinstance(query, str) and store is not None:
+            found = store.lookup(query)
             if found is not None:
                 own_ids[i], vectors[i] = found
                 continue

@@ -219,6 +219,7 @@ class Service:
                 category=r.category,
                 cluster=r.cluster,
                 box=r.box,
+                weak=r.score < config.WEAK_MATCH,
                 image_url=f"/collections/{name}/images/{r.id}",
                 thumbnail_url=f"/collections/{name}/images/{r.id}/thumbnail",
             )

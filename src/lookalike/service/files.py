@@ -27,6 +27,8 @@ SUFFIXES = {
     "GIF": ".gif",
     "BMP": ".bmp",
     "TIFF": ".tif",
+    "HEIF": ".heic",
+    "AVIF": ".avif",
 }
 MEDIA_TYPES = {
     "JPEG": "image/jpeg",
@@ -36,6 +38,8 @@ MEDIA_TYPES = {
     "GIF": "image/gif",
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
+    "HEIF": "image/heic",
+    "AVIF": "image/avif",
 }
 THUMBNAIL_SIDE = 256
 #: Errors of a full or refusing disk: answered 507, never 500.

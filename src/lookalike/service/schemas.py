@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from lookalike import config
 from lookalike.models import builtin_models
 from lookalike.service.settings import NAME_PATTERN
 
@@ -47,6 +48,7 @@ class Hit(BaseModel):
     box: tuple[float, float, float, float] | None = Field(
         default=None, description="where the object is, relative x0, y0, x1, y1"
     )
+    weak: bool = Field(default=False, description=f"a weak match: score below {config.WEAK_MATCH}")
     image_url: str
     thumbnail_url: str
 

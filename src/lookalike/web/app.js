@@ -1,23 +1,71 @@
 // lookalike's web page: plain JavaScript, no build step. Talks to the same server's API.
+//
+// What is shown lives in the address (?c=collection&q=...&box=...&view=...), so that Back,
+// Forward, reload and a shared link show the same thing: every action changes the URL
+// through go(), and render() draws whatever the URL says.
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
 const PAGE_SIZE = 48;
 const UPLOAD_CHUNK = 8;
+const NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const IMAGE_NAME_RE = /\.(jpe?g|jpe|jfif|png|webp|gif|bmp|dib|tiff?|heic|heif|hif|avif)$/i;
+const KEPT_UPLOAD_BYTES = 3 * 1024 * 1024; // larger uploads are not kept for a reload
+const FORMATS = "JPEG, PNG, WEBP, HEIC, AVIF, GIF, BMP or TIFF";
 
 const state = {
   collection: null,
+  collections: [],
   health: null,
-  lastQuery: null, // {kind: "file", file} or {kind: "id", id, name, thumb}
-  browseOffset: 0,
+  items: new Map(), // image id -> what the API said of it (name, path, score...)
+  uploads: new Map(), // upload key -> File
+  results: new Map(), // search key -> response
+  shownSearch: null,
+  searchSeq: 0,
+  shownBrowse: null,
   queryUrl: null,
+  queryFile: null,
 };
+
+// --- small helpers ---------------------------------------------------------------------------
+
+function plural(count, word, many = `${word}s`) {
+  return `${count} ${count === 1 ? word : many}`;
+}
+
+function folderOf(path) {
+  const cut = path.lastIndexOf("/");
+  return cut > 0 ? path.slice(0, cut) : "/";
+}
+
+function shortFolder(path) {
+  const parts = folderOf(path).split("/").filter(Boolean);
+  return parts.length ? parts.slice(-2).join("/") : "/";
+}
+
+function canWrite() {
+  return Boolean(state.health && (!state.health.writes_need_token || localStorage.getItem("lookalike-token")));
+}
 
 // --- API -------------------------------------------------------------------------------------
 
 function authHeaders() {
   const token = localStorage.getItem("lookalike-token");
   return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function readableDetail(detail, fallback) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    // FastAPI's validation errors: [{loc: [..., "name"], msg: "..."}, ...]
+    return detail
+      .map((d) => {
+        const where = Array.isArray(d.loc) ? d.loc[d.loc.length - 1] : "";
+        return where && where !== "body" ? `${where}: ${d.msg}` : d.msg;
+      })
+      .join("; ");
+  }
+  return fallback;
 }
 
 async function api(path, options = {}) {
@@ -32,17 +80,52 @@ async function api(path, options = {}) {
     body = null;
   }
   if (!response.ok) {
-    const detail = body && body.detail;
-    const text = typeof detail === "string" ? detail : JSON.stringify(detail || response.statusText);
-    const error = new Error(text);
+    const error = new Error(readableDetail(body && body.detail, response.statusText || `error ${response.status}`));
     error.status = response.status;
     throw error;
   }
   return body;
 }
 
-const collectionPath = (suffix = "") =>
-  `/collections/${encodeURIComponent(state.collection)}${suffix}`;
+const collectionPath = (suffix = "", name = state.collection) =>
+  `/collections/${encodeURIComponent(name)}${suffix}`;
+
+// --- the address: what is shown --------------------------------------------------------------
+
+function params() {
+  return new URLSearchParams(location.search);
+}
+
+function go(changes, { replace = false, opened = false } = {}) {
+  const next = params();
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === null || value === undefined || value === "") next.delete(key);
+    else next.set(key, String(value));
+  }
+  const url = `${location.pathname}${next.toString() ? `?${next}` : ""}`;
+  if (replace) history.replaceState({ opened: history.state && history.state.opened }, "", url);
+  else history.pushState({ opened }, "", url);
+  return render();
+}
+
+async function render() {
+  const p = params();
+  const wanted = p.get("c");
+  if (wanted && wanted !== state.collection && state.collections.some((c) => c.name === wanted)) {
+    await selectCollection(wanted);
+  } else if (wanted && !state.collections.some((c) => c.name === wanted)) {
+    say(`There is no collection “${wanted}” here.`);
+  }
+  const tab = ["search", "browse", "add"].includes(p.get("tab")) ? p.get("tab") : "search";
+  showTab(tab);
+  $("#k").value = p.get("k") || "12";
+  $("#min-score").value = p.get("min") || "";
+  $("#by-category").checked = p.get("cat") === "1";
+  $("#localize").checked = p.get("loc") === "1";
+  if (tab === "search") await renderSearch(p);
+  if (tab === "browse") await renderBrowse(Number(p.get("offset")) || 0);
+  renderViewer(p.get("view"));
+}
 
 // --- messages --------------------------------------------------------------------------------
 
@@ -53,9 +136,16 @@ function say(text, ok = false) {
   box.hidden = !text;
 }
 
+function loading(on) {
+  $("#spinner").hidden = !on;
+  $("#results").classList.toggle("loading", on);
+  $("#results").setAttribute("aria-busy", String(on));
+}
+
 // --- cards -----------------------------------------------------------------------------------
 
 function card(item) {
+  state.items.set(item.id, item);
   const node = $("#card").content.firstElementChild.cloneNode(true);
   node.dataset.id = item.id;
   const img = node.querySelector("img");
@@ -63,92 +153,73 @@ function card(item) {
   img.alt = item.name;
   node.title = item.path;
   node.querySelector(".name").textContent = item.name;
+  node.querySelector(".folder").textContent = shortFolder(item.path);
   const score = node.querySelector(".score");
   const bar = node.querySelector(".bar-score");
   if (typeof item.score === "number") {
     score.textContent = item.score.toFixed(3);
     bar.firstElementChild.style.width = `${Math.max(0, Math.min(1, item.score)) * 100}%`;
+    if (item.weak) {
+      node.classList.add("weak");
+      node.querySelector(".category").textContent = "weak match";
+    }
   } else {
-    score.textContent = `#${item.id}`;
+    score.remove();
     bar.hidden = true;
   }
-  node.querySelector(".category").textContent = item.category || "";
+  if (item.category) node.querySelector(".category").textContent = item.category;
   if (Array.isArray(item.box) && item.box.length === 4) {
     placeBox(node.querySelector(".box"), item.box);
   }
-  const open = () => moreLikeThis(item);
+  const open = () => go({ view: item.id }, { opened: true });
   node.addEventListener("click", open);
   node.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") open();
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      open();
+    }
   });
   return node;
 }
 
+function emptyNote(text, action = null) {
+  const empty = document.createElement("div");
+  empty.className = "empty";
+  empty.textContent = text;
+  if (action) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "button";
+    button.textContent = action.label;
+    button.addEventListener("click", action.run);
+    empty.append(document.createElement("br"), button);
+  }
+  return empty;
+}
+
 function fill(grid, items, emptyText) {
   grid.replaceChildren(...items.map(card));
-  if (!items.length) {
-    const empty = document.createElement("div");
-    empty.className = "empty";
-    empty.textContent = emptyText;
-    grid.append(empty);
-  }
+  if (!items.length) grid.append(emptyNote(emptyText));
+}
+
+const addImagesAction = { label: "Add images", run: () => go({ tab: "add", q: null, box: null }) };
+
+function currentInfo() {
+  return state.collections.find((c) => c.name === state.collection) || null;
+}
+
+function showEmptyCollection(grid) {
+  grid.replaceChildren(emptyNote("This collection is empty: add images to search it.", addImagesAction));
 }
 
 // --- searching -------------------------------------------------------------------------------
 
-function searchParams() {
-  const params = new URLSearchParams({ k: $("#k").value || "12" });
-  const minScore = $("#min-score").value;
-  if (minScore !== "") params.set("min_score", minScore);
-  if ($("#by-category").checked) params.set("by_category", "true");
-  return params;
-}
-
-function showQuery(src, title, meta) {
-  $("#query").hidden = false;
-  $("#query-box").hidden = true;
-  $("#query-image").src = src;
-  $("#query-title").textContent = title;
-  $("#query-meta").textContent = meta;
-}
-
-async function searchFile(file) {
-  if (!state.collection) return say("Create a collection first (+ new).");
-  if (state.queryUrl) URL.revokeObjectURL(state.queryUrl);
-  state.queryUrl = URL.createObjectURL(file);
-  state.lastQuery = { kind: "file", file };
-  showTab("search");
-  showQuery(state.queryUrl, file.name || "pasted image", "searching…");
-  const form = new FormData();
-  form.append("file", file, file.name || "pasted.png");
-  try {
-    const params = searchParams();
-    if ($("#localize").checked) params.set("localize", "crop");
-    const found = await api(`${collectionPath("/search")}?${params}`, {
-      method: "POST",
-      body: form,
-    });
-    say("");
-    showResults(found, `${(file.size / 1024).toFixed(0)} KB`);
-  } catch (error) {
-    $("#query-meta").textContent = "";
-    $("#results").replaceChildren();
-    say(`Cannot search with ${file.name || "this image"}: ${error.message}`);
-  }
-}
-
-async function moreLikeThis(item) {
-  state.lastQuery = { kind: "id", item };
-  showTab("search");
-  showQuery(item.thumbnail_url, `More like ${item.name}`, "searching…");
-  try {
-    const found = await api(`${collectionPath(`/images/${item.id}/similar`)}?${searchParams()}`);
-    say("");
-    showResults(found, `#${item.id}`);
-    window.scrollTo({ top: 0, behavior: "smooth" });
-  } catch (error) {
-    say(`Cannot search: ${error.message}`);
-  }
+function searchParams(p) {
+  const query = new URLSearchParams({ k: p.get("k") || "12" });
+  if (p.get("min")) query.set("min_score", p.get("min"));
+  if (p.get("cat") === "1") query.set("by_category", "true");
+  if (p.get("box")) query.set("box", p.get("box"));
+  return query;
 }
 
 function placeBox(box, [x0, y0, x1, y1]) {
@@ -159,40 +230,308 @@ function placeBox(box, [x0, y0, x1, y1]) {
   box.hidden = false;
 }
 
-function showResults(found, what) {
-  if (Array.isArray(found.query_box) && found.query_box.length === 4) {
+function parseBox(text) {
+  const values = (text || "").split(",").map(Number);
+  return values.length === 4 && values.every((v) => Number.isFinite(v)) ? values : null;
+}
+
+function compactDrop(compact) {
+  $("#drop").classList.toggle("compact", compact);
+}
+
+function clearQuery() {
+  $("#query").hidden = true;
+  compactDrop(false);
+  state.shownSearch = null;
+}
+
+async function renderSearch(p) {
+  const q = p.get("q");
+  const info = currentInfo();
+  if (!q) {
+    clearQuery();
+    if (info && info.images === 0) showEmptyCollection($("#results"));
+    else $("#results").replaceChildren();
+    return;
+  }
+  const key = `${state.collection}|${q}|${searchParams(p)}|${p.get("loc")}`;
+  if (key === state.shownSearch) return;
+  state.shownSearch = key;
+  const box = parseBox(p.get("box"));
+  if (box) placeBox($("#drag-box"), box);
+  else $("#drag-box").hidden = true;
+  $("#whole-photo").hidden = !box;
+  $("#query-box").hidden = true;
+  $("#query").hidden = false;
+  compactDrop(true);
+
+  let request;
+  if (q.startsWith("id:")) {
+    const id = Number(q.slice(3));
+    const known = state.items.get(id);
+    showQuery(collectionPath(`/images/${id}/thumbnail`), `More like ${known ? known.name : `image #${id}`}`,
+      known ? shortFolder(known.path) : "");
+    request = () => api(`${collectionPath(`/images/${id}/similar`)}?${searchParams(p)}`);
+  } else if (q.startsWith("upload:")) {
+    const file = await keptUpload(q.slice(7));
+    if (!file) {
+      $("#query").hidden = true;
+      compactDrop(false);
+      $("#results").replaceChildren();
+      say("The photo of this search is not kept here (a link cannot carry it): choose it again.");
+      return;
+    }
+    if (state.queryFile !== file) {
+      if (state.queryUrl) URL.revokeObjectURL(state.queryUrl);
+      state.queryUrl = URL.createObjectURL(file);
+      state.queryFile = file;
+    }
+    showQuery(state.queryUrl, file.name || "pasted image", `${(file.size / 1024).toFixed(0)} KB`);
+    request = () => {
+      const query = searchParams(p);
+      if (p.get("loc") === "1") query.set("localize", "crop");
+      const form = new FormData();
+      form.append("file", file, file.name || "pasted.png");
+      return api(`${collectionPath("/search")}?${query}`, { method: "POST", body: form });
+    };
+  } else {
+    return;
+  }
+  const seq = ++state.searchSeq;
+  $("#query-status").textContent = "searching…";
+  loading(true);
+  try {
+    const found = state.results.get(key) || (await request());
+    if (seq !== state.searchSeq) return; // a newer search has started
+    state.results.set(key, found);
+    say("");
+    showResults(found, p);
+  } catch (error) {
+    if (seq !== state.searchSeq) return;
+    state.shownSearch = null;
+    $("#query-status").textContent = "";
+    if (error.status === 409) {
+      showEmptyCollection($("#results"));
+    } else {
+      $("#results").replaceChildren();
+      say(`Cannot search with ${$("#query-title").textContent}: ${error.message}`);
+    }
+  } finally {
+    if (seq === state.searchSeq) loading(false);
+  }
+}
+
+function showQuery(src, title, where) {
+  $("#query-image").src = src;
+  $("#query-title").textContent = title;
+  $("#query-title").title = where;
+}
+
+function showResults(found, p) {
+  if (!p.get("box") && Array.isArray(found.query_box) && found.query_box.length === 4) {
     placeBox($("#query-box"), found.query_box);
   }
-  $("#query-meta").textContent =
-    `${what} · ${found.results.length} results in ${found.took_ms.toFixed(0)} ms`;
-  fill($("#results"), found.results, "Nothing similar enough.");
+  let what = p.get("box") ? "in the box" : "";
+  if (!what && p.get("loc") === "1") {
+    what = Array.isArray(found.query_box) ? "for the object found (red box)" : "(no object found: whole photo)";
+  }
+  const weak = found.results.length > 0 && found.results.every((r) => r.weak);
+  $("#query-status").textContent =
+    `${plural(found.results.length, "result")}${what ? ` ${what}` : ""} in ${found.took_ms.toFixed(0)} ms` +
+    (weak ? " · only weak matches: probably nothing like it here" : "");
+  fill($("#results"), found.results, "Nothing similar enough: lower the min score.");
 }
 
-function rerun() {
-  const last = state.lastQuery;
-  if (!last) return;
-  if (last.kind === "file") searchFile(last.file);
-  else moreLikeThis(last.item);
+// --- uploads kept for Back and reload --------------------------------------------------------
+
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
 }
 
-function firstImage(files) {
-  return Array.from(files || []).find((f) => f.type.startsWith("image/") || !f.type) || null;
+async function keepUpload(file) {
+  const key = Math.random().toString(36).slice(2, 10);
+  state.uploads.set(key, file);
+  if (file.size <= KEPT_UPLOAD_BYTES) {
+    try {
+      const data = await readAsDataUrl(file);
+      sessionStorage.setItem(`lookalike-upload:${key}`, JSON.stringify({ name: file.name, data }));
+    } catch (_) {
+      // storage full: the upload is kept in memory only (Back works, reload does not)
+    }
+  }
+  return key;
+}
+
+async function keptUpload(key) {
+  if (state.uploads.has(key)) return state.uploads.get(key);
+  const kept = sessionStorage.getItem(`lookalike-upload:${key}`);
+  if (!kept) return null;
+  // Decoded by hand: fetch() of a data: URL is refused by the page's CSP (connect-src 'self').
+  const { name, data } = JSON.parse(kept);
+  const [header, base64] = data.split(",", 2);
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  const file = new File([bytes], name, { type: header.slice(5).split(";")[0] });
+  state.uploads.set(key, file);
+  return file;
+}
+
+function looksLikeImage(file) {
+  return file.type.startsWith("image/") || IMAGE_NAME_RE.test(file.name) || !file.type;
+}
+
+async function searchFile(file) {
+  if (!file) return;
+  if (!state.collection) return say("Create a collection first (+ new).");
+  if (!looksLikeImage(file)) {
+    say(`“${file.name}” is not an image (${file.type}): choose a photo (${FORMATS}).`);
+    return;
+  }
+  const key = await keepUpload(file);
+  await go({ tab: null, q: `upload:${key}`, box: null, view: null });
+}
+
+// --- dragging a box on the query: search that region -----------------------------------------
+
+function regionSelection() {
+  const frame = $("#query-frame");
+  const drag = $("#drag-box");
+  let start = null;
+  const point = (event) => {
+    const rect = $("#query-image").getBoundingClientRect();
+    return [
+      Math.min(1, Math.max(0, (event.clientX - rect.left) / rect.width)),
+      Math.min(1, Math.max(0, (event.clientY - rect.top) / rect.height)),
+    ];
+  };
+  const boxOf = (a, b) => [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
+  frame.addEventListener("pointerdown", (event) => {
+    if (event.button !== 0) return;
+    event.preventDefault();
+    start = point(event);
+    frame.setPointerCapture(event.pointerId);
+  });
+  frame.addEventListener("pointermove", (event) => {
+    if (!start) return;
+    placeBox(drag, boxOf(start, point(event)));
+    $("#query-box").hidden = true;
+  });
+  const finish = (event) => {
+    if (!start) return;
+    const box = boxOf(start, point(event));
+    start = null;
+    if (box[2] - box[0] < 0.03 || box[3] - box[1] < 0.03) {
+      // a click, not a box: back to what the address says
+      const current = parseBox(params().get("box"));
+      if (current) placeBox(drag, current);
+      else drag.hidden = true;
+      return;
+    }
+    go({ box: box.map((v) => v.toFixed(4)).join(",") });
+  };
+  frame.addEventListener("pointerup", finish);
+  frame.addEventListener("pointercancel", () => {
+    start = null;
+  });
+}
+
+// --- the full-size view ----------------------------------------------------------------------
+
+function renderViewer(viewId) {
+  const dialog = $("#viewer");
+  if (!viewId) {
+    if (dialog.open) dialog.close();
+    return;
+  }
+  const id = Number(viewId);
+  const item = state.items.get(id) || {
+    id,
+    name: `image #${id}`,
+    path: "",
+    image_url: collectionPath(`/images/${id}`),
+    thumbnail_url: collectionPath(`/images/${id}/thumbnail`),
+  };
+  const img = $("#viewer-image");
+  img.onerror = () => {
+    // a format this browser cannot show (HEIC): the server's JPEG thumbnail instead
+    img.onerror = null;
+    img.src = item.thumbnail_url;
+  };
+  img.src = item.image_url;
+  img.alt = item.name;
+  $("#viewer-name").textContent = item.name;
+  $("#viewer-folder").textContent = item.path ? folderOf(item.path) : "";
+  const facts = [];
+  if (typeof item.score === "number") facts.push(`score ${item.score.toFixed(3)}${item.weak ? " (weak match)" : ""}`);
+  if (item.category) facts.push(`category ${item.category}`);
+  facts.push(`#${id}`);
+  $("#viewer-facts").textContent = facts.join(" · ");
+  $("#viewer-original").href = item.image_url;
+  const del = $("#viewer-delete");
+  del.hidden = !canWrite();
+  del.textContent = "Delete";
+  del.dataset.armed = "";
+  dialog.dataset.id = id;
+  if (!dialog.open) dialog.showModal();
+}
+
+function closeViewer() {
+  if (!params().get("view")) return;
+  if (history.state && history.state.opened) history.back();
+  else go({ view: null }, { replace: true });
+}
+
+async function deleteViewed() {
+  const del = $("#viewer-delete");
+  const id = Number($("#viewer").dataset.id);
+  if (!del.dataset.armed) {
+    del.dataset.armed = "1";
+    del.textContent = "Really delete?";
+    return;
+  }
+  const item = state.items.get(id);
+  try {
+    await api(collectionPath(`/images/${id}`), { method: "DELETE" });
+  } catch (error) {
+    say(`Cannot delete ${item ? item.name : `#${id}`}: ${error.message}`);
+    return;
+  }
+  state.items.delete(id);
+  state.results.clear();
+  state.shownSearch = null;
+  state.shownBrowse = null;
+  await refreshCollections();
+  const p = params();
+  await go({ view: null, q: p.get("q") === `id:${id}` ? null : p.get("q") }, { replace: true });
+  say(`Deleted ${item ? item.name : `#${id}`}.`, true); // after the search it re-ran
 }
 
 // --- browsing --------------------------------------------------------------------------------
 
-async function browse(offset = state.browseOffset) {
+async function renderBrowse(offset) {
   if (!state.collection) return;
+  const key = `${state.collection}|${offset}`;
+  if (key === state.shownBrowse) return;
+  state.shownBrowse = key;
+  loading(true);
   try {
     const page = await api(`${collectionPath("/images")}?offset=${offset}&limit=${PAGE_SIZE}`);
-    state.browseOffset = offset;
-    fill($("#browse"), page.items, "No images yet: add some.");
+    const grid = $("#browse");
+    if (!page.total) grid.replaceChildren(emptyNote("This collection is empty.", addImagesAction));
+    else fill(grid, page.items, "No images on this page.");
     const last = Math.min(page.total, offset + page.items.length);
     $("#page-info").textContent = page.total ? `${offset + 1}–${last} of ${page.total}` : "";
     $("#prev").disabled = offset === 0;
     $("#next").disabled = last >= page.total;
   } catch (error) {
+    state.shownBrowse = null;
     say(`Cannot list images: ${error.message}`);
+  } finally {
+    loading(false);
   }
 }
 
@@ -245,6 +584,8 @@ async function addFiles(fileList) {
     done += chunk.length;
     progress(done, files.length, `uploaded ${done} / ${files.length}, ${added} new`);
   }
+  state.results.clear();
+  state.shownBrowse = null;
   await refreshCollections();
 }
 
@@ -270,6 +611,8 @@ async function indexServerPath(path) {
     } else {
       progress(0, 1, `${job.state}${job.error ? `: ${job.error}` : ""}`);
     }
+    state.results.clear();
+    state.shownBrowse = null;
     await refreshCollections();
   } catch (error) {
     say(`Cannot index ${path}: ${error.message}`);
@@ -278,11 +621,10 @@ async function indexServerPath(path) {
 
 // --- collections -----------------------------------------------------------------------------
 
-async function refreshCollections(select = null) {
+async function refreshCollections() {
   const list = await api("/collections");
+  state.collections = list.collections;
   const picker = $("#collection");
-  const wanted = select || state.collection || localStorage.getItem("lookalike-collection") ||
-    list.default;
   picker.replaceChildren(
     ...list.collections.map((c) => {
       const option = document.createElement("option");
@@ -292,16 +634,26 @@ async function refreshCollections(select = null) {
     }),
   );
   const names = list.collections.map((c) => c.name);
+  const wanted = params().get("c") || state.collection || localStorage.getItem("lookalike-collection") ||
+    list.default;
   state.collection = names.includes(wanted) ? wanted : names[0] || null;
   picker.value = state.collection || "";
-  const current = list.collections.find((c) => c.name === state.collection);
-  $("#count").textContent = current ? `${current.images} images · ${current.model}` : "no collection";
-  if (!current) say("No collection yet: create one with “+ new”, then add images.", true);
-  await refreshCategories();
+  showCount();
+  if (!state.collection) say("No collection yet: create one with “+ new”, then add images.", true);
 }
 
-async function refreshCategories() {
-  if (!state.collection) return;
+function showCount() {
+  const current = currentInfo();
+  $("#count").textContent = current ? `${plural(current.images, "image")} · ${current.model}` : "no collection";
+}
+
+async function selectCollection(name) {
+  state.collection = name;
+  localStorage.setItem("lookalike-collection", name);
+  $("#collection").value = name;
+  state.shownSearch = null;
+  state.shownBrowse = null;
+  showCount();
   try {
     const found = await api(collectionPath("/categories"));
     $("#by-category-box").hidden = Object.keys(found.categories).length === 0;
@@ -310,23 +662,48 @@ async function refreshCategories() {
   }
 }
 
-async function newCollection() {
-  const name = prompt("Name of the new collection (letters, digits, - and _):");
-  if (!name) return;
-  try {
-    await api("/collections", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name }),
-    });
-    state.collection = name;
-    localStorage.setItem("lookalike-collection", name);
+function newCollectionDialog() {
+  const dialog = $("#new-dialog");
+  const input = $("#new-name");
+  const error = $("#new-error");
+  const show = (text) => {
+    error.textContent = text;
+    error.hidden = !text;
+    input.setAttribute("aria-invalid", String(Boolean(text)));
+  };
+  $("#new-collection").addEventListener("click", () => {
+    input.value = "";
+    show("");
+    dialog.showModal();
+    input.focus();
+  });
+  $("#new-cancel").addEventListener("click", () => dialog.close());
+  input.addEventListener("input", () => show(""));
+  $("#new-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = input.value.trim();
+    if (!name) return show("Give the collection a name.");
+    if (name.length > 64) return show("At most 64 characters.");
+    if (!NAME_RE.test(name)) {
+      const bad = Array.from(new Set(name.replace(/[A-Za-z0-9_-]/g, "")))
+        .map((c) => (c === " " ? "spaces" : `“${c}”`))
+        .join(", ");
+      return show(`Only letters, digits, - and _ can be used: not ${bad}.`);
+    }
+    try {
+      await api("/collections", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name }),
+      });
+    } catch (failure) {
+      return show(failure.status === 409 ? `There is already a collection “${name}”.` : failure.message);
+    }
+    dialog.close();
+    await refreshCollections();
     say(`Created ${name}: add images to it.`, true);
-    await refreshCollections(name);
-    showTab("add");
-  } catch (error) {
-    say(`Cannot create ${name}: ${error.message}`);
-  }
+    await go({ c: name, tab: "add", q: null, box: null, view: null, offset: null });
+  });
 }
 
 // --- tabs and wiring -------------------------------------------------------------------------
@@ -338,7 +715,6 @@ function showTab(name) {
   document.querySelectorAll(".tab").forEach((tab) => {
     tab.hidden = tab.id !== `tab-${name}`;
   });
-  if (name === "browse") browse(state.browseOffset);
 }
 
 function dropZone(zone, onFiles) {
@@ -354,19 +730,37 @@ function dropZone(zone, onFiles) {
   });
 }
 
+function adaptToDevice() {
+  // Touch-only devices can neither drop nor press Ctrl+V: say only what works there.
+  const touchOnly = !matchMedia("(any-pointer: fine)").matches;
+  document.body.classList.toggle("touch", touchOnly);
+  if (/Mac|iPhone|iPad/.test(navigator.platform)) $("#paste-keys").textContent = "⌘V";
+  if (matchMedia("(min-width: 760px)").matches) $("#options-box").open = true;
+}
+
+function optionsChanged() {
+  const k = Math.max(1, Math.min(200, Number($("#k").value) || 12));
+  go(
+    {
+      k: k === 12 ? null : k,
+      min: $("#min-score").value,
+      cat: $("#by-category").checked ? "1" : null,
+      loc: $("#localize").checked ? "1" : null,
+    },
+    { replace: true },
+  );
+}
+
 async function start() {
+  adaptToDevice();
   document.querySelectorAll(".tabs button").forEach((button) => {
-    button.addEventListener("click", () => showTab(button.dataset.tab));
+    button.addEventListener("click", () => go({ tab: button.dataset.tab === "search" ? null : button.dataset.tab, view: null }));
   });
   $("#file").addEventListener("change", (event) => {
-    const file = firstImage(event.target.files);
-    if (file) searchFile(file);
+    searchFile(event.target.files[0]);
     event.target.value = "";
   });
-  dropZone($("#drop"), (files) => {
-    const file = firstImage(files);
-    if (file) searchFile(file);
-  });
+  dropZone($("#drop"), (files) => searchFile(files[0]));
   document.addEventListener("paste", (event) => {
     if (event.target instanceof HTMLInputElement && event.target.type !== "file") return;
     const item = Array.from(event.clipboardData.items).find((i) => i.type.startsWith("image/"));
@@ -382,33 +776,49 @@ async function start() {
     const path = $("#server-path").value.trim();
     if (path) indexServerPath(path);
   });
-  $("#options").addEventListener("change", rerun);
+  $("#options").addEventListener("change", optionsChanged);
   $("#options").addEventListener("submit", (event) => {
     event.preventDefault();
-    rerun();
+    optionsChanged();
   });
-  $("#prev").addEventListener("click", () => browse(Math.max(0, state.browseOffset - PAGE_SIZE)));
-  $("#next").addEventListener("click", () => browse(state.browseOffset + PAGE_SIZE));
-  $("#new-collection").addEventListener("click", newCollection);
-  $("#collection").addEventListener("change", async (event) => {
-    state.collection = event.target.value;
-    localStorage.setItem("lookalike-collection", state.collection);
-    state.browseOffset = 0;
-    await refreshCollections(state.collection);
-    $("#results").replaceChildren();
-    $("#query").hidden = true;
-    if (!$("#tab-browse").hidden) browse(0);
+  $("#whole-photo").addEventListener("click", () => go({ box: null }));
+  regionSelection();
+  $("#prev").addEventListener("click", () => go({ offset: Math.max(0, (Number(params().get("offset")) || 0) - PAGE_SIZE) || null }));
+  $("#next").addEventListener("click", () => go({ offset: (Number(params().get("offset")) || 0) + PAGE_SIZE }));
+  newCollectionDialog();
+  $("#collection").addEventListener("change", (event) => {
+    go({ c: event.target.value, q: null, box: null, view: null, offset: null });
   });
   $("#token").value = localStorage.getItem("lookalike-token") || "";
   $("#token").addEventListener("change", (event) => {
     localStorage.setItem("lookalike-token", event.target.value.trim());
   });
+  $("#viewer-close").addEventListener("click", closeViewer);
+  $("#viewer").addEventListener("cancel", (event) => {
+    event.preventDefault();
+    closeViewer();
+  });
+  $("#viewer").addEventListener("click", (event) => {
+    if (event.target === $("#viewer")) closeViewer(); // a click on the backdrop
+  });
+  $("#viewer-similar").addEventListener("click", () => {
+    const id = $("#viewer").dataset.id;
+    go({ tab: null, q: `id:${id}`, box: null, view: null });
+    window.scrollTo({ top: 0 });
+  });
+  $("#viewer-delete").addEventListener("click", deleteViewed);
+  window.addEventListener("popstate", () => render());
 
   try {
     state.health = await api("/health");
     $("#token-box").hidden = !state.health.writes_need_token;
     $("#server-form").hidden = !state.health.server_paths;
     await refreshCollections();
+    if (state.collection) {
+      await selectCollection(state.collection);
+      if (params().get("c") !== state.collection) history.replaceState(null, "", `?${new URLSearchParams({ ...Object.fromEntries(params()), c: state.collection })}`);
+    }
+    await render();
   } catch (error) {
     say(`The server does not answer: ${error.message}`);
   }

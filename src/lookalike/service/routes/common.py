@@ -8,10 +8,13 @@ from fastapi import Depends, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.security import HTTPBearer
 
+from lookalike.errors import InvalidInput
+from lookalike.region import parse_box
 from lookalike.service.core import Service
 from lookalike.service.errors import TooLarge
 from lookalike.service.schemas import Problem
 from lookalike.service.settings import NAME_PATTERN
+from lookalike.types import Box
 
 #: Error responses every route may give, documented with the one error body.
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -35,6 +38,24 @@ MinScore = Annotated[
     float | None, Query(ge=-1.0, le=1.0, description="leave out results scoring lower")
 ]
 ByCategory = Annotated[bool, Query(description="only results of the query's predicted category")]
+RegionQuery = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9.]+,[0-9.]+,[0-9.]+,[0-9.]+$",
+        description="search only this region of the query: x0,y0,x1,y1 as fractions 0..1",
+        examples=["0.1,0.2,0.6,0.9"],
+    ),
+]
+
+
+def region_of(box: str | None) -> Box | None:
+    """The ``box`` query parameter as a box; a bad one is the client's mistake (422)."""
+    try:
+        return parse_box(box) if box is not None else None
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
 LocalizeQuery = Annotated[
     Literal["mask", "crop", "saliency"] | None,
     Query(

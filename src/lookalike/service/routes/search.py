@@ -10,9 +10,10 @@ from fastapi import APIRouter, File, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from lookalike import config
-from lookalike.decode import DecodeError
-from lookalike.errors import NotFound
-from lookalike.search import QueryOutcome
+from lookalike.decode import DecodeError, load_image
+from lookalike.errors import EmptyCollectionError, NotFound
+from lookalike.region import crop
+from lookalike.search import Query, QueryOutcome
 from lookalike.service.routes.common import (
     ERRORS,
     ByCategory,
@@ -21,8 +22,10 @@ from lookalike.service.routes.common import (
     LocalizeQuery,
     MinScore,
     Name,
+    RegionQuery,
     ServiceDep,
     read_upload,
+    region_of,
 )
 from lookalike.service.schemas import SearchResponse
 
@@ -38,17 +41,24 @@ async def search_by_upload(
     min_score: MinScore = None,
     by_category: ByCategory = False,
     localize: LocalizeQuery = None,
+    box: RegionQuery = None,
 ) -> SearchResponse:
-    """The indexed images most like an uploaded one, best first. Needs no token."""
+    """The indexed images most like an uploaded one (or the ``box`` region of it), best
+    first. Needs no token. An empty collection answers 409."""
     started = time.perf_counter()
+    region = region_of(box)
     data = await read_upload(file, service)
     filename = file.filename or "upload"
     with service.collections.lease(name) as collection:
         batcher = await run_in_threadpool(service.batcher, collection.spec)
-        cropping = localize in ("crop", "saliency")
-        side = batcher.embedder.decode_side * (2 if cropping else 1)
+        if len(collection) == 0:
+            raise EmptyCollectionError()
+        bigger = localize in ("crop", "saliency") or region is not None
+        side = batcher.embedder.decode_side * (2 if bigger else 1)
         async with service.slots.search(data):
             image = await run_in_threadpool(service.decode_query, data, filename, side)
+        if region is not None:
+            image = crop(image, region)
         if by_category or localize is not None:
             outcome = await run_in_threadpool(
                 lambda: service.search_direct(
@@ -80,17 +90,25 @@ def more_like_this(
     k: K = config.DEFAULT_K,
     min_score: MinScore = None,
     by_category: ByCategory = False,
+    box: RegionQuery = None,
 ) -> SearchResponse:
-    """More like this: the indexed images most like an indexed one, itself left out."""
+    """More like this: the indexed images most like an indexed one (or the ``box`` region
+    of it), itself left out."""
     started = time.perf_counter()
+    region = region_of(box)
     with service.collections.lease(name) as collection:
         path = service.image_path(name, collection, image_id)
         # The library's "more like this": an indexed file searches with its stored vector
         # and is left out of its results (should the file have changed since, with its
         # content).
+        # A region of it is decoded and described afresh.
         try:
+            query: Query = path
+            if region is not None:
+                side = 2 * service.batcher(collection.spec).embedder.decode_side
+                query = crop(load_image(path, min_side=side), region)
             outcome = service.search_direct(
-                collection, path, k=k + 1, min_score=min_score, by_category=by_category
+                collection, query, k=k + 1, min_score=min_score, by_category=by_category
             )
         except DecodeError as exc:
             raise NotFound(f"image {image_id} is no longer readable: {exc}") from None

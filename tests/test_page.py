@@ -1,0 +1,407 @@
+"""The web page as a new user meets it, on a phone (390 x 844, touch) and a desktop (1280 x 800),
+in Debian's Chromium driven by Playwright: no sideways scrolling, results on the first screen,
+the address that Back, Forward, reload and a shared link follow, the full-size view, region
+search, clear errors, the new-collection form, the empty collection, the loading indicator.
+
+Set LOOKALIKE_SCREENSHOTS=DIR to keep screenshots (docs/page-*.png were made so).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from lookalike import Collection
+from lookalike.service import ServiceSettings, create_app
+from tests.live_server import live_server
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _need_browser
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+DESKTOP = {"viewport": {"width": 1280, "height": 800}}
+SIZES = {"phone": PHONE, "desktop": DESKTOP}
+BOX_STARTS = "start => (new URLSearchParams(location.search).get('box') || '').startsWith(start)"
+
+
+@pytest.fixture
+def open_page(tmp_path: Path) -> Iterator[Callable[..., object]]:
+    """open_page(size) -> a fresh browser page of that size (several may be opened)."""
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        pages: list[object] = []
+
+        def open_page(size: str = "desktop") -> object:
+            context = browser.new_context(**SIZES[size])
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.js_errors = errors  # type: ignore[attr-defined]
+            pages.append(page)
+            return page
+
+        try:
+            yield open_page
+        finally:
+            for page in pages:
+                assert page.js_errors == []  # type: ignore[attr-defined]
+            browser.close()
+
+
+@pytest.fixture
+def server(photos: Path, tmp_path: Path) -> Iterator[str]:
+    db = tmp_path / "demo.db"
+    with Collection.open(db) as demo:
+        demo.add([photos])
+    settings = ServiceSettings(collections_dir=tmp_path / "collections", db=db)
+    with live_server(create_app(settings)) as base:
+        yield base
+
+
+def ready(page, url: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    expect(page.locator("body[data-ready=true]")).to_have_count(1)
+
+
+def query_of(page) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+
+def overflow(page) -> int:  # type: ignore[no-untyped-def]
+    """How many pixels the page is wider than the window (0: no sideways scrolling)."""
+    return int(
+        page.evaluate(
+            "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
+            " - window.innerWidth"
+        )
+    )
+
+
+def shoot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    folder = os.environ.get("LOOKALIKE_SCREENSHOTS")
+    if folder:
+        page.wait_for_function(
+            "() => Array.from(document.images).every(i => !i.offsetParent || i.complete)"
+        )
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_fits_the_screen_with_results_on_the_first_screen(
+    open_page, server: str, panda_query: Path, size: str
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page(size)
+    ready(page, server + "/")
+    height = SIZES[size]["viewport"]["height"]  # type: ignore[index]
+    assert overflow(page) == 0
+    # Touch-only phones can neither drop nor press Ctrl+V: the page does not offer them.
+    if size == "phone":
+        expect(page.get_by_text("Ctrl+V")).to_be_hidden()
+        assert "Ctrl+V" not in page.locator("body").inner_text()
+        expect(page.get_by_text("drop one here")).to_be_hidden()
+    else:
+        expect(page.get_by_text("Ctrl+V")).to_be_visible()
+    expect(page.get_by_text("Choose a photo")).to_be_visible()
+
+    page.set_input_files("#file", str(panda_query))
+    expect(page.locator("#results .card")).to_have_count(12)
+    assert overflow(page) == 0
+    first = page.locator("#results .card").first.bounding_box()
+    assert first is not None and first["y"] + 0.5 * first["height"] < height, first
+    shoot(page, f"page-{size}")
+
+    page.locator("#results .card").first.click()
+    expect(page.locator("#viewer")).to_be_visible()
+    assert overflow(page) == 0
+    box = page.locator("#viewer-similar").bounding_box()
+    assert box is not None and box["y"] + box["height"] <= height  # reachable without scrolling
+    shoot(page, f"page-{size}-view")
+
+
+def test_back_forward_reload_and_a_shared_link(open_page, server: str, panda_query: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page("phone")
+    ready(page, server + "/")
+    page.set_input_files("#file", str(panda_query))
+    expect(page.locator("#results .card")).to_have_count(12)
+    upload_url = page.url
+    assert query_of(page)["q"].startswith("upload:")
+    first_results = page.locator("#results .card").evaluate_all("cs => cs.map(c => c.dataset.id)")
+
+    clicked = first_results[2]
+    page.locator("#results .card").nth(2).click()
+    expect(page.locator("#viewer")).to_be_visible()
+    assert query_of(page)["view"] == clicked
+    page.click("#viewer-similar")
+    expect(page.locator("#query-title")).to_have_text(re.compile("^More like "))
+    assert query_of(page)["q"] == f"id:{clicked}" and "view" not in query_of(page)
+    similar_url = page.url
+    similar = page.locator("#results .card").evaluate_all("cs => cs.map(c => c.dataset.id)")
+    assert clicked not in similar
+
+    page.go_back()  # to the first search, with the image that was clicked still open
+    expect(page.locator("#viewer")).to_be_visible()
+    expect(page.locator("#query-title")).to_have_text("query_panda.jpg")
+    page.go_back()
+    expect(page.locator("#viewer")).to_be_hidden()
+    assert page.url == upload_url
+    expect(page.locator("#results .card")).to_have_count(12)
+    assert (
+        page.locator("#results .card").evaluate_all("cs => cs.map(c => c.dataset.id)")
+        == first_results
+    )
+    page.go_forward()
+    page.go_forward()
+    expect(page.locator("#query-title")).to_have_text(re.compile("^More like "))
+    assert page.url == similar_url
+    expect(page.locator(f"#results .card[data-id='{similar[0]}']")).to_have_count(1)
+
+    page.reload()  # reload keeps the search
+    expect(page.locator("#results .card")).to_have_count(12)
+    assert page.locator("#results .card").evaluate_all("cs => cs.map(c => c.dataset.id)") == similar
+
+    page.goto(upload_url)  # an uploaded photo is kept in the tab for a reload...
+    expect(page.locator("#results .card")).to_have_count(12)
+    expect(page.locator("#query-title")).to_have_text("query_panda.jpg")
+
+    other = open_page("desktop")  # ...a link to "more like this" works anywhere,
+    ready(other, similar_url)
+    expect(other.locator("#results .card")).to_have_count(12)
+    assert (
+        other.locator("#results .card").evaluate_all("cs => cs.map(c => c.dataset.id)") == similar
+    )
+    ready(other, upload_url)  # and a link to an upload says it cannot carry the photo
+    expect(other.locator("#message")).to_contain_text("choose it again")
+
+
+def test_full_size_view_shows_folder_and_score_and_deletes(
+    open_page, server: str, panda_query: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    page = open_page("desktop")
+    ready(page, server + "/")
+    page.set_input_files("#file", str(panda_query))
+    expect(page.locator("#results .card")).to_have_count(12)
+    card = page.locator("#results .card").first
+    path, score = card.get_attribute("title"), card.locator(".score").inner_text()
+    card.click()
+    expect(page.locator("#viewer-name")).to_have_text(Path(path).name)
+    expect(page.locator("#viewer-folder")).to_have_text(str(Path(path).parent))
+    expect(page.locator("#viewer-facts")).to_contain_text(f"score {score}")
+    image = page.locator("#viewer-image")
+    expect(image).to_have_js_property("complete", True)
+    with Image.open(path) as original:  # the original file, at its size
+        assert image.evaluate("img => img.naturalWidth") == original.width
+    page.keyboard.press("Escape")
+    expect(page.locator("#viewer")).to_be_hidden()
+    assert "view" not in query_of(page)
+
+    # No token on this server: deleting is allowed, after a second click.
+    card.click()
+    delete = page.locator("#viewer-delete")
+    expect(delete).to_be_visible()
+    delete.click()
+    expect(delete).to_have_text("Really delete?")
+    delete.click()
+    expect(page.locator("#viewer")).to_be_hidden()
+    expect(page.locator("#message")).to_have_text(f"Deleted {Path(path).name}.")
+    expect(page.locator("#count")).to_contain_text("29 images")
+    expect(page.locator(f"#results .card[title='{path}']")).to_have_count(0)
+
+
+def test_dragging_a_box_searches_that_region(
+    open_page, server: str, photos: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    # A photo of a panda (left) next to a cup (right).
+    panda = Image.open(sorted((photos / "panda").glob("*.jpg"))[0]).convert("RGB")
+    cup = Image.open(sorted((photos / "cup").glob("*.jpg"))[0]).convert("RGB")
+    both = Image.new("RGB", (600, 300))
+    both.paste(panda.resize((300, 300)), (0, 0))
+    both.paste(cup.resize((300, 300)), (300, 0))
+    both.save(tmp_path / "both.jpg")
+
+    page = open_page("desktop")
+    ready(page, server + "/")
+    page.set_input_files("#file", str(tmp_path / "both.jpg"))
+    expect(page.locator("#results .card")).to_have_count(12)
+
+    def drag(x0: float, y0: float, x1: float, y1: float) -> None:
+        rect = page.locator("#query-image").bounding_box()
+        assert rect is not None
+        page.mouse.move(rect["x"] + x0 * rect["width"], rect["y"] + y0 * rect["height"])
+        page.mouse.down()
+        page.mouse.move(rect["x"] + x1 * rect["width"], rect["y"] + y1 * rect["height"], steps=5)
+        page.mouse.up()
+
+    def folders() -> list[str]:
+        expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
+        return [Path(p).parent.name for p in page.locator("#results .card").evaluate_all(
+            "cs => cs.map(c => c.title)")][:3]  # fmt: skip
+
+    drag(0.55, 0.05, 0.97, 0.95)
+    expect(page.locator("#drag-box")).to_be_visible()
+    assert query_of(page)["box"].startswith("0.5")
+    expect(page.locator("#query-meta")).to_contain_text("in the box")
+    assert folders() == ["cup"] * 3
+    drag(0.03, 0.05, 0.45, 0.95)
+    expect(page.locator("#query-meta")).to_contain_text("in the box")
+    page.wait_for_function(
+        "() => new URLSearchParams(location.search).get('box').startsWith('0.0')"
+    )
+    assert folders() == ["panda"] * 3
+    page.go_back()  # the previous box, searched again from the address
+    page.wait_for_function(
+        "() => new URLSearchParams(location.search).get('box').startsWith('0.5')"
+    )
+    assert folders() == ["cup"] * 3
+    page.click("#whole-photo")
+    expect(page.locator("#drag-box")).to_be_hidden()
+    assert "box" not in query_of(page)
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_a_file_that_is_not_an_image_says_so(
+    open_page, server: str, tmp_path: Path, size: str
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page(size)
+    ready(page, server + "/")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list")
+    page.set_input_files("#file", str(notes))
+    expect(page.locator("#message")).to_be_visible()
+    expect(page.locator("#message")).to_contain_text("“notes.txt” is not an image (text/plain)")
+    assert overflow(page) == 0
+    if size == "phone":
+        shoot(page, "page-phone-not-an-image")
+    # A text file named like a photo: the server decodes by content and says what is wrong.
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("not really a photo")
+    page.set_input_files("#file", str(fake))
+    expect(page.locator("#message")).to_contain_text(
+        "Cannot search with holiday.jpg: holiday.jpg: not a recognised image"
+    )
+    expect(page.locator("#results .card")).to_have_count(0)
+
+
+def test_new_collection_form_and_the_empty_collection(open_page, server: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page("phone")
+    ready(page, server + "/")
+    page.on("dialog", lambda dialog: pytest.fail(f"a native {dialog.type}() was used"))
+    page.click("#new-collection")
+    expect(page.locator("#new-dialog")).to_be_visible()
+    name = page.locator("#new-name")
+    name.fill("my photos!")
+    page.keyboard.press("Enter")
+    expect(page.locator("#new-error")).to_have_text(
+        "Only letters, digits, - and _ can be used: not spaces, “!”."
+    )
+    name.fill("demo")
+    page.click("#new-form button[type=submit]")
+    expect(page.locator("#new-error")).to_have_text("There is already a collection “demo”.")
+    name.fill("x" * 64 + "y")  # the field stops at 64; the server's own limit is the same
+    assert len(name.input_value()) == 64
+    name.fill("holiday-2026")
+    page.click("#new-form button[type=submit]")
+    expect(page.locator("#new-dialog")).to_be_hidden()
+    expect(page.locator("#collection")).to_have_value("holiday-2026")
+    assert query_of(page)["c"] == "holiday-2026" and query_of(page)["tab"] == "add"
+    expect(page.locator("#tab-add")).to_be_visible()
+    expect(page.locator("#count")).to_have_text(re.compile(r"^0 images"))
+
+    page.click("[data-tab=search]")
+    expect(page.locator("#results .empty")).to_contain_text("This collection is empty")
+    page.click("#results .empty button")  # "Add images"
+    expect(page.locator("#tab-add")).to_be_visible()
+
+
+def test_loading_indicator_plurals_and_favicon(open_page, server: str, panda_query: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page("desktop")
+    ready(page, server + "/")
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    response = page.request.get(server + icon)
+    assert response.ok and response.headers["content-type"].startswith("image/svg+xml")
+
+    held: list[object] = []
+    page.route("**/search?*", lambda route: held.append(route))
+    page.set_input_files("#file", str(panda_query))
+    expect(page.locator("#spinner")).to_be_visible()
+    expect(page.locator("#results")).to_have_attribute("aria-busy", "true")
+    deadline = time.monotonic() + 30
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    held[0].continue_()  # type: ignore[attr-defined]
+    page.unroute("**/search?*")
+    expect(page.locator("#spinner")).to_be_hidden()
+    expect(page.locator("#query-meta")).to_contain_text("12 results")
+
+    if not page.locator("#k").is_visible():
+        page.locator("#options summary").click()
+    page.fill("#k", "1")
+    page.locator("#k").dispatch_event("change")
+    expect(page.locator("#results .card")).to_have_count(1)
+    expect(page.locator("#query-meta")).to_contain_text(re.compile(r"\b1 result in"))
+    expect(page.locator("#count")).to_have_text(re.compile(r"^30 images"))
+
+
+def test_weak_matches_are_dimmed(open_page, server: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    noise = tmp_path / "noise.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(noise)
+    page = open_page("desktop")
+    ready(page, server + "/")
+    page.set_input_files("#file", str(noise))
+    expect(page.locator("#results .card")).to_have_count(12)
+    expect(page.locator("#results .card.weak")).to_have_count(12)
+    expect(page.locator("#query-meta")).to_contain_text("only weak matches")
+
+
+def test_the_box_localization_found_is_shown(open_page, server: str, panda_query: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page("desktop")
+    ready(page, server + "/")
+    page.set_input_files("#file", str(panda_query))
+    expect(page.locator("#results .card")).to_have_count(12)
+    expect(page.locator("#query-box")).to_be_hidden()
+    page.check("#localize")
+    expect(page.locator("#query-meta")).to_contain_text(
+        re.compile(r"for the object found \(red box\)|no object found: whole photo")
+    )
+    assert query_of(page)["loc"] == "1"
+    box = page.locator("#query-box")
+    if "for the object found" in page.locator("#query-meta").inner_text():
+        expect(box).to_be_visible()
+    else:
+        expect(box).to_be_hidden()
+    page.reload()  # the option is in the address too
+    expect(page.locator("#localize")).to_be_checked()
