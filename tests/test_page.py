@@ -405,3 +405,49 @@ def test_the_box_localization_found_is_shown(open_page, server: str, panda_query
         expect(box).to_be_hidden()
     page.reload()  # the option is in the address too
     expect(page.locator("#localize")).to_be_checked()
+
+
+def test_with_a_token_delete_waits_for_it_and_the_header_still_fits(
+    open_page, photos: Path, tmp_path: Path, panda_query: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    db = tmp_path / "demo.db"
+    with Collection.open(db) as demo:
+        demo.add([photos / "panda"])
+    settings = ServiceSettings(collections_dir=tmp_path / "collections", db=db, token="s3cret")
+    with live_server(create_app(settings)) as base:
+        page = open_page("phone")
+        ready(page, base + "/")
+        expect(page.locator("#token")).to_be_visible()
+        assert overflow(page) == 0
+        page.set_input_files("#file", str(panda_query))
+        expect(page.locator("#results .card")).to_have_count(5)
+        page.locator("#results .card").first.click()
+        expect(page.locator("#viewer")).to_be_visible()
+        expect(page.locator("#viewer-delete")).to_be_hidden()  # no token given yet
+        page.keyboard.press("Escape")
+        page.fill("#token", "s3cret")
+        page.locator("#token").dispatch_event("change")
+        page.locator("#results .card").first.click()
+        expect(page.locator("#viewer-delete")).to_be_visible()
+        page.click("#viewer-delete")
+        page.click("#viewer-delete")
+        expect(page.locator("#count")).to_contain_text("4 images")
+        expect(page.locator("#results .card")).to_have_count(4)
+
+
+def test_a_dropped_file_that_is_not_an_image_says_so(open_page, server: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page("desktop")
+    ready(page, server + "/")
+    page.evaluate(
+        """() => {
+            const data = new DataTransfer();
+            data.items.add(new File(["%PDF-1.4"], "cv.pdf", {type: "application/pdf"}));
+            document.querySelector("#drop").dispatchEvent(
+                new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+        }"""
+    )
+    expect(page.locator("#message")).to_contain_text("“cv.pdf” is not an image (application/pdf)")

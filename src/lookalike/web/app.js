@@ -605,8 +605,10 @@ async function indexServerPath(path) {
     }
     if (job.state === "done") {
       const r = job.report;
+      const leftOut = Object.values(r.left_out || {}).reduce((a, b) => a + b, 0);
       progress(1, 1, `done: ${r.added} added, ${r.updated} updated, ${r.unchanged} unchanged, ` +
-        `${r.removed} removed, ${r.skipped.length} skipped`);
+        `${r.removed} removed, ${r.skipped.length + (r.skipped_before || 0)} skipped` +
+        (leftOut ? `, ${plural(leftOut, "file")} left out by type` : ""));
       r.skipped.forEach((s) => logLine(`${s.path}: ${s.reason}`, true));
     } else {
       progress(0, 1, `${job.state}${job.error ? `: ${job.error}` : ""}`);
