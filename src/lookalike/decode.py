@@ -37,6 +37,7 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from lookalike import config
+from lookalike.paths import printable
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class DecodeError(Exception):
         self.path = path
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}" if self.path is not None else self.reason
+        return f"{printable(self.path)}: {self.reason}" if self.path is not None else self.reason
 
 
 def load_image(
