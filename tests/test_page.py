@@ -171,8 +171,10 @@ def test_back_forward_reload_and_a_shared_link(open_page, server: str, panda_que
     assert page.url == similar_url
     expect(page.locator(f"#results .card[data-id='{similar[0]}']")).to_have_count(1)
 
-    page.reload()  # reload keeps the search
+    clicked_name = page.locator("#query-title").inner_text()
+    page.reload()  # reload keeps the search, and says what it is like
     expect(page.locator("#results .card")).to_have_count(12)
+    expect(page.locator("#query-title")).to_have_text(clicked_name)
     assert page.locator("#results .card").evaluate_all("cs => cs.map(c => c.dataset.id)") == similar
 
     page.goto(upload_url)  # an uploaded photo is kept in the tab for a reload...

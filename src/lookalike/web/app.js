@@ -328,6 +328,12 @@ function showQuery(src, title, where) {
 }
 
 function showResults(found, p) {
+  if (found.query_path) {
+    // "more like this" opened from a link or a reload: the query's name comes with the answer
+    const name = found.query_path.slice(found.query_path.lastIndexOf("/") + 1);
+    $("#query-title").textContent = `More like ${name}`;
+    $("#query-title").title = shortFolder(found.query_path);
+  }
   if (!p.get("box") && Array.isArray(found.query_box) && found.query_box.length === 4) {
     placeBox($("#query-box"), found.query_box);
   }
