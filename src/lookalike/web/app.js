@@ -11,6 +11,7 @@ const UPLOAD_CHUNK = 8;
 const NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const IMAGE_NAME_RE = /\.(jpe?g|jpe|jfif|png|webp|gif|bmp|dib|tiff?|heic|heif|hif|avif)$/i;
 const KEPT_UPLOAD_BYTES = 3 * 1024 * 1024; // larger uploads are not kept for a reload
+const KEPT_UPLOADS = 3;
 const FORMATS = "JPEG, PNG, WEBP, HEIC, AVIF, GIF, BMP or TIFF";
 
 const state = {
@@ -363,12 +364,17 @@ async function keepUpload(file) {
   const key = Math.random().toString(36).slice(2, 10);
   state.uploads.set(key, file);
   if (file.size <= KEPT_UPLOAD_BYTES) {
+    // The last few uploads only: the tab's storage holds about 5 MB.
+    const kept = JSON.parse(sessionStorage.getItem("lookalike-uploads") || "[]");
+    while (kept.length >= KEPT_UPLOADS) sessionStorage.removeItem(`lookalike-upload:${kept.shift()}`);
     try {
       const data = await readAsDataUrl(file);
       sessionStorage.setItem(`lookalike-upload:${key}`, JSON.stringify({ name: file.name, data }));
+      kept.push(key);
     } catch (_) {
       // storage full: the upload is kept in memory only (Back works, reload does not)
     }
+    sessionStorage.setItem("lookalike-uploads", JSON.stringify(kept));
   }
   return key;
 }
