@@ -171,8 +171,10 @@ def test_back_forward_reload_and_a_shared_link(open_page, server: str, panda_que
     assert page.url == similar_url
     expect(page.locator(f"#results .card[data-id='{similar[0]}']")).to_have_count(1)
 
-    page.reload()  # reload keeps the search
+    clicked_name = page.locator("#query-title").inner_text()
+    page.reload()  # reload keeps the search, and says what it is like
     expect(page.locator("#results .card")).to_have_count(12)
+    expect(page.locator("#query-title")).to_have_text(clicked_name)
     assert page.locator("#results .card").evaluate_all("cs => cs.map(c => c.dataset.id)") == similar
 
     page.goto(upload_url)  # an uploaded photo is kept in the tab for a reload...
@@ -451,3 +453,26 @@ def test_a_dropped_file_that_is_not_an_image_says_so(open_page, server: str) -> 
         }"""
     )
     expect(page.locator("#message")).to_contain_text("“cv.pdf” is not an image (application/pdf)")
+
+
+def test_only_the_last_uploads_are_kept_in_the_tab(open_page, server: str, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page("desktop")
+    ready(page, server + "/")
+    files = sorted((photos / "cup").glob("*.jpg"))[:5]
+    urls = []
+    for file in files:
+        page.set_input_files("#file", str(file))
+        expect(page.locator("#query-title")).to_have_text(file.name)
+        expect(page.locator("#results .card")).to_have_count(12)
+        urls.append(page.url)
+    kept = page.evaluate(
+        "() => Object.keys(sessionStorage).filter(k => k.startsWith('lookalike-upload:'))"
+    )
+    assert len(kept) == 3
+    page.goto(urls[-1])  # a reload of the last upload still works...
+    expect(page.locator("#query-title")).to_have_text(files[-1].name)
+    expect(page.locator("#results .card")).to_have_count(12)
+    page.goto(urls[0])  # ...the first one was let go
+    expect(page.locator("#message")).to_contain_text("choose it again")

@@ -106,3 +106,17 @@ def test_a_decode_error_names_the_file(photos: Path, tmp_path: Path) -> None:
             collection.search(missing)
     assert str(caught.value) == f"{missing}: file not found"
     assert caught.value.reason == "file not found"
+
+
+def test_a_decode_error_of_a_name_that_is_not_utf8_can_be_printed(tmp_path: Path) -> None:
+    import os
+
+    from lookalike.decode import load_image
+
+    name = os.fsdecode(b"bad\xff.jpg")
+    (tmp_path / name).write_bytes(b"not an image")
+    with pytest.raises(DecodeError) as caught:
+        load_image(tmp_path / name)
+    shown = str(caught.value)
+    shown.encode("utf-8")  # printable, and JSON-encodable, whatever the name
+    assert shown.endswith("bad\\xff.jpg: not a recognised image")

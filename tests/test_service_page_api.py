@@ -69,6 +69,7 @@ def test_more_like_a_region_of_an_indexed_image(client: TestClient) -> None:
         f"/collections/demo/images/{first['id']}/similar", params={"k": 5, "box": "0.2,0.2,0.8,0.8"}
     )
     assert whole.status_code == part.status_code == 200
+    assert whole.json()["query_path"] == first["path"]  # the page titles "more like" with it
     assert first["id"] not in [hit["id"] for hit in part.json()["results"]]
     assert len(part.json()["results"]) == 5
     assert [h["score"] for h in part.json()["results"]] != [

@@ -56,6 +56,7 @@ class Hit(BaseModel):
 class SearchResponse(BaseModel):
     collection: str
     query_id: int | None = Field(default=None, description="the image searched like, if any")
+    query_path: str | None = Field(default=None, description="that image's file on the server")
     query_box: tuple[float, float, float, float] | None = Field(
         default=None, description="where the object was found in the query (localize)"
     )

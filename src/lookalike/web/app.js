@@ -11,6 +11,7 @@ const UPLOAD_CHUNK = 8;
 const NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const IMAGE_NAME_RE = /\.(jpe?g|jpe|jfif|png|webp|gif|bmp|dib|tiff?|heic|heif|hif|avif)$/i;
 const KEPT_UPLOAD_BYTES = 3 * 1024 * 1024; // larger uploads are not kept for a reload
+const KEPT_UPLOADS = 3;
 const FORMATS = "JPEG, PNG, WEBP, HEIC, AVIF, GIF, BMP or TIFF";
 
 const state = {
@@ -328,6 +329,12 @@ function showQuery(src, title, where) {
 }
 
 function showResults(found, p) {
+  if (found.query_path) {
+    // "more like this" opened from a link or a reload: the query's name comes with the answer
+    const name = found.query_path.slice(found.query_path.lastIndexOf("/") + 1);
+    $("#query-title").textContent = `More like ${name}`;
+    $("#query-title").title = shortFolder(found.query_path);
+  }
   if (!p.get("box") && Array.isArray(found.query_box) && found.query_box.length === 4) {
     placeBox($("#query-box"), found.query_box);
   }
@@ -357,12 +364,17 @@ async function keepUpload(file) {
   const key = Math.random().toString(36).slice(2, 10);
   state.uploads.set(key, file);
   if (file.size <= KEPT_UPLOAD_BYTES) {
+    // The last few uploads only: the tab's storage holds about 5 MB.
+    const kept = JSON.parse(sessionStorage.getItem("lookalike-uploads") || "[]");
+    while (kept.length >= KEPT_UPLOADS) sessionStorage.removeItem(`lookalike-upload:${kept.shift()}`);
     try {
       const data = await readAsDataUrl(file);
       sessionStorage.setItem(`lookalike-upload:${key}`, JSON.stringify({ name: file.name, data }));
+      kept.push(key);
     } catch (_) {
       // storage full: the upload is kept in memory only (Back works, reload does not)
     }
+    sessionStorage.setItem("lookalike-uploads", JSON.stringify(kept));
   }
   return key;
 }

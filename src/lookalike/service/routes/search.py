@@ -118,6 +118,7 @@ def more_like_this(
     return SearchResponse(
         collection=name,
         query_id=image_id,
+        query_path=path,
         searched_categories=outcome.searched,
         results=service.hits(name, results),
         took_ms=round((time.perf_counter() - started) * 1000, 2),
