@@ -151,6 +151,9 @@ def test_back_forward_reload_and_a_shared_link(open_page, server: str, panda_que
     expect(page.locator("#query-title")).to_have_text(re.compile("^More like "))
     assert query_of(page)["q"] == f"id:{clicked}" and "view" not in query_of(page)
     similar_url = page.url
+    # the new results replace the old ones (waited for), and leave the image itself out
+    expect(page.locator(f'#results .card[data-id="{clicked}"]')).to_have_count(0)
+    expect(page.locator("#results .card")).not_to_have_count(0)
     similar = page.locator("#results .card").evaluate_all("cs => cs.map(c => c.dataset.id)")
     assert clicked not in similar
 
