@@ -34,9 +34,25 @@ class _Buffer:
         if keep is None:
             self.data[:count] = rows
         else:
-            np.compress(keep, rows, axis=0, out=self.data[:count])
+            _copy_kept(rows, keep, self.data)
         self.used = count
         self.lock = threading.Lock()
+
+
+def _copy_kept(rows: np.ndarray, keep: np.ndarray, out: np.ndarray) -> None:
+    """``out[:keep.sum()] = rows[keep]`` without a temporary: when a few rows go, the runs of
+    rows between them are copied slice by slice (``np.compress`` with ``out`` is ~20x slower,
+    boolean indexing copies everything twice)."""
+    gone = np.flatnonzero(~keep)
+    if len(gone) > 256:
+        out[: len(rows) - len(gone)] = rows[keep]
+        return
+    start = written = 0
+    for row in [*gone.tolist(), len(rows)]:
+        count = row - start
+        out[written : written + count] = rows[start:row]
+        written += count
+        start = row + 1
 
 
 class ExactIndex:
