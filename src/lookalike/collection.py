@@ -67,10 +67,13 @@ class Collection:
         *,
         encoders: EncoderPool | None = None,
         name: str = "collection",
+        location: str | None = None,
     ) -> None:
         self.store = store
         self.spec = spec
         self.name = name
+        #: Where the collection lives, for messages: the --db path or store URL.
+        self.location = location or name
         self.encoders = encoders or EncoderPool()
         self.writer = Writer(name)
         self.snapshots = SnapshotCache(store)
@@ -108,7 +111,7 @@ class Collection:
             store.close()
             raise
         name = Path(target).stem if not is_url(target) else str(target).rsplit("/", 1)[-1]
-        return cls(store, spec, encoders=encoders, name=name)
+        return cls(store, spec, encoders=encoders, name=name, location=str(target))
 
     def close(self) -> None:
         """Finish the writes already queued, then close the store."""
@@ -358,7 +361,7 @@ class Collection:
         if not queries:
             return []
         if len(self) == 0:
-            raise EmptyCollectionError(getattr(self.store, "path", self.name))
+            raise EmptyCollectionError(self.location)
         described = self.describe(queries, localize=localize)
         return search.search(
             self.snapshot(),
