@@ -217,3 +217,18 @@ def test_an_unlabelled_upload_keeps_the_classifier_and_the_index_follows(
         assert len(collection.index()) == 31
         assert collection.store.get_meta("classifier_key") == key
         assert cursors and all(c is not None and np.isfinite(c) for c in cursors)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("removed", [1, 5, 300])
+def test_removing_rows_keeps_the_others_in_order(removed: int) -> None:
+    rng = np.random.default_rng(removed)
+    vectors = normalize(rng.normal(size=(1000, 8)))
+    index = ExactIndex(np.arange(1000) * 2, vectors)
+    gone = rng.choice(1000, size=removed, replace=False) * 2
+    smaller = index.remove(gone)
+    keep = ~np.isin(index.ids, gone)
+    np.testing.assert_array_equal(smaller.ids, index.ids[keep])
+    np.testing.assert_array_equal(smaller.vectors, vectors[keep])
+    grown = smaller.add(np.array([5000]), vectors[:1])  # into the room left by remove
+    assert np.shares_memory(grown.vectors, smaller.vectors)
+    np.testing.assert_array_equal(grown.vectors[:-1], vectors[keep])

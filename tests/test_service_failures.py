@@ -346,3 +346,24 @@ def test_huge_query_images_do_not_hold_up_ordinary_searches() -> None:
         "ordinary2 decoding",
     ]
     assert sorted(events[4:]) == ["huge1 decoding", "huge2 decoding", "huge3 decoding"]
+
+
+def test_an_upload_is_stored_as_indexing_its_file_would_store_it(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Uploads are embedded on the request thread and only written on the writer: the row
+    must be the one indexing the stored file gives (an index run finds it unchanged)."""
+    from lookalike.decode import load_image
+
+    data = noise_jpeg(11, size=(300, 200))
+    (result,) = client.post("/collections/c/images", files={"files": ("a.jpg", data)}).json()[
+        "results"
+    ]
+    with Collection.open(tmp_path / "colls" / "c.db") as collection:
+        work = collection.plan([result["path"]])
+        assert not work.todo and work.unchanged == 1
+        found = collection.store.lookup(result["path"])
+        assert found is not None and found[0] == result["id"]
+        encoder = collection.index_embedder
+        expected = encoder.embed_images([load_image(result["path"], min_side=encoder.decode_side)])
+        np.testing.assert_allclose(found[1], expected[0], atol=1e-6)

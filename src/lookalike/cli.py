@@ -244,13 +244,13 @@ def _search(args: argparse.Namespace) -> int:
     with _open(args) as collection:
         if len(collection) == 0:
             print(
-                f"error: {collection.store.path} is empty; run `lookalike index DIR` first",
+                f"error: {collection.location} is empty; run `lookalike index DIR` first",
                 file=sys.stderr,
             )
             return 2
         if args.by_category and collection.classifier() is None:
             print(
-                f"warning: {collection.store.path} has no categories (index with --labels or "
+                f"warning: {collection.location} has no categories (index with --labels or "
                 "--categories-from-folders): --by-category searches everything",
                 file=sys.stderr,
             )
@@ -317,7 +317,7 @@ def _classify(args: argparse.Namespace) -> int:
         source = "collection" if collection.classifier() is not None else "imagenet"
         if source == "imagenet":
             print(
-                f"note: {collection.store.path} has no categories (index with --labels or "
+                f"note: {collection.location} has no categories (index with --labels or "
                 "--categories-from-folders): these are the model's ImageNet classes",
                 file=sys.stderr,
             )
@@ -404,7 +404,7 @@ def _info(args: argparse.Namespace) -> int:
     with _open(args) as collection:
         skipped = collection.store.skipped_files()
         info = {
-            "db": str(collection.store.path),
+            "db": str(collection.location),
             "model": collection.spec.name,
             "precision": collection.spec.precision,
             "images": len(collection),
@@ -497,7 +497,7 @@ def _plot_query(out: Path, number: int, query: str, results) -> None:  # type: i
 def _cluster(args: argparse.Namespace) -> int:
     with _open(args) as collection:
         if len(collection) == 0:
-            print(f"error: {collection.store.path} is empty", file=sys.stderr)
+            print(f"error: {collection.location} is empty", file=sys.stderr)
             return 2
         if args.k is not None and args.k > len(collection):
             print(

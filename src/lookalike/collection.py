@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from PIL import Image
@@ -67,10 +67,13 @@ class Collection:
         *,
         encoders: EncoderPool | None = None,
         name: str = "collection",
+        location: str | None = None,
     ) -> None:
         self.store = store
         self.spec = spec
         self.name = name
+        #: Where the collection lives, for messages: the --db path or store URL.
+        self.location = location or name
         self.encoders = encoders or EncoderPool()
         self.writer = Writer(name)
         self.snapshots = SnapshotCache(store)
@@ -108,7 +111,7 @@ class Collection:
             store.close()
             raise
         name = Path(target).stem if not is_url(target) else str(target).rsplit("/", 1)[-1]
-        return cls(store, spec, encoders=encoders, name=name)
+        return cls(store, spec, encoders=encoders, name=name, location=str(target))
 
     def close(self) -> None:
         """Finish the writes already queued, then close the store."""
@@ -148,8 +151,17 @@ class Collection:
     # --- writing: every change goes through the writer -------------------------------------
 
     def write(self, change: Callable[[], T]) -> T:
-        """Run ``change`` on the collection's writer thread, after the changes queued before."""
-        return self.writer.run(change)
+        """Run ``change`` on the collection's writer thread, after the changes queued before;
+        the search snapshot is brought up to date before it returns (searches do not wait)."""
+        if self.writer.on_writer_thread():
+            return change()
+
+        def change_and_publish() -> T:
+            result = change()
+            self.snapshots.refresh()
+            return result
+
+        return self.writer.run(change_and_publish)
 
     def plan(self, paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False) -> Plan:
         """What ``add`` would do: new or changed files to embed, vanished ones to drop.
@@ -186,7 +198,7 @@ class Collection:
         if not work.todo and not work.vanished:
             report = work.report()
         else:
-            writes = cast(Store, _WritesThroughWriter(self.store, self.writer))
+            writes = cast(Store, _WritesThroughWriter(self.store, self.write))
             if ray is not None:
                 report = _ray_runner().run(
                     writes,
@@ -349,7 +361,7 @@ class Collection:
         if not queries:
             return []
         if len(self) == 0:
-            raise EmptyCollectionError(getattr(self.store, "path", self.name))
+            raise EmptyCollectionError(self.location)
         described = self.describe(queries, localize=localize)
         return search.search(
             self.snapshot(),
@@ -458,19 +470,20 @@ class _WritesThroughWriter:
     """The store, with the writes the indexer makes sent through the collection's writer
     (reads go straight to the store)."""
 
-    def __init__(self, store: MetadataStore, writer: Writer) -> None:
+    def __init__(self, store: MetadataStore, write: Callable[[Callable[[], Any]], Any]) -> None:
         self._store = store
-        self._writer = writer
+        self._write = write
 
     def write_batch(
         self, embedded: Iterable[object], skipped: Iterable[object], forget: Iterable[str] = ()
     ) -> None:
         rows, bad, gone = list(embedded), list(skipped), list(forget)
-        self._writer.run(lambda: self._store.write_batch(rows, bad, gone))  # type: ignore[arg-type]
+        self._write(lambda: self._store.write_batch(rows, bad, gone))  # type: ignore[arg-type]
 
     def remove(self, paths: Iterable[str]) -> int:
         doomed = list(paths)
-        return self._writer.run(lambda: self._store.remove(doomed))
+        removed: int = self._write(lambda: self._store.remove(doomed))
+        return removed
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)

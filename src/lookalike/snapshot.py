@@ -90,18 +90,38 @@ class SnapshotCache:
         return self._snapshot
 
     def current(self) -> SearchSnapshot:
-        """The snapshot of the store as it is now (built if the store changed)."""
+        """The snapshot of the store as it is now (built if the store changed).
+
+        Readers never wait for a build while a snapshot exists: if another thread is
+        building the next one (the writer does, right after each change and before
+        acknowledging it), they take the previous one."""
         key = (self.store.generation(), *models_key(self.store))
         snapshot = self._snapshot
         if snapshot is not None and snapshot.key == key:
             return snapshot
-        with self._building:  # one builder; the others wait and take its snapshot
-            snapshot = self._snapshot
-            key = (self.store.generation(), *models_key(self.store))
-            if snapshot is None or snapshot.key != key:
-                snapshot = self._build(snapshot, key)
-                self._snapshot = snapshot
+        if not self._building.acquire(blocking=snapshot is None):
+            assert snapshot is not None
             return snapshot
+        try:
+            return self._refresh_locked()
+        finally:
+            self._building.release()
+
+    def refresh(self) -> None:
+        """Bring the snapshot up to date now, if one was ever built (the writer calls this
+        after each change, so that searches find the next snapshot ready)."""
+        if self._snapshot is None:
+            return
+        with self._building:
+            self._refresh_locked()
+
+    def _refresh_locked(self) -> SearchSnapshot:
+        snapshot = self._snapshot
+        key = (self.store.generation(), *models_key(self.store))
+        if snapshot is None or snapshot.key != key:
+            snapshot = self._build(snapshot, key)
+            self._snapshot = snapshot  # one assignment: readers see the old or the new
+        return snapshot
 
     def _build(self, previous: SearchSnapshot | None, key: tuple[object, ...]) -> SearchSnapshot:
         if previous is not None and previous.key[1:] == key[1:]:

@@ -19,9 +19,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from PIL import Image
 
-from lookalike import config
+from lookalike import config, fitting
 from lookalike.collection import Collection
 from lookalike.decode import DecodeError, load_image
 from lookalike.encoders import EncoderPool
@@ -44,6 +45,8 @@ from lookalike.service.metrics import Metrics
 from lookalike.service.registry import Collections
 from lookalike.service.schemas import CollectionInfo, Hit, UploadOutcome, UploadReport
 from lookalike.service.settings import ServiceSettings
+from lookalike.store import EmbeddedImage
+from lookalike.types import Box
 
 log = logging.getLogger(__name__)
 
@@ -262,17 +265,32 @@ class Service:
     # --- uploads and deletions -------------------------------------------------------------
 
     def store_uploads(self, name: str, uploads: list[tuple[str, bytes]]) -> UploadReport:
-        """Check every upload, then store them by content and index them, as one change of
-        the collection (on its writer): all or nothing."""
+        """Check and embed every upload on this thread (the model runs outside the writer),
+        then store them by content and write their rows as one change of the collection
+        (on its writer): all or nothing."""
         with self.collections.lease(name) as collection:
-            side = self.batcher(collection.spec).embedder.decode_side
-            checked: list[tuple[str, bytes, str]] = []
+            encoder = self.batcher(collection.spec).embedder
+            checked: list[_Upload] = []
             for filename, data in uploads:
-                self.decode_query(data, filename, side)
+                # Decoded as the indexer decodes a file, so the vector is the one indexing
+                # the stored file would give.
+                image = self.decode_query(data, filename, encoder.decode_side)
                 fmt = sniff_format(data)
                 if fmt is None:  # decodable but not by our rules: cannot happen, refuse anyway
                     raise BadUpload(filename, "not a recognised image")
-                checked.append((filename, data, fmt))
+                # One image at a time: memory stays that of one decoded image.
+                described = encoder.describe([image])
+                checked.append(
+                    _Upload(
+                        filename,
+                        data,
+                        fmt,
+                        image.width,
+                        image.height,
+                        described.vectors[0],
+                        described.boxes[0],
+                    )
+                )
             folder = self.collections.files_dir(name)
             outcomes = collection.write(lambda: _commit_uploads(collection, folder, checked))
         return UploadReport(
@@ -377,45 +395,65 @@ def _inside(path: str, roots: list[Path]) -> bool:
     return any(Path(path).is_relative_to(root) for root in roots)
 
 
+@dataclasses.dataclass
+class _Upload:
+    """A checked upload: its bytes, format, decoded size and vector."""
+
+    filename: str
+    data: bytes
+    fmt: str
+    width: int
+    height: int
+    vector: np.ndarray
+    box: Box | None
+
+
 def _commit_uploads(
-    collection: Collection, folder: Path, checked: list[tuple[str, bytes, str]]
+    collection: Collection, folder: Path, checked: list[_Upload]
 ) -> list[UploadOutcome]:
-    """On the writer: store the files and index them; on failure (a full disk) the files
-    this change created are removed again."""
+    """On the writer: store the files and write their rows in one transaction; on failure
+    (a full disk) the files this change created are removed again."""
+    store = collection.store
     created: list[Path] = []
+    statuses: list[Literal["added", "updated", "unchanged"]] = []
+    paths: list[str] = []
     try:
-        paths: list[str] = []
-        for _, data, fmt in checked:
-            target, written = store_by_content(folder, data, fmt)
+        rows: list[EmbeddedImage] = []
+        for upload in checked:
+            target, written = store_by_content(folder, upload.data, upload.fmt)
             if written:
                 created.append(target)
-            paths.append(str(target))
-        work = collection.plan(paths)
-        todo = {c.path for c in work.todo}
-        report = collection.add(paths, work=work)
+            path = str(target)
+            paths.append(path)
+            if store.lookup(path) is not None:  # indexed, and the file is as it was
+                statuses.append("unchanged")
+                continue
+            known = store.file_states(str(target.parent)).get(path)
+            statuses.append("updated" if known is not None and not known.skipped else "added")
+            info = target.stat()
+            rows.append(
+                EmbeddedImage(
+                    path,
+                    info.st_size,
+                    info.st_mtime_ns,
+                    upload.width,
+                    upload.height,
+                    upload.vector,
+                    upload.box,
+                )
+            )
+        if rows:
+            store.write_batch(rows, [])
+            fitting.refresh(store)
     except BaseException:
         for new_file in created:
             new_file.unlink(missing_ok=True)
         raise
-    skipped = dict(report.skipped)
-    outcomes: list[UploadOutcome] = []
-    for (filename, _, _), path in zip(checked, paths, strict=True):
-        if path in skipped:
-            outcomes.append(
-                UploadOutcome(filename=filename, status="skipped", reason=skipped[path])
-            )
-            continue
-        found = collection.store.lookup(path)
-        status: Literal["added", "updated", "unchanged"] = (
-            "unchanged" if path not in todo else "added" if path in work.new_paths else "updated"
-        )
+    outcomes = []
+    for upload, path, status in zip(checked, paths, statuses, strict=True):
+        found = store.lookup(path)
+        image_id = found[0] if found else None
         outcomes.append(
-            UploadOutcome(
-                filename=filename, status=status, id=found[0] if found else None, path=path
-            )
+            UploadOutcome(filename=upload.filename, status=status, id=image_id, path=path)
         )
-    if skipped:  # the decoder refused at indexing what it accepted above: undo those
-        collection.remove(list(skipped))
-        for bad in skipped:
-            Path(bad).unlink(missing_ok=True)
     return outcomes
