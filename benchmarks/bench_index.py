@@ -1,12 +1,15 @@
 """Indexing speed: model-only throughput vs end-to-end `lookalike index`, re-run, memory.
 
-    .venv/bin/python benchmarks/bench_index.py [--images DIR] [--limit N] [--model lite0]
+    .venv/bin/python benchmarks/bench_index.py [--images DIR] [--model lite0]
+        [--precision fp32 int8]
 
-Measured in one run, so the ratio is fair on a noisy machine:
+Measured in one run, for each precision, so the ratios are fair on a noisy machine:
 
-1. model only: ONNX Runtime on ready uint8 batches (decoding excluded), images/s;
-2. end to end: a fresh `lookalike index DIR` process (walk, decode, embed, store), images/s
-   and the peak resident memory of that process;
+1. model only: ONNX Runtime on ready uint8 batches (decoding excluded), images/s, batch 8
+   on one thread, on two threads, and two one-thread runs at once (what indexing does);
+2. end to end: a fresh `lookalike index DIR --precision P` process (walk, decode, embed,
+   store), images/s, the CPU seconds it used per image (user + system: a figure that other
+   load on the machine disturbs far less than the wall time) and its peak resident memory;
 3. re-run: a second `lookalike index DIR` process on the unchanged folder, wall seconds.
 
 Default images: ../shared/datasets/caltech101 (9,144 JPEGs), as in BENCHMARKS.md.
@@ -18,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,12 +42,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "caltech101"
 
 
-def model_only(model: str, files: list[str], rounds: int) -> dict[str, float]:
+def model_only(model: str, precision: str, files: list[str], rounds: int) -> dict[str, float]:
     """Images/s of the model alone on ready pixels, in the configurations that matter.
 
     The best of them is the reference the pipeline is compared with.
     """
-    spec = builtin_spec(model)
+    spec = builtin_spec(model, precision)  # type: ignore[arg-type]
     pixels_32 = np.stack(
         [Embedder(spec).prepare(load_image(f, min_side=spec.input_size)) for f in files[:32]]
     )
@@ -54,6 +59,7 @@ def model_only(model: str, files: list[str], rounds: int) -> dict[str, float]:
         rates[name] = len(batch) * rounds / _timed(lambda b=batch: shared.embed(b), rounds)
     single = Embedder(spec, threads=1)  # what indexing uses: one core per concurrent run
     single.embed(pixels_8)
+    rates["one_thread_batch8"] = 8 * rounds / _timed(lambda: single.embed(pixels_8), rounds)
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(workers) as pool:
         start = time.perf_counter()
@@ -81,8 +87,12 @@ sys.exit(code)
 """
 
 
-def run_index(folder: Path, db: Path, model: str) -> tuple[dict[str, object], float, float]:
-    """Run `lookalike index` as its own process: (summary, wall seconds, peak RSS in MB)."""
+def run_index(
+    folder: Path, db: Path, model: str, extra: tuple[str, ...] = ()
+) -> tuple[dict[str, object], float, float, float]:
+    """Run `lookalike index` as its own process: (summary, wall seconds, peak RSS in MB,
+    CPU seconds: user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
         [
@@ -96,39 +106,35 @@ def run_index(folder: Path, db: Path, model: str) -> tuple[dict[str, object], fl
             "--model",
             model,
             "--json",
+            *extra,
         ],
         capture_output=True,
         text=True,
         check=True,
     )
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     peak_kb = int(done.stderr.rsplit("peak_kb", 1)[1].split()[0])
-    return json.loads(done.stdout), wall, peak_kb / 1024
+    return json.loads(done.stdout), wall, peak_kb / 1024, cpu
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--model", default="lite0")
-    parser.add_argument("--rounds", type=int, default=15)
-    args = parser.parse_args()
-
-    files = [c.path for c in walk_images(args.images)]
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; {len(files)} images in {args.images}"
-    )
+def measure(
+    images: Path, files: list[str], model: str, precision: str, rounds: int
+) -> dict[str, Any]:
+    """Model-only rates, then `lookalike index` end to end and re-run, for one precision."""
+    model_rates = model_only(model, precision, files, rounds)
+    model_rate = max(model_rates.values())
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("LOOKALIKE_CACHE", str(config.cache_dir()))
-        model_rates = model_only(args.model, files, args.rounds)
-        model_rate = max(model_rates.values())
         db = Path(tmp) / "bench.db"
-        summary, wall, peak_mb = run_index(args.images, db, args.model)
-        _, rerun_wall, _ = run_index(args.images, db, args.model)
+        extra = ("--precision", precision)
+        summary, wall, peak_mb, cpu = run_index(images, db, model, extra)
+        rerun_wall = run_index(images, db, model)[1]
     embedded = int(summary["added"])  # type: ignore[call-overload]
     end_to_end = embedded / wall
-    result = {
-        "model": args.model,
+    return {
+        "model": model,
+        "precision": precision,
         "images": len(files),
         "embedded": embedded,
         "skipped": len(summary["skipped"]),  # type: ignore[arg-type]
@@ -137,10 +143,41 @@ def main() -> None:
         "index_images_per_s_reported": summary["images_per_second"],
         "ratio_to_best_model_only": round(end_to_end / model_rate, 3),
         "index_wall_s": round(wall, 1),
+        "index_cpu_ms_per_image": round(1000 * cpu / embedded, 2),
         "index_peak_rss_mb": round(peak_mb),
         "rerun_unchanged_wall_s": round(rerun_wall, 2),
+        "load_average_after": os.getloadavg()[0],
     }
-    print(json.dumps(result, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--model", default="lite0")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "int8"])
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+
+    files = [c.path for c in walk_images(args.images)]
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; {len(files)} images in {args.images}; "
+        f"load average before: {os.getloadavg()[0]:.2f}"
+    )
+    os.environ.setdefault("LOOKALIKE_CACHE", str(config.cache_dir()))
+    results = [measure(args.images, files, args.model, p, args.rounds) for p in args.precision]
+    for result in results:
+        print(json.dumps(result, indent=2), flush=True)
+    if len(results) > 1:
+        base = results[0]
+        for result in results[1:]:
+            speed = (
+                result["index_images_per_s_process_wall"] / base["index_images_per_s_process_wall"]
+            )
+            cpu = base["index_cpu_ms_per_image"] / result["index_cpu_ms_per_image"]
+            print(
+                f"{result['precision']} / {base['precision']}: index {speed:.2f}x, CPU {cpu:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -10,17 +10,18 @@ from PIL import Image
 
 import lookalike
 from lookalike import Collection
-from lookalike.models import normalize
+from lookalike.models import ModelSpec, normalize
 from lookalike.store import EmbeddedImage
 
 SAMPLE_QUERY = Path(lookalike.__file__).parent / "sample" / "queries" / "query_panda.jpg"
 
 
-def make_collection(db: Path, size: int, dim: int = 1280) -> None:
+def make_collection(db: Path, size: int, dim: int = 1280, model: ModelSpec | None = None) -> None:
     """``size`` random unit vectors under made-up paths: search time depends on their number
-    and dimension, not their content."""
+    and dimension, not their content. ``model``: the collection's model (default: the
+    default one)."""
     rng = np.random.default_rng(0)
-    with Collection.open(db) as collection:
+    with Collection.open(db, model=model) as collection:
         for start in range(0, size, 1000):
             count = min(1000, size - start)
             vectors = normalize(rng.normal(size=(count, dim)))

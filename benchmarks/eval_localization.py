@@ -54,7 +54,7 @@ def evaluate(
     with (scenes / "queries.csv").open() as f:
         queries = list(csv.DictReader(f))
     spec = config.model_spec()
-    db = cache / f"scenes-{config.model}-{config.pooling}-{config.localize}.db"
+    db = cache / f"scenes-{config.model}-{config.precision}-{config.pooling}-{config.localize}.db"
     with Collection.open(db, model=spec) as collection:
         started = time.perf_counter()
         report = collection.add(collection_paths)

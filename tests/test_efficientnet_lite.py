@@ -18,7 +18,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
 def test_graph_matches_torch_reference(variant: str) -> None:
     ref = np.load(FIXTURES / f"torch_efficientnet_{variant}.npz", allow_pickle=False)
-    spec = builtin_spec(variant)
+    spec = builtin_spec(variant, "fp32")  # the graph as trained (int8: tests/test_quantize.py)
     assert spec.input_size == int(ref["image_size"])
     embedder = Embedder(spec)
     pixels = (ref["input_uint8"].astype(np.float32) - 127.0) / 128.0

@@ -108,6 +108,21 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--output", default=None, help="ONNX output with the embedding")
     group.add_argument(
+        "--precision",
+        choices=["fp32", "int8"],
+        default=None,
+        help="int8 runs about twice as fast, with vectors close to fp32 ones (default: int8 "
+        "for lite0, fp32 for the others and ONNX models; see docs/EVALUATION.md)",
+    )
+    group.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="images to calibrate --precision int8 on (needed for your own ONNX model; "
+        "built-in models use images shipped with lookalike)",
+    )
+    group.add_argument(
         "--pooling", choices=["avg", "gem"], default=None, help="feature-map pooling (avg)"
     )
     group.add_argument(
@@ -132,8 +147,8 @@ def _ints(text: str) -> tuple[int, ...]:
 def _model_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from lookalike.models import builtin_spec, onnx_spec
 
-    options = (args.pooling, args.scales, args.localize)
-    if args.model is None and options == (None, None, None):
+    options = (args.pooling, args.scales, args.localize, args.precision, args.calibration)
+    if args.model is None and options == (None,) * len(options):
         return None
     if args.model is not None and args.model.endswith(".onnx"):
         spec = onnx_spec(
@@ -145,6 +160,8 @@ def _model_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         )
     else:
         spec = builtin_spec(args.model or config.DEFAULT_MODEL)
+    if args.precision is not None or args.calibration is not None:
+        spec = spec.with_precision(args.precision or "int8", args.calibration)
     return spec.with_options(pooling=args.pooling, scales=args.scales, localize=args.localize)
 
 
@@ -338,6 +355,7 @@ def _eval(args: argparse.Namespace) -> int:
                 pooling=args.pooling or "avg",
                 scales=args.scales or (),
                 localize=args.localize or "none",
+                precision=args.precision,
             )
         ]
     with tempfile.TemporaryDirectory() as tmp:
@@ -388,6 +406,7 @@ def _info(args: argparse.Namespace) -> int:
         info = {
             "db": str(collection.store.path),
             "model": collection.spec.name,
+            "precision": collection.spec.precision,
             "images": len(collection),
             "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
         }
@@ -395,7 +414,8 @@ def _info(args: argparse.Namespace) -> int:
         print(_dumps(info))
     else:
         print(
-            f"{one_line(str(info['db']))}: {info['images']} images, model {info['model']}, "
+            f"{one_line(str(info['db']))}: {info['images']} images, model {info['model']} "
+            f"({info['precision']}), "
             f"{len(skipped)} skipped files"
         )
         for s in skipped:

@@ -510,8 +510,8 @@ def _model_of(
         spec = dataclasses.replace(spec, descriptor_version=DESCRIPTOR_VERSION)
     if wanted is not None and wanted != spec:
         raise InvalidInput(
-            f"{target} was built with {spec.name}, not {wanted.name}; "
-            "use another --db for another model"
+            f"{target} was built with {spec.label}, not {wanted.label}; vectors of different "
+            "models or precisions are never mixed: use another --db"
         )
     return spec
 

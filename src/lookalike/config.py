@@ -28,6 +28,10 @@ ALPHA_BACKGROUND = (255, 255, 255)
 
 # --- models ---------------------------------------------------------------------------------
 DEFAULT_MODEL = "efficientnet-lite0"
+#: Built-in models that run in int8 unless --precision says otherwise: those whose int8
+#: version stayed within half a point of fp32 on every dataset (docs/EVALUATION.md, "int8").
+#: The others run in fp32 by default.
+INT8_BY_DEFAULT = frozenset({"efficientnet-lite0"})
 #: Images per inference call while indexing: small batches stay in the CPU caches
 #: (8 ran faster per image than 32 on a 2-core EPYC, see BENCHMARKS.md) and bound memory.
 BATCH_SIZE = 8

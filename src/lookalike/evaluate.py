@@ -219,6 +219,7 @@ class EvalConfig:
     whiten: bool = False
     expand: int = 0
     by_category: bool = False
+    precision: str | None = None  # None: the model's default
 
     @classmethod
     def parse(cls, text: str) -> EvalConfig:
@@ -234,6 +235,8 @@ class EvalConfig:
             "qe": "expand",
             "expand": "expand",
             "bycat": "by_category",
+            "prec": "precision",
+            "precision": "precision",
         }
         values: dict[str, object] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
@@ -254,6 +257,8 @@ class EvalConfig:
     @property
     def name(self) -> str:
         parts = [f"model={self.model}", f"pool={self.pooling}"]
+        if self.model_spec().precision != "fp32":
+            parts.append(f"prec={self.model_spec().precision}")
         if self.scales:
             parts.append("scales=" + "+".join(map(str, self.scales)))
         if self.localize != "none":
@@ -269,7 +274,7 @@ class EvalConfig:
     def model_spec(self) -> ModelSpec:
         from lookalike.models import builtin_spec
 
-        return builtin_spec(self.model).with_options(
+        return builtin_spec(self.model, self.precision).with_options(  # type: ignore[arg-type]
             pooling=self.pooling,  # type: ignore[arg-type]
             scales=self.scales,
             localize=self.localize,  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from lookalike import config
 from lookalike.decode import FULL_SIZE, DecodeError, load_image
 from lookalike.models import Embedder
 from lookalike.paths import printable
+from lookalike.preprocess import shrink
 from lookalike.store import Box, EmbeddedImage, SkippedFile, Store
 
 log = logging.getLogger(__name__)
@@ -247,7 +248,9 @@ def _decode_one(embedder: Embedder, candidate: Candidate) -> Image.Image | Decod
     if candidate.problem is not None:
         return DecodeError(candidate.problem, transient=True)
     try:
-        return load_image(candidate.path, min_side=embedder.decode_side)
+        return shrink(
+            load_image(candidate.path, min_side=embedder.decode_side), embedder.decode_side
+        )
     except DecodeError as exc:
         return exc
     except Exception as exc:  # a bad file must never stop the batch

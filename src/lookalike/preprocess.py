@@ -27,6 +27,19 @@ def _crop_box(width: int, height: int, size: int) -> tuple[float, float, float, 
     return (left / scale, top / scale, (left + size) / scale, (top + size) / scale)
 
 
+def shrink(image: Image.Image, min_side: int) -> Image.Image:
+    """Reduce a large decoded image by an integer factor (box filter), keeping its shorter
+    side >= 2 * ``min_side``.
+
+    The same step that :func:`fit_square`'s ``reducing_gap`` takes later, done as soon as
+    the image is decoded, so that an indexing batch holds small images, not eight decoded
+    photos of 12-48 MP each: memory stays near one decoded photo per worker. (JPEGs get
+    there more cheaply still: the decoder's draft mode decodes them at 1/2 to 1/8 scale.)
+    """
+    factor = min(image.size) // (2 * min_side)
+    return image.reduce(factor) if factor > 1 else image
+
+
 def fit_square(image: Image.Image, size: int, mode: ResizeMode = "crop") -> Image.Image:
     """Resize to ``size`` x ``size``.
 
