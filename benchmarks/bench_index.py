@@ -129,7 +129,7 @@ def measure(
         db = Path(tmp) / "bench.db"
         extra = ("--precision", precision)
         summary, wall, peak_mb, cpu = run_index(images, db, model, extra)
-        rerun_wall = run_index(images, db, model)[1]
+        rerun_wall = run_index(images, db, model, extra)[1]
     embedded = int(summary["added"])  # type: ignore[call-overload]
     end_to_end = embedded / wall
     return {
