@@ -129,7 +129,7 @@ def measure(
         db = Path(tmp) / "bench.db"
         extra = ("--precision", precision)
         summary, wall, peak_mb, cpu = run_index(images, db, model, extra)
-        rerun_wall = run_index(images, db, model)[1]
+        rerun_wall = run_index(images, db, model, extra)[1]
     embedded = int(summary["added"])  # type: ignore[call-overload]
     end_to_end = embedded / wall
     return {
@@ -165,9 +165,10 @@ def main() -> None:
         f"load average before: {os.getloadavg()[0]:.2f}"
     )
     os.environ.setdefault("LOOKALIKE_CACHE", str(config.cache_dir()))
-    results = [measure(args.images, files, args.model, p, args.rounds) for p in args.precision]
-    for result in results:
-        print(json.dumps(result, indent=2), flush=True)
+    results = []
+    for precision in args.precision:
+        results.append(measure(args.images, files, args.model, precision, args.rounds))
+        print(json.dumps(results[-1], indent=2), flush=True)
     if len(results) > 1:
         base = results[0]
         for result in results[1:]:

@@ -104,6 +104,17 @@ def test_precision_is_recorded_and_never_mixed(tmp_path: Path, photos: Path) -> 
         Collection.open(db, model=builtin_spec("lite0", "fp32"))
     assert main(["index", str(photos), "--db", str(db), "--precision", "fp32"]) == 2
     assert main(["index", str(photos), "--db", str(db), "--precision", "int8"]) == 0
+    # A model named without a precision keeps the collection's (an fp32 one made before
+    # int8 became the default is not refused).
+    assert main(["index", str(photos), "--db", str(db), "--model", "lite0"]) == 0
+    with Collection.open(db, model="lite0") as collection:
+        assert collection.spec.precision == "int8"
+    old = tmp_path / "old.db"
+    with Collection.open(old, model=builtin_spec("lite0", "fp32")):
+        pass
+    assert main(["index", str(photos), "--db", str(old), "--model", "lite0"]) == 0
+    with Collection.open(old, model="lite0") as collection:
+        assert collection.spec.precision == "fp32" and len(collection) == 30
 
 
 def test_specs_recorded_before_precision_existed_read_as_fp32() -> None:

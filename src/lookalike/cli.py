@@ -150,6 +150,8 @@ def _model_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     options = (args.pooling, args.scales, args.localize, args.precision, args.calibration)
     if args.model is None and options == (None,) * len(options):
         return None
+    if options == (None,) * len(options) and not args.model.endswith(".onnx"):
+        return args.model  # a name alone: an existing collection keeps its precision
     if args.model is not None and args.model.endswith(".onnx"):
         spec = onnx_spec(
             args.model,

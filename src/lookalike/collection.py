@@ -521,6 +521,9 @@ def _model_of(
             DESCRIPTOR_VERSION,
         )
         spec = dataclasses.replace(spec, descriptor_version=DESCRIPTOR_VERSION)
+    if isinstance(model, str) and wanted is not None:
+        # A model named without a precision: the collection keeps the one it was built with.
+        wanted = dataclasses.replace(wanted, precision=spec.precision, calibration=spec.calibration)
     if wanted is not None and wanted != spec:
         raise InvalidInput(
             f"{target} was built with {spec.label}, not {wanted.label}; vectors of different "
