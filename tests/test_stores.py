@@ -194,3 +194,13 @@ def test_names_that_are_not_utf8_round_trip(store: Store) -> None:
     assert store.paths(ids) == {int(ids[0]): good}
     assert store.set_labels({good: "cafe"}) == 1 and store.category_counts() == {"cafe": 1}
     assert store.remove([good, bad]) == 1 and store.file_states() == {}
+
+
+def test_forgotten_files_lose_their_records(store: Store) -> None:
+    """A file that failed for now (not its fault) is forgotten, so the next run tries again."""
+    store.write_batch(
+        _images(["a.jpg", "b.jpg"], _unit(np.random.default_rng(10), 2)),
+        [SkippedFile("/x/c.jpg", 1, 1, "bad")],
+    )
+    store.write_batch([], [], forget=["/x/a.jpg", "/x/c.jpg"])
+    assert set(store.file_states()) == {"/x/b.jpg"} and store.count() == 1

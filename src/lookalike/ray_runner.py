@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: An actor embeds this many write batches per call: fewer, larger Ray tasks (each costs a
+#: scheduling round trip); what is written (and committed) stays one batch at a time.
+RAY_BATCHES = 4
+
 
 class _EmbedActor:
     """One Ray actor: one ONNX session on one core, reused for every batch it is given."""
@@ -45,8 +49,10 @@ class _EmbedActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         candidates = [
-            Candidate(str(p), int(s), int(m))
-            for p, s, m in zip(batch["path"], batch["size"], batch["mtime_ns"], strict=True)
+            Candidate(str(p), int(s), int(m), str(problem) or None)
+            for p, s, m, problem in zip(
+                batch["path"], batch["size"], batch["mtime_ns"], batch["problem"], strict=True
+            )
         ]
         outcomes = _process_batch(self.embedder, candidates)
         dims = next((len(o.vector) for o in outcomes if o.vector is not None), 0)
@@ -62,6 +68,7 @@ class _EmbedActor:
             "height": np.array([o.height for o in outcomes], dtype=np.int64),
             "box": np.array([o.box or (-1.0, -1.0, -1.0, -1.0) for o in outcomes], np.float32),
             "reason": np.array([o.reason for o in outcomes], dtype=object),
+            "transient": np.array([o.transient for o in outcomes]),
         }
 
 
@@ -95,13 +102,16 @@ def run(
     context.execution_options.preserve_order = True  # written in the plan's order
     context.enable_progress_bars = False
     pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    rows = [{"path": c.path, "size": c.size, "mtime_ns": c.mtime_ns} for c in work.todo]
+    rows = [
+        {"path": c.path, "size": c.size, "mtime_ns": c.mtime_ns, "problem": c.problem or ""}
+        for c in work.todo
+    ]
     dataset = ray.data.from_items(
-        rows, override_num_blocks=max(1, len(rows) // batch_size)
+        rows, override_num_blocks=max(1, len(rows) // (RAY_BATCHES * batch_size))
     ).map_batches(
         _EmbedActor,
         fn_constructor_args=(spec,),
-        batch_size=batch_size,
+        batch_size=RAY_BATCHES * batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=min(pool, len(rows))),
         num_cpus=1,
@@ -119,13 +129,16 @@ def _write(
 ) -> None:
     embedded: list[EmbeddedImage] = []
     skipped: list[SkippedFile] = []
+    forget: list[str] = []  # failed for now (not the file's fault): tried again next run
     for i, path in enumerate(batch["path"]):
         path, size, mtime = str(path), int(batch["size"][i]), int(batch["mtime_ns"][i])
         if not batch["ok"][i]:
             reason = str(batch["reason"][i])
             log.info("skipped %s: %s", path, reason)
             report.skipped.append((path, reason))
-            if size >= 0:
+            if batch["transient"][i]:
+                forget.append(path)
+            elif size >= 0:
                 skipped.append(SkippedFile(path, size, mtime, reason))
             continue
         box = tuple(float(v) for v in batch["box"][i])
@@ -144,4 +157,4 @@ def _write(
             report.added += 1
         else:
             report.updated += 1
-    store.write_batch(embedded, skipped)
+    store.write_batch(embedded, skipped, forget=forget)
