@@ -1,0 +1,96 @@
+"""The Ray runner (``lookalike index --ray``) against the local indexer, on the same images.
+
+    .venv/bin/python benchmarks/bench_ray.py [--images 2000] [--root ../shared/datasets/...]
+
+Takes ``--images`` Caltech-101 photos spread over every category (every n-th file in path
+order), indexes them into a new SQLite collection with the local indexer (threads, one core
+each), then into another through a local Ray started on this machine's cores (one actor per
+core, one ONNX session each); ``--repeats`` rounds, alternated, medians reported. Ray's
+start-up is timed apart: on a cluster it is already running. Prints both times, images/s, the
+overhead of Ray, and the core-seconds spent per image (what a cluster's worker time per image is
+made of), as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lookalike import Collection
+
+ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "caltech101"
+
+
+def pick(root: Path, count: int) -> list[Path]:
+    files = sorted(root.rglob("*.jpg"))
+    step = max(1, len(files) // count)
+    return files[::step][:count]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--root", type=Path, default=ROOT / "101_ObjectCategories")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of local, then Ray")
+    args = parser.parse_args()
+    files = pick(args.root, args.images)
+    cores = os.cpu_count() or 1
+
+    import ray
+
+    started = time.perf_counter()
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    ray_start_s = time.perf_counter() - started
+    times: dict[str, list[float]] = {"local": [], "ray": []}
+    vectors: dict[str, np.ndarray] = {}
+    # Alternated, so that other work on the machine weighs on both alike.
+    for round_ in range(args.repeats):
+        for runner in ("local", "ray"):
+            with tempfile.TemporaryDirectory() as tmp, Collection.open(Path(tmp) / "c.db") as c:
+                c.index_embedder  # noqa: B018  (model loaded before the clock starts)
+                started = time.perf_counter()
+                report = c.add(files, ray="" if runner == "ray" else None)
+                times[runner].append(time.perf_counter() - started)
+                assert report.embedded == len(files), report
+                vectors[runner] = c.store.load_vectors()[1]
+            print(f"round {round_}: {runner} {times[runner][-1]:.1f} s", file=sys.stderr)
+    ray.shutdown()
+    local_s, ray_s = float(np.median(times["local"])), float(np.median(times["ray"]))
+    local_vectors, ray_vectors = vectors["local"], vectors["ray"]
+
+    same = bool(np.allclose(local_vectors, ray_vectors, atol=1e-5))
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()}, {cores} cores, "
+                f"Python {platform.python_version()}",
+                "load_average_1min": round(os.getloadavg()[0], 2),
+                "images": len(files),
+                "rounds_local_s": [round(t, 1) for t in times["local"]],
+                "rounds_ray_s": [round(t, 1) for t in times["ray"]],
+                "same_vectors": same,
+                "local_s": round(local_s, 1),
+                "local_images_per_s": round(len(files) / local_s, 1),
+                "ray_start_s": round(ray_start_s, 1),
+                "ray_s": round(ray_s, 1),
+                "ray_images_per_s": round(len(files) / ray_s, 1),
+                "ray_overhead": round(ray_s / local_s - 1, 3),
+                "ray_overhead_with_start": round((ray_s + ray_start_s) / local_s - 1, 3),
+                "core_ms_per_image_local": round(1000 * cores * local_s / len(files), 1),
+                "core_ms_per_image_ray": round(1000 * cores * ray_s / len(files), 1),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
