@@ -107,8 +107,8 @@ def default_db() -> Path:
 
 #: PostgreSQL store (--db postgresql://...): connections per process (searches run in parallel
 #: up to this many), and the HNSW search breadth (hnsw.ef_search). Recall@10 against exact
-#: search on 100,000 Caltech-like vectors was 0.974 at pgvector's default (40) and 0.989 at 100
-#: (benchmarks/bench_postgres.py, BENCHMARKS.md): 100 keeps a margin above 0.95 as
-#: collections grow, for a few milliseconds.
+#: search on 100,000 Caltech-like vectors was 0.974 to 0.985 at pgvector's default (40) and
+#: 0.989 to 0.9995 at 100 in two builds (benchmarks/bench_postgres.py, BENCHMARKS.md): 100
+#: keeps a margin above 0.95 as collections grow, for a few milliseconds.
 PG_POOL_SIZE = 4
 PG_EF_SEARCH = 100
