@@ -93,7 +93,7 @@ def main() -> None:
             print("collection complete before all kills were done")
             break
         process = _index(folder, db)
-        time.sleep(rng.uniform(0.3, full_run * 0.6))
+        time.sleep(rng.uniform(0.3, full_run * 0.9))
         if process.poll() is not None:
             continue  # finished before the kill: not counted
         process.kill()
