@@ -309,7 +309,7 @@ def test_big_decoded_images_are_embedded_alone(
     folder = tmp_path / "photos"
     for i in range(6):
         make_image(folder / f"{i}.png", seed=i, size=(300, 200) if i % 2 else (60, 40), fmt="PNG")
-    monkeypatch.setattr(config, "BATCH_IMAGE_PIXELS", 10_000)
+    monkeypatch.setattr(config, "BATCH_IMAGE_PIXELS", 10_000, raising=False)
     batches: list[list[int]] = []
     original = Embedder.describe
 
