@@ -1,10 +1,11 @@
 """kill -9 while indexing: no corrupt store, nothing redone, the same vectors.
 
-    .venv/bin/python benchmarks/bench_kill.py [--images DIR] [--limit 400] [--kills 24]
+    .venv/bin/python benchmarks/bench_kill.py [--images DIR] [--limit 800] [--kills 24]
 
 A reference `lookalike index` runs undisturbed. Then, on a fresh collection, `lookalike
-index` is started again and again, each time killed (SIGKILL) at a random moment, until
-``--kills`` kills are done, and then left to finish. After every kill: `PRAGMA
+index` is started again and again, each time killed (SIGKILL) at a random moment (during
+start-up or in the first 15 % of the work left), until ``--kills`` kills are done, and
+then left to finish. After every kill: `PRAGMA
 integrity_check`, and every row committed before that run must be there unchanged (same
 change sequence number, same vector: not redone). At the end every vector must be
 bit-identical to the reference's.
@@ -65,7 +66,7 @@ def _index(folder: Path, db: Path) -> subprocess.Popen[bytes]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--limit", type=int, default=400)
+    parser.add_argument("--limit", type=int, default=800)
     parser.add_argument("--kills", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -84,6 +85,13 @@ def main() -> None:
     expected = _rows(work / "ref.db")
     print(f"{len(sources)} images; undisturbed run {full_run:.1f} s, {len(expected)} indexed")
 
+    empty = work / "empty"
+    empty.mkdir()
+    started = time.perf_counter()
+    _index(empty, work / "empty.db").wait()
+    startup = time.perf_counter() - started  # model load, store: before any image
+    rate = len(sources) / max(full_run - startup, 0.1)
+
     db = work / "killed.db"
     kills = corrupt = redone = 0
     progress = []
@@ -93,7 +101,10 @@ def main() -> None:
             print("collection complete before all kills were done")
             break
         process = _index(folder, db)
-        time.sleep(rng.uniform(0.3, full_run * 0.9))
+        # Anywhere in the start-up, or in the first 15 % of the work left: enough kills
+        # before the collection is complete, some of them before any batch is committed.
+        work_left = (len(expected) - len(before)) / rate
+        time.sleep(rng.uniform(0.2, 1.0) * startup + rng.uniform(0.0, 0.15) * work_left)
         if process.poll() is not None:
             continue  # finished before the kill: not counted
         process.kill()
@@ -110,7 +121,7 @@ def main() -> None:
     different = sum(
         1 for path, (_, vector) in expected.items() if rows.get(path, (0, b""))[1] != vector
     )
-    print(f"kills {kills}, rows after each kill: {progress}")
+    print(f"start-up {startup:.1f} s; kills {kills}, rows after each kill: {progress}")
     print(
         f"corrupt stores {corrupt}, committed rows redone or changed {redone}, "
         f"final exit {final.returncode}, indexed {len(rows)} of {len(expected)}, "
