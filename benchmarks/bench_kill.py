@@ -4,7 +4,7 @@
 
 A reference `lookalike index` runs undisturbed. Then, on a fresh collection, `lookalike
 index` is started again and again, each time killed (SIGKILL) at a random moment (during
-start-up or in the first 15 % of the work left), until ``--kills`` kills are done, and
+start-up or in its share of the work left), until ``--kills`` kills are done, and
 then left to finish. After every kill: `PRAGMA
 integrity_check`, and every row committed before that run must be there unchanged (same
 change sequence number, same vector: not redone). At the end every vector must be
@@ -101,10 +101,10 @@ def main() -> None:
             print("collection complete before all kills were done")
             break
         process = _index(folder, db)
-        # Anywhere in the start-up, or in the first 15 % of the work left: enough kills
-        # before the collection is complete, some of them before any batch is committed.
-        work_left = (len(expected) - len(before)) / rate
-        time.sleep(rng.uniform(0.2, 1.0) * startup + rng.uniform(0.0, 0.15) * work_left)
+        # Anywhere in the start-up, or in this kill's share of the work left: every kill
+        # lands before the collection is complete, some before any batch is committed.
+        share = (len(expected) - len(before)) / rate / (args.kills - kills + 1)
+        time.sleep(rng.uniform(0.2, 1.0) * startup + rng.uniform(0.0, 1.0) * share)
         if process.poll() is not None:
             continue  # finished before the kill: not counted
         process.kill()
