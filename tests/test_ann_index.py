@@ -27,7 +27,9 @@ def built(kind: str, ids: np.ndarray, vectors: np.ndarray) -> AnnIndex:
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
+    return float(
+        np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
+    )
 
 
 @pytest.mark.parametrize("kind", ann_index.KINDS)
