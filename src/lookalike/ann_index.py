@@ -33,13 +33,17 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+
+from lookalike.errors import Unavailable
+from lookalike.interfaces import IdFilter
+from lookalike.types import IndexCapabilities
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +148,35 @@ class AnnIndex:
         """Removed vectors FAISS still holds (HNSW cannot delete; IVF does)."""
         return self.positions - self._count if self.kind == "hnsw" else 0
 
+    @property
+    def capabilities(self) -> IndexCapabilities:
+        # Changes in place (under the lock); only the HNSW kind can give back its vectors
+        # (IVF would need a direct map: 30-40 bytes more per image).
+        return IndexCapabilities(
+            exact=False, filter=True, reconstruct=self.kind == "hnsw", snapshot=False, persist=True
+        )
+
+    @property
     def ids(self) -> np.ndarray:
         """The store ids held, ascending."""
-        live = self._ids[self._ids >= 0]
-        return np.sort(live)
+        return np.sort(self._ids[self._ids >= 0])
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """The (8-bit decoded) vectors of these ids, HNSW only."""
+        if self.kind != "hnsw":
+            raise Unavailable("an IVF index does not keep vectors by id; use the store's")
+        with self._lock:
+            positions = self._position_of[np.asarray(ids, dtype=np.int64)]
+            if (positions < 0).any():
+                raise KeyError("some ids are not in the index")
+            return np.stack([self.index.reconstruct(int(p)) for p in positions])
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> AnnIndex:
         """Add vectors (unit length, ``dims`` wide) under these store ids; an id already held
         is replaced."""
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
-            return
+            return self
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with self._lock:
             self._remove_locked(ids)
@@ -169,11 +191,13 @@ class AnnIndex:
             self._position_of[ids] = positions
             self._count += len(ids)
             self._live_bitmap = None
+        return self
 
-    def remove(self, ids: Iterable[int] | np.ndarray) -> int:
-        """Forget these store ids (unknown ones are ignored); returns how many were held."""
+    def remove(self, ids: Iterable[int] | np.ndarray) -> AnnIndex:
+        """Forget these store ids (unknown ones are ignored)."""
         with self._lock:
-            return self._remove_locked(np.fromiter(ids, dtype=np.int64))
+            self._remove_locked(np.fromiter(ids, dtype=np.int64))
+        return self
 
     def _remove_locked(self, ids: np.ndarray) -> int:
         ids = np.unique(ids[(ids >= 0) & (ids < len(self._position_of))])
@@ -196,21 +220,22 @@ class AnnIndex:
         self,
         queries: np.ndarray,
         k: int,
-        exclude: list[int | None] | None = None,
-        allowed: np.ndarray | None = None,
+        *,
+        filter: IdFilter | None = None,
+        exclude: Sequence[int | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` store ids and cosine scores per query, best first (see
-        :meth:`lookalike.vector_index.VectorIndex.search`); ``allowed``, if given, is the
+        """``(scores, ids)`` per query, best first (see
+        :meth:`lookalike.interfaces.VectorIndex.search`); ``filter``, if given, is the
         store ids that may be returned (category-first search)."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         n_queries = len(queries)
         out_ids = np.full((n_queries, k), -1, dtype=np.int64)
         out_scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
         if k <= 0 or self._count == 0:
-            return out_ids, out_scores
+            return out_scores, out_ids
         fetch = k + (1 if exclude is not None and any(e is not None for e in exclude) else 0)
         with self._lock:
-            bitmap, fraction = self._filter_bitmap(allowed)
+            bitmap, fraction = self._filter_bitmap(filter)
             params = self._params(bitmap, fraction)
             scores, positions = self.index.search(
                 queries, min(fetch, self.positions), params=params
@@ -224,7 +249,7 @@ class AnnIndex:
             hits, hit_scores = found[row][keep][:k], scores[row][keep][:k]
             out_ids[row, : len(hits)] = hits
             out_scores[row, : len(hits)] = hit_scores
-        return out_ids, out_scores
+        return out_scores, out_ids
 
     def _filter_bitmap(self, allowed: np.ndarray | None) -> tuple[np.ndarray | None, float]:
         """A bitmap of the positions a search may return (None: all), and their share."""
@@ -263,7 +288,7 @@ class AnnIndex:
 
     # --- persistence ---------------------------------------------------------------------
 
-    def save(self, path: Path, extra: dict[str, Any]) -> None:
+    def save(self, path: Path, extra: dict[str, Any] | None = None) -> None:
         """Write the index to ``path`` (a header file; data files sit beside it) atomically:
         the header, written last and renamed into place, commits the new files."""
         path = Path(path)
@@ -284,7 +309,7 @@ class AnnIndex:
                 "index_sha256": _sha256(index_file),
                 "ids_file": ids_file.name,
                 "ids_sha256": _sha256(ids_file),
-                **extra,
+                **(extra or {}),
             }
         old = _read_header(path)
         tmp = path.with_name(path.name + ".tmp")
@@ -377,3 +402,25 @@ def _grow(array: np.ndarray, size: int) -> np.ndarray:
     grown = np.full(max(size, 2 * len(array)), -1, dtype=array.dtype)
     grown[: len(array)] = array
     return grown
+
+
+def build(kind: str, ids: np.ndarray, vectors: np.ndarray) -> AnnIndex:
+    """An index of ``kind`` over these vectors, trained on a sample of them."""
+    rng = np.random.default_rng(0)
+    sample = vectors
+    if len(vectors) > TRAINING_SAMPLE:
+        sample = vectors[np.sort(rng.choice(len(vectors), TRAINING_SAMPLE, replace=False))]
+    index = AnnIndex.train(kind, sample, len(vectors))
+    for start in range(0, len(ids), 100_000):
+        index.add(ids[start : start + 100_000], vectors[start : start + 100_000])
+    return index
+
+
+def build_ivf(ids: np.ndarray, vectors: np.ndarray) -> AnnIndex:
+    """indexes.INDEX_KINDS["ivf"]."""
+    return build("ivf", ids, vectors)
+
+
+def build_hnsw(ids: np.ndarray, vectors: np.ndarray) -> AnnIndex:
+    """indexes.INDEX_KINDS["hnsw"]."""
+    return build("hnsw", ids, vectors)
