@@ -182,6 +182,8 @@ def _index(args: argparse.Namespace) -> int:
     with _open(args, with_model=True, create=True) as collection:
         if args.pca is not None:
             collection.set_compression(args.pca or None, whiten=args.whiten)
+        if args.index is not None:
+            collection.set_index(args.index)
         report = _index_with_progress(
             collection, args.paths, args.all_files, args.batch_size, ray=args.ray
         )
@@ -265,6 +267,7 @@ def _search(args: argparse.Namespace) -> int:
                     by_category=args.by_category,
                     expand=args.expand,
                     localize=args.localize,
+                    exact=args.exact,
                 )
             except DecodeError as exc:
                 status = 1
@@ -438,6 +441,7 @@ def _import(args: argparse.Namespace) -> int:
         with tqdm(unit="row", desc="importing", disable=not sys.stderr.isatty()) as bar:
             report = parquet_io.import_files(collection, args.files, progress=bar.update)
         collection.refresh_models()
+        collection.sync_index()
         summary = {**report.as_dict(), "images": len(collection)}
     if args.json:
         print(json.dumps(summary))
@@ -466,6 +470,7 @@ def _info(args: argparse.Namespace) -> int:
             "model": collection.spec.name,
             "precision": collection.spec.precision,
             "images": len(collection),
+            "index": collection.index_info(),
             "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
         }
     if args.json:
@@ -476,6 +481,11 @@ def _info(args: argparse.Namespace) -> int:
             f"({info['precision']}), "
             f"{len(skipped)} skipped files"
         )
+        index = info["index"]
+        assert isinstance(index, dict)
+        detail = f", {index['dims']} dims (PCA)" if index["dims"] else ""
+        size = f", {index['bytes_per_image']} bytes per image"
+        print(f"  search index: {index['kind']} (setting {index['setting']}){detail}{size}")
         for s in skipped:
             print(f"  skipped {one_line(s.path)}: {s.reason}")
     return 0
@@ -675,6 +685,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"compress the search index with PCA (default {config.PCA_DIMS} dims; 0: off)",
     )
     group.add_argument("--whiten", action="store_true", help="whiten when compressing")
+    group.add_argument(
+        "--index",
+        choices=["auto", "exact", "ivf", "hnsw"],  # persistent_index.SETTINGS (not imported)
+        default=None,
+        help=f"search index: auto (default: exact below {config.ANN_MIN_IMAGES:,} images, "
+        "approximate from there on), exact, ivf or hnsw (approximate, FAISS)",
+    )
     p.set_defaults(run=_index)
 
     p = command("search", help="find the indexed images most like each query")
@@ -687,6 +704,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--by-category",
         action="store_true",
         help="predict the query's categories and search only them",
+    )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="scan every vector even if the collection has an approximate index (slow; "
+        "for checking its recall)",
     )
     p.add_argument(
         "--localize",

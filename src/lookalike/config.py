@@ -46,6 +46,17 @@ DEFAULT_K = 10
 #: Results below this cosine are shown as weak matches (see docs/EVALUATION.md, "Weak
 #: matches"): a query unlike anything in the collection still gets k results.
 WEAK_MATCH = 0.4
+#: `index --index auto` (the default) searches exactly below this many images, and with an
+#: approximate FAISS index (IVF, 8-bit codes of PCA-256 vectors) from it on: see
+#: BENCHMARKS.md, "Large collections".
+ANN_MIN_IMAGES = 50_000
+#: The approximate index kind `auto` picks: "ivf" (fast to build, real deletions) or "hnsw".
+ANN_KIND = "ivf"
+#: IVF cells scanned per query, HNSW candidates per query (recall@10 >= 0.95 at 10^6 images).
+ANN_NPROBE = 64
+ANN_EF_SEARCH = 128
+#: Vectors PCA is fitted on (a random sample: never the whole collection at once).
+PCA_SAMPLE = 50_000
 
 # --- categories, compression, groups ---------------------------------------------------------
 #: Category-first search scans the smallest set of top categories whose predicted
