@@ -457,12 +457,27 @@ class Collection:
         """Groups of near-duplicate images (cosine >= ``threshold``), tightest group first.
 
         In each group the image with the most pixels comes first (the one to keep), then
-        the others by their best score. Memory stays near that of the vectors themselves.
+        the others by their best score. Memory stays near that of the vectors themselves;
+        a collection with an approximate index takes each image's nearest neighbours from it
+        as candidates (a batch of vectors in memory at a time).
         """
-        ids, vectors = self.store.load_vectors()
-        groups = duplicates.find_duplicates(
-            ids, vectors, threshold=threshold, max_neighbours=max_neighbours
-        )
+        if self.index_kind() != "exact":
+            index = self.index()
+            pca = self._pca
+            groups = duplicates.find_duplicates_by_neighbours(
+                self.store.vector_batches(),
+                self.store.ids(),
+                index,
+                pca.transform if pca is not None else (lambda v: v),
+                self.store.vectors_of,
+                threshold=threshold,
+                max_neighbours=max_neighbours,
+            )
+        else:
+            ids, vectors = self.store.load_vectors()
+            groups = duplicates.find_duplicates(
+                ids, vectors, threshold=threshold, max_neighbours=max_neighbours
+            )
         return duplicates.with_records(groups, self.store.records(i for g in groups for i in g.ids))
 
 
