@@ -17,6 +17,7 @@ tombstones past a fifth of the index trigger a rebuild.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -81,18 +82,21 @@ class FollowedIndex:
         self.cursor = -np.inf
         self.saved_generation = -2
         self.build_seconds: float | None = None  # of the last rebuild in this process
+        self._lock = threading.RLock()
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:
         return self.codec.transform(vectors) if self.codec is not None else vectors
 
     def current(self) -> AnnIndex:
-        """The index, loaded or built on first use, caught up with the store."""
-        if self.index is None and not self._load():
-            self.rebuild()
-        if self.store.generation() != self.generation:
-            self._follow()
-        assert self.index is not None
-        return self.index
+        """The index, loaded or built on first use, caught up with the store. Thread-safe:
+        the service's query workers call it at once; one of them loads or follows."""
+        with self._lock:
+            if self.index is None and not self._load():
+                self.rebuild()
+            if self.store.generation() != self.generation:
+                self._follow()
+            assert self.index is not None
+            return self.index
 
     def _load(self) -> bool:
         loaded = ann_index.load(self.path, settings=search_settings())
@@ -128,9 +132,9 @@ class FollowedIndex:
     def _training_sample(self) -> np.ndarray:
         """Encoded vectors of a random sample, fetched a batch at a time."""
         ids = self.store.ids()
-        if len(ids) > ann_index.TRAINING_SAMPLE:
-            rng = np.random.default_rng(0)
-            ids = np.sort(rng.choice(ids, ann_index.TRAINING_SAMPLE, replace=False))
+        size = ann_index.training_size(len(ids))
+        if len(ids) > size:
+            ids = np.sort(np.random.default_rng(0).choice(ids, size, replace=False))
         parts = [
             self.encode(self.store.vectors_of(ids[start : start + BATCH]))
             for start in range(0, len(ids), BATCH)
