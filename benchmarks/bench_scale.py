@@ -136,6 +136,24 @@ def build(args: argparse.Namespace) -> None:
     )
 
 
+def reindex(args: argparse.Namespace) -> None:
+    """(Re)build the collection's index as its settings now say (e.g. after changing kind)."""
+    from lookalike import persistent_index
+
+    with Collection.open(args.db) as collection:
+        if args.index:
+            persistent_index.set_setting(collection.store, args.index)
+        started = time.perf_counter()
+        collection.sync_index()
+        seconds = time.perf_counter() - started
+        info = collection.index_info()
+    print(json.dumps({"seconds": round(seconds, 1), "peak_mb": peak_mb(), "index": info}))
+
+
+def peak_mb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def photo_files(folder: Path, count: int) -> list[Path]:
     files = sorted(folder.rglob("*.jpg"))
     rng = np.random.default_rng(1)
@@ -214,6 +232,10 @@ def main() -> None:
     p.add_argument("--parquet", type=Path, required=True)
     p.add_argument("--db", type=Path, required=True)
     p.set_defaults(run=build)
+    p = commands.add_parser("reindex")
+    p.add_argument("--db", type=Path, required=True)
+    p.add_argument("--index", choices=["auto", "exact", "ivf", "hnsw"], default=None)
+    p.set_defaults(run=reindex)
     p = commands.add_parser("measure")
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--real", type=Path, default=Path("/tmp/scale8/caltech_lite0_avg.npy"))

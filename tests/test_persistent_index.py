@@ -71,10 +71,10 @@ def test_automatic_choice_persistence_and_following(
         write(collection, 800, vectors[800:])
         collection.refresh_models()
         collection.sync_index()
-        assert collection.index_kind() == "ivf"
+        assert collection.index_kind() == config.ANN_KIND == "hnsw"
         info = collection.index_info()
         assert info["approximate"] and info["dims"] == 256 and info["images"] == 1500
-        assert 256 <= info["bytes_per_image"] < 600  # 8-bit codes of PCA-256 vectors + ids
+        assert 256 <= info["bytes_per_image"] < 700  # 8-bit codes of PCA-256 vectors, graph, ids
         queries, _ = vectors_like_images(20, seed=1)
         assert recall_at_10(collection, queries) >= 0.9
         before = collection.search_many(list(queries), k=10)
@@ -136,7 +136,7 @@ def test_category_filter_inside_the_index(tmp_path: Path, small_threshold: None)
     with Collection.open(tmp_path / "c.db") as collection:
         write(collection, 0, vectors)
         collection.set_labels({f"/photos/{i:06}.jpg": f"kind{labels[i]}" for i in range(1500)})
-        assert collection.index_kind() == "ivf"
+        assert collection.index_kind() == config.ANN_KIND == "hnsw"
         queries, query_labels = vectors_like_images(10, seed=3)
         outcomes = collection.search_detailed(list(queries), k=10, by_category=True)
         for outcome, label in zip(outcomes, query_labels, strict=True):
