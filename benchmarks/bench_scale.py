@@ -113,6 +113,7 @@ def lookalike_cli() -> str:
 
 
 def build(args: argparse.Namespace) -> None:
+    load_before = os.getloadavg()
     wall, peak, out = run_measured(
         [lookalike_cli(), "import", str(args.parquet), "--db", str(args.db), "--json"]
     )
@@ -131,6 +132,8 @@ def build(args: argparse.Namespace) -> None:
                 "store_bytes": Path(args.db).stat().st_size,
                 "index_bytes": ann_bytes,
                 "index_kind": header["kind"],
+                "load_average_before": [round(v, 1) for v in load_before],
+                "load_average_after": [round(v, 1) for v in os.getloadavg()],
             }
         )
     )

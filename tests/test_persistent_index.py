@@ -172,3 +172,19 @@ def test_cli_index_choice_exact_search_and_info(
     assert not Path(db + ".ann").exists()
     assert main(["info", "--db", db]) == 0
     assert "search index: exact (setting exact)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("auto", [False, True])
+def test_large_collections_cluster_a_sample_then_assign_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auto: bool
+) -> None:
+    monkeypatch.setattr(config, "CLUSTER_SAMPLE", 400)
+    vectors, labels = vectors_like_images(1200, seed=4)
+    with Collection.open(tmp_path / "c.db") as collection:
+        write(collection, 0, vectors)
+        collection.set_labels({f"/photos/{i:06}.jpg": f"kind{labels[i]}" for i in range(1200)})
+        report = collection.cluster(CENTRES, auto=auto, min_cluster_size=10)
+        assert report.images == 1200 and sum(report.sizes.values()) == 1200
+        assert collection.clusters() == report.sizes  # every image got a cluster (or noise)
+        assert report.quality is not None and report.quality.purity > 0.9
+        assert report.noise < (840 if auto else 1)  # HDBSCAN leaves noisy images out

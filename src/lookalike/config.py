@@ -69,6 +69,9 @@ CATEGORY_COVERAGE = 0.8
 MAX_CATEGORIES = 3
 #: PCA dimensions of a compressed index (`index --pca` without a number).
 PCA_DIMS = 256
+#: Above this many images, `cluster` clusters a random sample of this size and gives every
+#: other image its nearest sample centroid (a batch at a time: never every vector at once).
+CLUSTER_SAMPLE = 50_000
 #: HDBSCAN's smallest group (`cluster --auto`): fewer images are called noise.
 MIN_CLUSTER_SIZE = 5
 #: Cosine at or above which two images are near-duplicates (see docs/EVALUATION.md).
