@@ -113,7 +113,7 @@ def test_torn_or_foreign_index_file_is_rebuilt(tmp_path: Path, small_threshold: 
     with Collection.open(db) as collection:
         (hit,) = collection.search_many([vectors[7]], k=1)[0]
         assert hit.path == "/photos/000007.jpg"
-        followed = collection._followed
+        followed = collection.snapshots.followed()
         assert followed is not None and followed.build_seconds is not None  # rebuilt
         collection.sync_index()
     assert json.loads(header_path.read_text())["index_file"] != header["index_file"]

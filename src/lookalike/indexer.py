@@ -44,7 +44,10 @@ class BatchSink(Protocol):
     """Where :func:`run` writes its batches: the store, or a Parquet file (lookalike embed)."""
 
     def write_batch(
-        self, embedded: Iterable[EmbeddedImage], skipped: Iterable[SkippedFile]
+        self,
+        embedded: Iterable[EmbeddedImage],
+        skipped: Iterable[SkippedFile],
+        forget: Iterable[str] = (),
     ) -> None: ...
 
     def remove(self, paths: Iterable[str]) -> int: ...

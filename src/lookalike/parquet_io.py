@@ -77,7 +77,10 @@ class ParquetSink:
         self.rows = 0
 
     def write_batch(
-        self, embedded: Iterable[EmbeddedImage], skipped: Iterable[SkippedFile]
+        self,
+        embedded: Iterable[EmbeddedImage],
+        skipped: Iterable[SkippedFile],
+        forget: Iterable[str] = (),
     ) -> None:
         self._pending.extend(embedded)
         if len(self._pending) >= ROWS_PER_BATCH:
@@ -194,7 +197,7 @@ def import_files(
         if _comparable(spec) != _comparable(collection.spec):
             raise ValueError(
                 f"{file} holds vectors of {spec.name} ({spec.pooling} pooling, localize "
-                f"{spec.localize}); {collection.store.path} is {collection.spec.name} "
+                f"{spec.localize}); {collection.name} is {collection.spec.name} "
                 f"({collection.spec.pooling}, localize {collection.spec.localize})"
             )
         parquet = pa.parquet.ParquetFile(str(file))
@@ -206,8 +209,14 @@ def import_files(
                 report.already_imported += batch.num_rows
                 continue
             rows, dims = _rows(batch, dims, str(file), report)
-            collection.store.write_batch(rows, [])
-            collection.store.set_meta(key, str(number + 1))
+
+            def write(
+                rows: list[EmbeddedImage] = rows, done: int = number + 1, key: str = key
+            ) -> None:
+                collection.store.write_batch(rows, [])
+                collection.store.set_meta(key, str(done))
+
+            collection.write(write)  # on the collection's writer thread, like every write
             report.rows += len(rows)
             if progress is not None:
                 progress(batch.num_rows)

@@ -22,21 +22,22 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike import ann_index, config
-from lookalike.ann_index import AnnIndex, SearchSettings
-from lookalike.compression import Pca
-from lookalike.interfaces import IdFilter
+if TYPE_CHECKING:
+    from lookalike.ann_index import AnnIndex, SearchSettings
+
+from lookalike import config
+from lookalike.interfaces import IdFilter, VectorCodec
 from lookalike.store import Store
 from lookalike.types import IndexCapabilities
 from lookalike.vector_index import ExactIndex
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("auto", "exact", *ann_index.KINDS)
+SETTINGS = ("auto", "exact", "ivf", "hnsw")  # ann_index.KINDS (faiss imported when used)
 #: Rows read per batch when building or scanning (20,000 x 1280 float32: 100 MB).
 BATCH = 20_000
 
@@ -65,13 +66,15 @@ def path_for(store: Store) -> Path:
 
 
 def search_settings() -> SearchSettings:
+    from lookalike.ann_index import SearchSettings
+
     return SearchSettings(nprobe=config.ANN_NPROBE, ef_search=config.ANN_EF_SEARCH)
 
 
 class FollowedIndex:
     """An approximate index kept in step with a store (see the module docstring)."""
 
-    def __init__(self, store: Store, kind: str, codec: Pca | None, codec_key: str) -> None:
+    def __init__(self, store: Store, kind: str, codec: VectorCodec | None, codec_key: str) -> None:
         self.store = store
         self.kind = kind
         self.codec = codec
@@ -79,7 +82,7 @@ class FollowedIndex:
         self.path = path_for(store)
         self.index: AnnIndex | None = None
         self.generation = -1
-        self.cursor = -np.inf
+        self.cursor: Any = None  # the store's change cursor the index is current to
         self.saved_generation = -2
         self.build_seconds: float | None = None  # of the last rebuild in this process
         self._lock = threading.RLock()
@@ -99,6 +102,8 @@ class FollowedIndex:
             return self.index
 
     def _load(self) -> bool:
+        from lookalike import ann_index
+
         loaded = ann_index.load(self.path, settings=search_settings())
         if loaded is None:
             return False
@@ -114,6 +119,8 @@ class FollowedIndex:
 
     def rebuild(self) -> None:
         """Build the index from the store: train on a sample, then add every row in batches."""
+        from lookalike.ann_index import AnnIndex
+
         started = time.perf_counter()
         generation, cursor = self.store.generation(), self.store.cursor()
         count = self.store.count()
@@ -131,6 +138,8 @@ class FollowedIndex:
 
     def _training_sample(self) -> np.ndarray:
         """Encoded vectors of a random sample, fetched a batch at a time."""
+        from lookalike import ann_index
+
         ids = self.store.ids()
         size = ann_index.training_size(len(ids))
         if len(ids) > size:
@@ -194,6 +203,13 @@ class FollowedIndex:
         }
 
 
+def remove_index_files(path: Path) -> None:
+    """Delete a saved index (when the collection goes back to exact search)."""
+    from lookalike import ann_index
+
+    ann_index.remove_files(path)
+
+
 def _data_files(path: Path) -> list[str]:
     import json
 
@@ -218,7 +234,7 @@ class StoreScan:
     """An exact index that scans the store a batch at a time instead of holding the vectors
     (``search --exact`` on a large collection). Read-only."""
 
-    def __init__(self, store: Store, codec: Pca | None) -> None:
+    def __init__(self, store: Store, codec: VectorCodec | None) -> None:
         self.store = store
         self.codec = codec
 
@@ -261,7 +277,7 @@ class StoreScan:
 
 def exact_search(
     store: Store,
-    codec: Pca | None,
+    codec: VectorCodec | None,
     queries: np.ndarray,
     k: int,
     *,
