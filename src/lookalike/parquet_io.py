@@ -42,11 +42,12 @@ ROWS_PER_BATCH = 10_000
 
 
 def _pyarrow() -> Any:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError as exc:
-        raise RuntimeError("Parquet files need pyarrow: pip install 'lookalike[parquet]'") from exc
+    from lookalike import extras
+
+    extras.require("parquet", "reading and writing Parquet files of vectors")
+    import pyarrow
+    import pyarrow.parquet
+
     return pyarrow
 
 
