@@ -171,10 +171,11 @@ def run_load(
     content_type: str,
     writers: int = 0,
     writes: list[str] | None = None,
+    name: str = "bench",
 ) -> tuple[list[float], list[str], float]:
     latencies: list[float] = []
     errors: list[str] = []
-    path = "/collections/bench/search?k=10"
+    path = f"/collections/{name}/search?k=10"
     started = time.monotonic()
     until = started + seconds
     threads = [
@@ -202,13 +203,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the measured run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load not measured")
     parser.add_argument("--writers", type=int, default=0, help="threads uploading and deleting")
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="serve this existing collection instead (e.g. one built by bench_scale.py)",
+    )
     args = parser.parse_args()
     if not 0 < args.seconds <= 600:
         parser.error("--seconds must be within (0, 600]")
 
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.db"
-        make_collection(db, args.size)
+        db = args.db or Path(tmp) / "bench.db"
+        if args.db is None:
+            make_collection(db, args.size)
         query = query_jpeg(500)
         body, content_type = multipart("file", "query.jpg", query)
         port = free_port()
@@ -219,12 +227,19 @@ def main() -> None:
         server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
         try:
             wait_ready(port, server)
-            run_load(port, args.clients, args.warmup, body, content_type)
+            run_load(port, args.clients, args.warmup, body, content_type, name=db.stem)
             load_before = os.getloadavg()[0]
             cpu_before = cpu_seconds(server.pid)
             writes: list[str] = []
             latencies, errors, elapsed = run_load(
-                port, args.clients, args.seconds, body, content_type, args.writers, writes
+                port,
+                args.clients,
+                args.seconds,
+                body,
+                content_type,
+                args.writers,
+                writes,
+                name=db.stem,
             )
             server_cpu = cpu_seconds(server.pid) - cpu_before
         finally:
@@ -237,7 +252,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
-        "collection": args.size,
+        "collection": str(args.db) if args.db else args.size,
         "query": f"{len(query) // 1024} KB JPEG, 500 px wide",
         "clients": args.clients,
         "writers": args.writers,

@@ -197,3 +197,35 @@ def test_cli_duplicates_text_and_json(
     assert main(["duplicates", "--db", str(db), "--threshold", "0.2", "--json"]) == 0
     loose = json.loads(capsys.readouterr().out)
     assert sum(g["size"] for g in loose["groups"]) > 2  # a low threshold groups much more
+
+
+def test_large_collections_find_duplicates_from_index_neighbours(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an approximate index, candidates come from each image's neighbours; the groups
+    are those of the all-pairs search on the same vectors."""
+    from lookalike import config
+    from lookalike.collection import Collection
+    from lookalike.store import EmbeddedImage
+
+    monkeypatch.setattr(config, "ANN_MIN_IMAGES", 1000)
+    rng = np.random.default_rng(5)
+    means = rng.normal(size=(10, 1280))
+    vectors = means[rng.integers(0, 10, 1600)] + 1.5 * rng.normal(size=(1600, 1280))
+    for original, copy in [(3, 1500), (3, 1501), (40, 1502), (900, 1503)]:
+        vectors[copy] = vectors[original] + 0.12 * rng.normal(size=1280)  # re-encoded copies
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    with Collection.open(tmp_path / "c.db") as collection:
+        collection.store.write_batch(
+            [EmbeddedImage(f"/p/{i:05}.jpg", 1, 1, 64, 48, v) for i, v in enumerate(vectors)], []
+        )
+        collection.refresh_models()
+        assert collection.index_kind() == config.ANN_KIND == "hnsw"
+        found = collection.duplicates()
+        ids, stored = collection.store.load_vectors()
+        expected = find_duplicates(ids, stored)
+    assert len(expected) == 3
+    assert sorted(sorted(g.ids) for g in found) == sorted(sorted(g.ids) for g in expected)
+    by_ids = {tuple(sorted(g.ids)): g for g in expected}
+    for group in found:
+        assert group.min_score == pytest.approx(by_ids[tuple(sorted(group.ids))].min_score)

@@ -93,6 +93,6 @@ def test_pyproject_keeps_the_core_small() -> None:
     extras = project["optional-dependencies"]
     assert any("fastapi" in d for d in extras["serve"])
     assert any("matplotlib" in d for d in extras["plots"])
-    assert extras["all"] == ["lookalike[serve,plots,lite1,lite2]"]
+    assert extras["all"] == ["lookalike[serve,plots,lite1,lite2,parquet]"]
     # the README's first command installs them all
     assert any(d.startswith("lookalike[all") for d in extras["dev"])

@@ -182,6 +182,8 @@ def _index(args: argparse.Namespace) -> int:
     with _open(args, with_model=True, create=True) as collection:
         if args.pca is not None:
             collection.set_compression(args.pca or None, whiten=args.whiten)
+        if args.index is not None:
+            collection.set_index(args.index)
         report = _index_with_progress(
             collection, args.paths, args.all_files, args.batch_size, ray=args.ray
         )
@@ -265,6 +267,7 @@ def _search(args: argparse.Namespace) -> int:
                     by_category=args.by_category,
                     expand=args.expand,
                     localize=args.localize,
+                    exact=args.exact,
                 )
             except DecodeError as exc:
                 status = 1
@@ -396,6 +399,63 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed(args: argparse.Namespace) -> int:
+    """Embed images into a Parquet file (path, vector), no collection involved."""
+    from tqdm import tqdm
+
+    from lookalike import parquet_io
+    from lookalike.models import builtin_spec
+
+    spec = _model_spec(args) or builtin_spec(config.DEFAULT_MODEL)
+    with tqdm(unit="img", desc="embedding", disable=not sys.stderr.isatty()) as bar:
+        report = parquet_io.embed(
+            args.paths,
+            args.out,
+            spec,
+            all_files=args.all_files,
+            batch_size=args.batch_size,
+            progress=bar.update,
+            on_plan=lambda total: setattr(bar, "total", total),
+        )
+    if args.json:
+        print(json.dumps({**report.as_dict(), "out": str(args.out)}))
+    else:
+        print(
+            f"wrote {report.embedded} vectors to {args.out}, skipped {len(report.skipped)} "
+            f"files, {report.images_per_second:.1f} images/s"
+        )
+        for path, reason in report.skipped:
+            print(f"  skipped {path}: {reason}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    """Add the vectors of Parquet files (lookalike embed, or other machines) to a collection."""
+    from tqdm import tqdm
+
+    from lookalike import parquet_io
+    from lookalike.collection import Collection
+
+    spec = parquet_io.read_spec(args.files[0])
+    with Collection.open(args.db, model=spec) as collection:
+        with tqdm(unit="row", desc="importing", disable=not sys.stderr.isatty()) as bar:
+            report = parquet_io.import_files(collection, args.files, progress=bar.update)
+        collection.refresh_models()
+        collection.sync_index()
+        summary = {**report.as_dict(), "images": len(collection)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"imported {report.rows} vectors from {report.files} files "
+            f"({report.already_imported} already imported, {len(report.rejected)} rejected); "
+            f"{summary['images']} images"
+        )
+        for path, reason in report.rejected:
+            print(f"  rejected {path}: {reason}")
+    return 0
+
+
 def _remove(args: argparse.Namespace) -> int:
     with _open(args) as collection:
         print(f"removed {collection.remove(args.paths)}")
@@ -410,6 +470,7 @@ def _info(args: argparse.Namespace) -> int:
             "model": collection.spec.name,
             "precision": collection.spec.precision,
             "images": len(collection),
+            "index": collection.index_info(),
             "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
         }
     if args.json:
@@ -420,6 +481,11 @@ def _info(args: argparse.Namespace) -> int:
             f"({info['precision']}), "
             f"{len(skipped)} skipped files"
         )
+        index = info["index"]
+        assert isinstance(index, dict)
+        detail = f", {index['dims']} dims (PCA)" if index["dims"] else ""
+        size = f", {index['bytes_per_image']} bytes per image"
+        print(f"  search index: {index['kind']} (setting {index['setting']}){detail}{size}")
         for s in skipped:
             print(f"  skipped {one_line(s.path)}: {s.reason}")
     return 0
@@ -619,6 +685,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"compress the search index with PCA (default {config.PCA_DIMS} dims; 0: off)",
     )
     group.add_argument("--whiten", action="store_true", help="whiten when compressing")
+    group.add_argument(
+        "--index",
+        choices=["auto", "exact", "ivf", "hnsw"],  # persistent_index.SETTINGS (not imported)
+        default=None,
+        help=f"search index: auto (default: exact below {config.ANN_MIN_IMAGES:,} images, "
+        "approximate from there on), exact, ivf or hnsw (approximate, FAISS)",
+    )
     p.set_defaults(run=_index)
 
     p = command("search", help="find the indexed images most like each query")
@@ -631,6 +704,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--by-category",
         action="store_true",
         help="predict the query's categories and search only them",
+    )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="scan every vector even if the collection has an approximate index (slow; "
+        "for checking its recall)",
     )
     p.add_argument(
         "--localize",
@@ -691,6 +770,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=config.BATCH_SIZE)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_eval)
+
+    p = command(
+        "embed", help="embed images into a Parquet file (path, vector), without a collection"
+    )
+    p.add_argument("paths", nargs="+", help="folders (walked recursively) or image files")
+    p.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    _add_model(p)
+    p.add_argument("--all-files", action="store_true", help="consider every file")
+    p.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=_embed)
+
+    p = command(
+        "import", help="add the vectors of Parquet files (from lookalike embed) to a collection"
+    )
+    p.add_argument("files", nargs="+", type=Path, help="Parquet files with path and vector")
+    _add_db(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=_import)
 
     p = command("remove", help="remove files or folders from the index")
     p.add_argument("paths", nargs="+")

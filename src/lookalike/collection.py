@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 from PIL import Image
 
-from lookalike import clustering, config, duplicates, fitting, indexer, search
+from lookalike import clustering, config, duplicates, fitting, indexer, persistent_index, search
 from lookalike.categories import CategoryModel
 from lookalike.compression import Pca
 from lookalike.encoders import EncoderPool
@@ -44,6 +45,7 @@ from lookalike.indexer import IndexReport, Plan
 from lookalike.interfaces import ImageEncoder, MetadataStore, VectorIndex
 from lookalike.models import DESCRIPTOR_VERSION, Embedder, ModelSpec, builtin_spec
 from lookalike.paths import existing_paths, expand_paths
+from lookalike.persistent_index import StoreScan
 from lookalike.search import Query, QueryOutcome, SearchResult
 from lookalike.snapshot import SearchSnapshot, SnapshotCache
 from lookalike.store import Store
@@ -214,6 +216,7 @@ class Collection:
                     writes, embedder, work, batch_size=batch_size, progress=progress
                 )
         self.refresh_models()
+        self.sync_index()
         return report
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
@@ -240,7 +243,9 @@ class Collection:
             fitting.refresh(self.store)
             return removed
 
-        return self.write(change)
+        removed = self.write(change)
+        self.sync_index()
+        return removed
 
     def set_labels(self, labels: dict[str, str]) -> int:
         """Give files (absolute paths, indexed or not yet) a category; retrains the
@@ -267,6 +272,50 @@ class Collection:
     def refresh_models(self) -> None:
         """Refit what the collection's changes made stale (see :mod:`lookalike.fitting`)."""
         self.write(lambda: fitting.refresh(self.store))
+
+    # --- the search index: exact, or approximate for large collections ---------------------
+
+    def index_kind(self) -> str:
+        """The index searches use: "exact", or an approximate kind (see persistent_index)."""
+        return self.snapshots.index_kind()
+
+    def set_index(self, kind: str) -> None:
+        """Choose the search index: "auto" (by size, the default), "exact", "ivf" or "hnsw"."""
+
+        def change() -> None:
+            persistent_index.set_setting(self.store, kind)  # type: ignore[arg-type]
+            if kind == "exact" and hasattr(self.store, "path"):
+                ann_files = persistent_index.path_for(self.store)  # type: ignore[arg-type]
+                persistent_index.remove_index_files(ann_files)
+            fitting.refresh(self.store)
+
+        self.write(change)
+        self.sync_index()
+
+    def sync_index(self) -> None:
+        """Bring the approximate index (if the collection uses one) up to date with the store
+        and save it beside the store; writers call this after their changes."""
+        self.write(self.snapshots.save_index)
+
+    def index_info(self) -> dict[str, object]:
+        """Which index searches use and what it holds (``lookalike info``)."""
+        kind = self.index_kind()
+        pca = self.pca()
+        info: dict[str, object] = {
+            "setting": persistent_index.setting(self.store),  # type: ignore[arg-type]
+            "kind": kind,
+            "approximate": kind != "exact",
+            "dims": pca.dims if pca is not None else None,
+        }
+        if kind == "exact":
+            dims = pca.dims if pca is not None else len(self.index().ids) and _raw_dims(self)
+            info["bytes_per_image"] = 4 * int(dims or 0)
+        else:
+            self.snapshot()
+            followed = self.snapshots.followed()
+            assert followed is not None
+            info.update(followed.describe())
+        return info
 
     # --- fitted models ---------------------------------------------------------------------
 
@@ -316,6 +365,7 @@ class Collection:
         by_category: bool = False,
         expand: int = 0,
         localize: Localize | None = None,
+        exact: bool = False,
     ) -> list[list[SearchResult]]:
         """Top-``k`` most similar indexed images for each query, best first.
 
@@ -335,6 +385,7 @@ class Collection:
             by_category=by_category,
             expand=expand,
             localize=localize,
+            exact=exact,
         )
         return [outcome.results for outcome in outcomes]
 
@@ -349,12 +400,15 @@ class Collection:
         coverage: float = config.CATEGORY_COVERAGE,
         max_categories: int = config.MAX_CATEGORIES,
         localize: Localize | None = None,
+        exact: bool = False,
     ) -> list[QueryOutcome]:
         """Like :meth:`search_many`, also saying which categories were searched.
 
         With ``by_category``, the classifier's top categories whose probabilities add up to
         ``coverage`` are searched, unless that takes more than ``max_categories``: then
         the prediction is unsure and the whole collection is searched (``searched`` None).
+        ``exact`` scans every stored vector even when the collection has an approximate
+        index (for checking its recall; slow on large collections).
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
@@ -363,8 +417,12 @@ class Collection:
         if len(self) == 0:
             raise EmptyCollectionError(self.location)
         described = self.describe(queries, localize=localize)
+        snapshot = self.snapshot()
+        if exact and not snapshot.index.capabilities.exact:
+            scan = StoreScan(self.store, snapshot.codec)  # type: ignore[arg-type]
+            snapshot = dataclasses.replace(snapshot, index=scan)
         return search.search(
-            self.snapshot(),
+            snapshot,
             self.store,
             described,
             k=k,
@@ -429,6 +487,14 @@ class Collection:
         when some are labelled."""
         if not auto and k is None:
             raise ValueError("give the number of clusters k, or auto=True")
+        if len(self) > config.CLUSTER_SAMPLE and hasattr(self.store, "vector_batches"):
+            return self._cluster_from_sample(
+                k,
+                auto=auto,
+                random_state=random_state,
+                pca_dims=pca_dims,
+                min_cluster_size=min_cluster_size,
+            )
         ids, vectors = self.store.load_vectors()
         labels, report = clustering.cluster_images(
             ids,
@@ -444,6 +510,70 @@ class Collection:
         self.write(lambda: self.store.set_clusters(clusters))
         return report
 
+    def _cluster_from_sample(
+        self,
+        k: int | None,
+        *,
+        auto: bool,
+        random_state: int,
+        pca_dims: int | None,
+        min_cluster_size: int,
+    ) -> clustering.ClusterReport:
+        """Cluster a random sample of :data:`config.CLUSTER_SAMPLE` images, then give every
+        image (a batch at a time) the cluster of the nearest sample centroid; with HDBSCAN,
+        an image less like its centroid than 95% of the sample's members is noise."""
+        started = time.perf_counter()
+        store = cast(Store, self.store)
+        all_ids = store.ids()
+        rng = np.random.default_rng(random_state)
+        sample_ids = np.sort(rng.choice(all_ids, config.CLUSTER_SAMPLE, replace=False))
+        sample = store.vectors_of(sample_ids)
+        sample_labels, report = clustering.cluster_images(
+            sample_ids,
+            sample,
+            None,
+            k=k,
+            method="hdbscan" if auto else "kmeans",
+            random_state=random_state,
+            pca_dims=pca_dims,
+            min_cluster_size=min_cluster_size,
+        )
+        names = np.array(sorted(set(sample_labels.tolist()) - {clustering.NOISE}), dtype=np.int64)
+        centroids = np.stack([sample[sample_labels == c].mean(axis=0) for c in names])
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        floors = np.array(
+            [
+                np.percentile(sample[sample_labels == c] @ centroids[i], 5)
+                for i, c in enumerate(names)
+            ]
+        )
+        assigned: dict[int, int] = {}
+        for ids, vectors in store.vector_batches():
+            similarities = vectors @ centroids.T
+            best = similarities.argmax(axis=1)
+            labels = names[best]
+            if auto:
+                labels[similarities[np.arange(len(best)), best] < floors[best]] = clustering.NOISE
+            assigned.update(zip(ids.tolist(), labels.tolist(), strict=True))
+        del sample
+        self.write(lambda: self.store.set_clusters(assigned))
+        every = np.fromiter(assigned.values(), dtype=np.int64, count=len(assigned))
+        values, counts = np.unique(every, return_counts=True)
+        labelled_ids, categories = self.store.labelled_ids()
+        quality = None
+        if len(labelled_ids):
+            quality = clustering.cluster_quality(
+                np.array([assigned[int(i)] for i in labelled_ids]), categories
+            )
+        return dataclasses.replace(
+            report,
+            images=len(every),
+            noise=int((every == clustering.NOISE).sum()),
+            sizes={int(v): int(c) for v, c in zip(values, counts, strict=True)},
+            quality=quality,
+            seconds=time.perf_counter() - started,
+        )
+
     def clusters(self) -> dict[int, int]:
         """Cluster -> number of images in it (-1: noise), from the last :meth:`cluster`."""
         return self.store.cluster_counts()
@@ -457,12 +587,27 @@ class Collection:
         """Groups of near-duplicate images (cosine >= ``threshold``), tightest group first.
 
         In each group the image with the most pixels comes first (the one to keep), then
-        the others by their best score. Memory stays near that of the vectors themselves.
+        the others by their best score. Memory stays near that of the vectors themselves;
+        a collection with an approximate index takes each image's nearest neighbours from it
+        as candidates (a batch of vectors in memory at a time).
         """
-        ids, vectors = self.store.load_vectors()
-        groups = duplicates.find_duplicates(
-            ids, vectors, threshold=threshold, max_neighbours=max_neighbours
-        )
+        if self.index_kind() != "exact":
+            snapshot = self.snapshot()
+            store = cast(Store, self.store)
+            groups = duplicates.find_duplicates_by_neighbours(
+                store.vector_batches(),
+                store.ids(),
+                snapshot.index,
+                snapshot.encode,
+                store.vectors_of,
+                threshold=threshold,
+                max_neighbours=max_neighbours,
+            )
+        else:
+            ids, vectors = self.store.load_vectors()
+            groups = duplicates.find_duplicates(
+                ids, vectors, threshold=threshold, max_neighbours=max_neighbours
+            )
         return duplicates.with_records(groups, self.store.records(i for g in groups for i in g.ids))
 
 
@@ -530,6 +675,12 @@ def _model_of(
             "models or precisions are never mixed: use another --db"
         )
     return spec
+
+
+@functools.cache
+def _raw_dims(collection: Collection) -> int:
+    ids = collection.index().ids[:1]
+    return int(collection.store.vectors_of(ids).shape[1]) if len(ids) else 0  # type: ignore[attr-defined]
 
 
 @functools.cache

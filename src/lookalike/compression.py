@@ -61,7 +61,11 @@ def fit(vectors: np.ndarray, dims: int = DEFAULT_DIMS, *, whiten: bool = False) 
     from sklearn.decomposition import PCA
 
     dims = min(dims, vectors.shape[0], vectors.shape[1])
-    pca = PCA(n_components=dims, whiten=False, random_state=0).fit(vectors)
+    # Many more vectors than dimensions: the eigenvectors of the D x D covariance are the
+    # same components, found 20-30x faster than by an SVD of the N x D matrix (50,000 x 1280:
+    # 4 s against 110 s on a busy 2-core machine).
+    solver = "covariance_eigh" if vectors.shape[0] >= 4 * vectors.shape[1] else "auto"
+    pca = PCA(n_components=dims, whiten=False, svd_solver=solver, random_state=0).fit(vectors)
     scale = 1.0 / np.sqrt(np.maximum(pca.explained_variance_, 1e-12)) if whiten else np.ones(dims)
     return Pca(
         pca.mean_.astype(np.float32),

@@ -46,6 +46,19 @@ DEFAULT_K = 10
 #: Results below this cosine are shown as weak matches (see docs/EVALUATION.md, "Weak
 #: matches"): a query unlike anything in the collection still gets k results.
 WEAK_MATCH = 0.4
+#: `index --index auto` (the default) searches exactly below this many images, and with an
+#: approximate FAISS index (HNSW graph over 8-bit codes of PCA-256 vectors) from it on: see
+#: BENCHMARKS.md, "Large collections".
+ANN_MIN_IMAGES = 50_000
+#: The approximate index kind `auto` picks: "hnsw" (recall@10 0.96 at 1.5 ms on 100,000
+#: Lite0-shaped vectors, where IVF needed half its cells scanned for 0.95) or "ivf" (builds
+#: 10x faster and deletes for real, but lower recall at the same speed on such vectors).
+ANN_KIND = "hnsw"
+#: HNSW candidates per query; IVF cells scanned per query.
+ANN_EF_SEARCH = 128
+ANN_NPROBE = 64
+#: Vectors PCA is fitted on (a random sample: never the whole collection at once).
+PCA_SAMPLE = 50_000
 
 # --- categories, compression, groups ---------------------------------------------------------
 #: Category-first search scans the smallest set of top categories whose predicted
@@ -56,6 +69,9 @@ CATEGORY_COVERAGE = 0.8
 MAX_CATEGORIES = 3
 #: PCA dimensions of a compressed index (`index --pca` without a number).
 PCA_DIMS = 256
+#: Above this many images, `cluster` clusters a random sample of this size and gives every
+#: other image its nearest sample centroid (a batch at a time: never every vector at once).
+CLUSTER_SAMPLE = 50_000
 #: HDBSCAN's smallest group (`cluster --auto`): fewer images are called noise.
 MIN_CLUSTER_SIZE = 5
 #: Cosine at or above which two images are near-duplicates (see docs/EVALUATION.md).

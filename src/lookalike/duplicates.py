@@ -1,5 +1,8 @@
 """Near-duplicate groups: a blocked range self-join over unit vectors, then connected pieces.
 
+Large collections (those searched with an approximate index) use the index's neighbours
+instead: :func:`find_duplicates_by_neighbours`.
+
 Every image is compared with every later image by matrix products over blocks of rows, and
 only the pairs at or above the cosine ``threshold`` are kept. A block holds at most
 ``block_elements`` scores (64 MiB of float32 by default), so memory is the vectors plus one
@@ -17,12 +20,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from lookalike import config
+from lookalike.interfaces import VectorIndex
 from lookalike.store import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -185,6 +189,80 @@ def find_duplicates(
     return [
         DuplicateGroup(
             ids=tuple(int(ids[r]) for r in g.ids),
+            scores=g.scores,
+            min_score=g.min_score,
+            max_score=g.max_score,
+        )
+        for g in groups
+    ]
+
+
+#: Candidates from the index's neighbours are kept down to ``threshold - CANDIDATE_MARGIN`` in
+#: the index's space (PCA-256, 8-bit codes), then scored again on the stored vectors.
+CANDIDATE_MARGIN = 0.1
+
+
+def find_duplicates_by_neighbours(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    all_ids: np.ndarray,
+    index: VectorIndex,
+    encode: Callable[[np.ndarray], np.ndarray],
+    vectors_of: Callable[[np.ndarray], np.ndarray],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_neighbours: int = MAX_NEIGHBOURS,
+) -> list[DuplicateGroup]:
+    """Near-duplicate groups of a large collection from its (approximate) index: each image's
+    ``max_neighbours`` nearest neighbours are the candidates, not all N(N-1)/2 pairs.
+
+    ``batches`` yields (ids, stored vectors) of every image; ``encode`` maps stored vectors
+    to the index's space; ``vectors_of`` reads stored vectors by id. A candidate pair within
+    :data:`CANDIDATE_MARGIN` of ``threshold`` in the index's space is scored again on the
+    stored vectors, so the threshold means what it means for :func:`find_duplicates`.
+    Memory: one batch, the pairs found and the ids, never the whole matrix.
+    """
+    started = time.perf_counter()
+    all_ids = np.asarray(all_ids, dtype=np.int64)
+    firsts: list[np.ndarray] = []
+    seconds: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    for ids, vectors in batches:
+        found_scores, found = index.search(encode(vectors), max_neighbours + 1)
+        rows, cols = np.nonzero((found >= 0) & (found != ids[:, None]))
+        keep = found_scores[rows, cols] >= threshold - CANDIDATE_MARGIN
+        rows, cols = rows[keep], cols[keep]
+        if not len(rows):
+            continue
+        others = found[rows, cols]
+        unique_others, where = np.unique(others, return_inverse=True)
+        other_vectors = vectors_of(unique_others)
+        exact = np.einsum("ij,ij->i", vectors[rows], other_vectors[where])
+        good = exact >= threshold
+        a, b = ids[rows[good]], others[good]
+        firsts.append(np.minimum(a, b))
+        seconds.append(np.maximum(a, b))
+        scores.append(exact[good].astype(np.float32))
+    if not firsts:
+        return []
+    first, second, score = (np.concatenate(x) for x in (firsts, seconds, scores))
+    # Each pair once (found from both ends, or from one).
+    pairs, unique_rows = np.unique(np.stack([first, second], axis=1), axis=0, return_index=True)
+    first_rows = np.searchsorted(all_ids, pairs[:, 0])
+    second_rows = np.searchsorted(all_ids, pairs[:, 1])
+    first_rows, second_rows, pair_scores = _best_per_row(
+        first_rows, second_rows, score[unique_rows], max_neighbours
+    )
+    groups = group_pairs(len(all_ids), first_rows, second_rows, pair_scores)
+    log.info(
+        "%d pairs, %d groups among %d images from index neighbours in %.1f s",
+        len(first_rows),
+        len(groups),
+        len(all_ids),
+        time.perf_counter() - started,
+    )
+    return [
+        DuplicateGroup(
+            ids=tuple(int(all_ids[r]) for r in g.ids),
             scores=g.scores,
             min_score=g.min_score,
             max_score=g.max_score,

@@ -2,6 +2,7 @@
 
 pip install 'lookalike[serve]'   # lookalike serve: the HTTP API and the web page
 pip install 'lookalike[plots]'   # lookalike eval --plot: precision-recall curves
+pip install 'lookalike[parquet]' # lookalike embed --out / import: vectors as Parquet files
 pip install 'lookalike[all]'     # both, and the larger models (lite1, lite2)
 """
 
@@ -13,6 +14,7 @@ import importlib
 EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "multipart", "swagger_ui_bundle"),
     "plots": ("matplotlib",),
+    "parquet": ("pyarrow", "pyarrow.parquet"),
 }
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -37,6 +38,19 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
     | {".heic", ".heif", ".hif", ".avif"}
 )
+
+
+class BatchSink(Protocol):
+    """Where :func:`run` writes its batches: the store, or a Parquet file (lookalike embed)."""
+
+    def write_batch(
+        self,
+        embedded: Iterable[EmbeddedImage],
+        skipped: Iterable[SkippedFile],
+        forget: Iterable[str] = (),
+    ) -> None: ...
+
+    def remove(self, paths: Iterable[str]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -329,7 +343,7 @@ def _in_order(
 
 
 def run(
-    store: Store,
+    store: BatchSink,
     embedder: Embedder,
     work: Plan,
     *,

@@ -19,6 +19,8 @@ from lookalike.interfaces import VectorIndex
 DEFAULT_INDEX = "exact"
 INDEX_KINDS: dict[str, str] = {
     "exact": "lookalike.vector_index:ExactIndex",
+    "ivf": "lookalike.ann_index:build_ivf",
+    "hnsw": "lookalike.ann_index:build_hnsw",
 }
 
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike import codecs, indexes
+from lookalike import codecs, indexes, persistent_index
 from lookalike.categories import CategoryModel
 from lookalike.interfaces import MetadataStore, VectorCodec, VectorIndex
+from lookalike.persistent_index import FollowedIndex
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,29 @@ class SnapshotCache:
         self.store = store
         self._snapshot: SearchSnapshot | None = None
         self._building = threading.Lock()
+        # The approximate index of a large collection, kept beside the store (changes in
+        # place: FAISS indexes are not copied per snapshot).
+        self._followed: FollowedIndex | None = None
+
+    def index_kind(self) -> str:
+        """ "exact", or the approximate kind this collection is searched with (by its size and
+        its ``index`` setting; stores without a file beside them are searched exactly)."""
+        if getattr(self.store, "path", None) is None:
+            return "exact"
+        setting = persistent_index.setting(self.store)  # type: ignore[arg-type]
+        return persistent_index.kind_for(setting, self.store.count())
+
+    def save_index(self) -> None:
+        """Save the approximate index beside the store, if the collection has one (writers
+        call this after their changes, so that the next process loads it, not rebuilds it)."""
+        if self.index_kind() == "exact":
+            return
+        self.current()
+        if self._followed is not None:
+            self._followed.save()
+
+    def followed(self) -> FollowedIndex | None:
+        return self._followed
 
     def peek(self) -> SearchSnapshot | None:
         """The snapshot last built, without checking the store."""
@@ -124,7 +148,15 @@ class SnapshotCache:
         return snapshot
 
     def _build(self, previous: SearchSnapshot | None, key: tuple[object, ...]) -> SearchSnapshot:
-        if previous is not None and previous.key[1:] == key[1:]:
+        kind = self.index_kind()
+        if kind != "exact":
+            return self._build_approximate(previous, key, kind)
+        self._followed = None
+        if (
+            previous is not None
+            and previous.key[1:] == key[1:]
+            and previous.index.capabilities.exact
+        ):
             return self._follow(previous, key)
         settings = json.loads(self.store.get_meta("pca") or "{}")
         codec = codecs.load_codec(settings, self.store.get_artifact("pca"))
@@ -176,6 +208,59 @@ class SnapshotCache:
         return SearchSnapshot(
             index, previous.codec, previous.classifier, partition, key, changes.latest
         )
+
+    def _build_approximate(
+        self, previous: SearchSnapshot | None, key: tuple[object, ...], kind: str
+    ) -> SearchSnapshot:
+        """A snapshot over the approximate index kept beside the store
+        (:class:`lookalike.persistent_index.FollowedIndex`: loaded, followed or rebuilt in
+        batches; never every vector in memory at once)."""
+        settings = json.loads(self.store.get_meta("pca") or "{}")
+        codec = codecs.load_codec(settings, self.store.get_artifact("pca"))
+        codec_key = f"{kind}:pca{key[2] or 0}"
+        if self._followed is None or self._followed.codec_key != codec_key:
+            self._followed = FollowedIndex(
+                self.store,  # type: ignore[arg-type]
+                kind,
+                codec if settings else None,
+                codec_key,
+            )
+        index = self._followed.current()
+        data = self.store.get_artifact("classifier")
+        classifier = CategoryModel.from_bytes(data) if data else None
+        partition = None
+        if classifier is not None:
+            partition = self._partition_batched(
+                classifier,
+                index.ids,
+                previous.partition if previous is not None and previous.key[1] == key[1] else None,
+            )
+        return SearchSnapshot(index, codec, classifier, partition, key, self._followed.cursor)
+
+    def _partition_batched(
+        self, classifier: CategoryModel, ids: np.ndarray, previous: CategoryPartition | None
+    ) -> CategoryPartition:
+        """Categories of every image, predicted a batch at a time; with a previous partition
+        of the same classifier, only the images it lacks are predicted."""
+        store = self.store
+        codes = np.zeros(len(ids), dtype=np.int64)
+        todo = ids
+        if previous is not None and len(previous.ids):
+            positions = np.minimum(np.searchsorted(previous.ids, ids), len(previous.ids) - 1)
+            kept = previous.ids[positions] == ids
+            codes[kept] = previous.codes[positions[kept]]
+            todo = ids[~kept]
+        for start in range(0, len(todo), persistent_index.BATCH):
+            chunk = todo[start : start + persistent_index.BATCH]
+            raw = store.vectors_of(chunk)  # type: ignore[attr-defined]
+            codes[np.searchsorted(ids, chunk)] = classifier.predict_proba(raw).argmax(axis=1)
+        position = {name: i for i, name in enumerate(classifier.classes)}
+        labelled_ids, labels = store.labelled_ids()
+        rows = np.searchsorted(ids, labelled_ids)
+        for row, image_id, label in zip(rows, labelled_ids, labels, strict=True):
+            if row < len(ids) and ids[row] == image_id and label in position:
+                codes[row] = position[label]
+        return CategoryPartition(classifier.classes, ids, codes)
 
     def _codes(self, classifier: CategoryModel, ids: np.ndarray, raw: np.ndarray) -> np.ndarray:
         """Category code of each row: the label if it has one, else the prediction."""

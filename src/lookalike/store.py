@@ -347,6 +347,57 @@ class Store:
         ids, vectors = _ids_and_vectors(rows)
         return ids, np.empty((0, 0), dtype=np.float32) if vectors is None else vectors
 
+    def cursor(self) -> int:
+        """The change cursor as of now: :meth:`vectors_since` of it returns no row until
+        something is written (a whole-collection scan taken after it misses nothing)."""
+        return int(self.get_meta("change_seq") or 0)
+
+    def vector_batches(self, batch_size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every (ids, vectors) in id order, ``batch_size`` rows at a time: whole-collection
+        jobs at millions of images never hold every vector at once."""
+        last = -1
+        while True:
+            rows = self._query(
+                "SELECT id, vector FROM images WHERE id > ? ORDER BY id LIMIT ?",
+                (last, batch_size),
+            )
+            ids, vectors = _ids_and_vectors(rows)
+            if vectors is None:
+                return
+            yield ids, vectors
+            last = int(ids[-1])
+
+    def ids(self) -> np.ndarray:
+        """Every indexed id, ascending (the primary key alone: no vector is read)."""
+        rows = self._query("SELECT id FROM images ORDER BY id")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """Vectors of these ids, in their order (every id must be indexed)."""
+        wanted = [int(i) for i in ids]
+        found: dict[int, bytes] = {}
+        for start in range(0, len(wanted), 500):  # stay under SQLite's variable limit
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(f"SELECT id, vector FROM images WHERE id IN ({marks})", chunk):
+                found[int(row[0])] = row[1]
+        if len(found) < len(set(wanted)):
+            raise KeyError("some ids are not indexed")
+        if not wanted:
+            return np.empty((0, 0), dtype=np.float32)
+        return (
+            np.frombuffer(b"".join(found[i] for i in wanted), dtype="<f4")
+            .reshape(len(wanted), -1)
+            .astype(np.float32)
+        )
+
+    def sample_vectors(self, size: int, *, seed: int = 0) -> np.ndarray:
+        """Vectors of up to ``size`` images drawn at random (fitting PCA and the like)."""
+        ids = self.ids()
+        if len(ids) > size:
+            ids = np.sort(np.random.default_rng(seed).choice(ids, size, replace=False))
+        return self.vectors_of(ids)
+
     def vectors_since(self, cursor: int | None) -> VectorChanges:
         """Every indexed id, and the rows written after ``cursor`` (the ``latest`` of an
         earlier call; None for everything), in one snapshot.

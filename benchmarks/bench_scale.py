@@ -1,0 +1,263 @@
+"""Large collections: import, index build, recall, query time and memory at 10^5..10^7 images.
+
+    # 1. vectors shaped like real Lite0 vectors, as a Parquet file (no images needed)
+    .venv/bin/python benchmarks/bench_large.py make --n 1000000 --out /tmp/scale8/v1m.parquet
+    # 2. a collection from it: `lookalike import` (PCA fit and index build included), timed
+    .venv/bin/python benchmarks/bench_large.py build --parquet /tmp/scale8/v1m.parquet \
+        --db /tmp/scale8/c1m.db
+    # 3. recall@10 against the exact scan, search step, whole query (warm), cold process
+    .venv/bin/python benchmarks/bench_large.py measure --db /tmp/scale8/c1m.db
+
+Vectors: uniform random unit vectors are unrealistically hard for approximate search, so each
+synthetic vector is a real Caltech-101 Lite0 vector plus noise drawn from the real vectors'
+own spread: ``x_i + (x_j - x_k) / sqrt(2)`` for random real ``i, j, k`` (the difference of two
+real vectors has twice their covariance), scaled back to unit length. The real vectors are
+read from ``--real`` (an .npy of N x 1280 Lite0 vectors of the Caltech-101 photos, made
+once with ``lookalike embed ../shared/datasets/caltech101 --out caltech.parquet``; an .npy or
+a .parquet works).
+
+Queries are real photos: their vectors (recall, search step) and their files (whole queries,
+decode + embed + search, and cold ``lookalike search`` processes) from ``--photos``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lookalike import Collection, parquet_io
+from lookalike.models import builtin_spec
+
+CALTECH = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "caltech101"
+
+
+def real_vectors(path: Path) -> np.ndarray:
+    if path.suffix == ".parquet":
+        return np.concatenate([v for _, v in parquet_io.iter_vectors(path)])
+    return np.load(path).astype(np.float32)
+
+
+def make(args: argparse.Namespace) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    real = real_vectors(args.real)
+    rng = np.random.default_rng(0)
+    spec = builtin_spec("efficientnet-lite0")
+    schema = parquet_io.schema(spec)
+    started = time.perf_counter()
+    with pq.ParquetWriter(str(args.out), schema) as writer:
+        for start in range(0, args.n, 50_000):
+            count = min(50_000, args.n - start)
+            i, j, k = (rng.integers(0, len(real), count) for _ in range(3))
+            vectors = real[i] + (real[j] - real[k]) / np.sqrt(2)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            flat = pa.array(vectors.astype(np.float32).ravel(), type=pa.float32())
+            offsets = pa.array(np.arange(0, count * 1280 + 1, 1280, dtype=np.int32))
+            table = pa.table(
+                {
+                    "path": pa.array([f"/synthetic/{start + n:08}.jpg" for n in range(count)]),
+                    "vector": pa.ListArray.from_arrays(offsets, flat),
+                    "size": pa.array(np.full(count, 1, np.int64)),
+                    "mtime_ns": pa.array(np.full(count, 1, np.int64)),
+                    "width": pa.array(np.full(count, 640, np.int32)),
+                    "height": pa.array(np.full(count, 480, np.int32)),
+                },
+                schema=schema,
+            )
+            writer.write_table(table)
+    print(
+        json.dumps(
+            {
+                "vectors": args.n,
+                "file": str(args.out),
+                "bytes": args.out.stat().st_size,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    )
+
+
+def run_measured(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak resident MB of a child process, and its stdout."""
+    wrapper = (
+        "import resource, subprocess, sys, time, json\n"
+        "t = time.perf_counter()\n"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "wall = time.perf_counter() - t\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(json.dumps({'wall': wall, 'peak_mb': peak, 'rc': p.returncode,"
+        " 'out': p.stdout[-2000:], 'err': p.stderr[-2000:]}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, *command], capture_output=True, text=True, check=True
+    )
+    result = json.loads(done.stdout)
+    if result["rc"] != 0:
+        raise RuntimeError(f"{command} failed: {result['err']}")
+    return result["wall"], result["peak_mb"], result["out"]
+
+
+def lookalike_cli() -> str:
+    return str(Path(sys.executable).with_name("lookalike"))
+
+
+def build(args: argparse.Namespace) -> None:
+    load_before = os.getloadavg()
+    wall, peak, out = run_measured(
+        [lookalike_cli(), "import", str(args.parquet), "--db", str(args.db), "--json"]
+    )
+    header = json.loads(Path(str(args.db) + ".ann").read_text())
+    ann_bytes = sum(
+        Path(args.db).with_name(n).stat().st_size
+        for n in (Path(str(args.db) + ".ann").name, header["index_file"], header["ids_file"])
+    )
+    print(
+        json.dumps(
+            {
+                "import": json.loads(out.strip().splitlines()[-1]),
+                "import_seconds_total": round(wall, 1),
+                "index_build_seconds": round(header["built_seconds"], 1),
+                "peak_mb": round(peak),
+                "store_bytes": Path(args.db).stat().st_size,
+                "index_bytes": ann_bytes,
+                "index_kind": header["kind"],
+                "load_average_before": [round(v, 1) for v in load_before],
+                "load_average_after": [round(v, 1) for v in os.getloadavg()],
+            }
+        )
+    )
+
+
+def reindex(args: argparse.Namespace) -> None:
+    """(Re)build the collection's index as its settings now say (e.g. after changing kind)."""
+    from lookalike import persistent_index
+
+    with Collection.open(args.db) as collection:
+        if args.index:
+            persistent_index.set_setting(collection.store, args.index)
+        started = time.perf_counter()
+        collection.sync_index()
+        seconds = time.perf_counter() - started
+        info = collection.index_info()
+    print(json.dumps({"seconds": round(seconds, 1), "peak_mb": peak_mb(), "index": info}))
+
+
+def peak_mb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def photo_files(folder: Path, count: int) -> list[Path]:
+    files = sorted(folder.rglob("*.jpg"))
+    rng = np.random.default_rng(1)
+    return [files[i] for i in rng.choice(len(files), min(count, len(files)), replace=False)]
+
+
+def measure(args: argparse.Namespace) -> None:
+    from lookalike.ann_index import AnnIndex, SearchSettings
+    from lookalike.persistent_index import exact_search
+
+    report: dict[str, object] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    }
+    real = real_vectors(args.real)
+    rng = np.random.default_rng(2)
+    queries = real[rng.choice(len(real), args.queries, replace=False)]
+    with Collection.open(args.db) as collection:
+        started = time.perf_counter()
+        index = collection.index()
+        report["images"] = len(index)
+        report["index_open_seconds"] = round(time.perf_counter() - started, 2)
+        report["index"] = collection.index_info()
+        assert isinstance(index, AnnIndex)
+        pca = collection.pca()
+        encoded = pca.transform(queries) if pca is not None else queries
+        started = time.perf_counter()
+        _, truth = exact_search(collection.store, pca, encoded, 10)
+        report["exact_scan_seconds"] = round(time.perf_counter() - started, 1)
+        sweeps = {}
+        for nprobe in args.nprobe:
+            index.settings = SearchSettings(nprobe=nprobe, ef_search=nprobe * 2)
+            times = []
+            found = []
+            for q in encoded:
+                t = time.perf_counter()
+                found.append(index.search(q[None, :], 10)[1][0])
+                times.append(time.perf_counter() - t)
+            recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
+            sweeps[f"{index.kind} ef_search={nprobe * 2} nprobe={nprobe}"] = {
+                "recall@10": round(float(recall), 4),
+                "search_ms_p50": round(1000 * statistics.median(times), 2),
+                "search_ms_p95": round(1000 * float(np.percentile(times, 95)), 2),
+            }
+        report["search_step"] = sweeps
+        index.settings = SearchSettings()  # back to the configured defaults
+        photos = photo_files(args.photos, args.whole_queries + 1)
+        collection.search(str(photos[0]))  # warm: model loaded
+        times = []
+        for photo in photos[1:]:
+            t = time.perf_counter()
+            collection.search(str(photo))
+            times.append(time.perf_counter() - t)
+        report["whole_query_warm_ms_p50"] = round(1000 * statistics.median(times), 1)
+        report["whole_query_warm_ms_p95"] = round(1000 * float(np.percentile(times, 95)), 1)
+    cold = []
+    for photo in photos[1 : 1 + args.cold_runs]:
+        wall, peak, _ = run_measured(
+            [lookalike_cli(), "search", str(photo), "--db", str(args.db), "--json"]
+        )
+        cold.append((wall, peak))
+    report["cold_search_seconds_median"] = round(statistics.median(w for w, _ in cold), 2)
+    report["cold_search_peak_mb_max"] = round(max(p for _, p in cold))
+    print(json.dumps(report, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("make")
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--real", type=Path, default=Path("/tmp/scale8/caltech_lite0_avg.npy"))
+    p.set_defaults(run=make)
+    p = commands.add_parser("build")
+    p.add_argument("--parquet", type=Path, required=True)
+    p.add_argument("--db", type=Path, required=True)
+    p.set_defaults(run=build)
+    p = commands.add_parser("reindex")
+    p.add_argument("--db", type=Path, required=True)
+    p.add_argument("--index", choices=["auto", "exact", "ivf", "hnsw"], default=None)
+    p.set_defaults(run=reindex)
+    p = commands.add_parser("measure")
+    p.add_argument("--db", type=Path, required=True)
+    p.add_argument("--real", type=Path, default=Path("/tmp/scale8/caltech_lite0_avg.npy"))
+    p.add_argument("--photos", type=Path, default=CALTECH / "101_ObjectCategories")
+    p.add_argument("--queries", type=int, default=200, help="real vectors for recall")
+    p.add_argument(
+        "--nprobe",
+        type=int,
+        nargs="+",
+        default=[32, 64, 128],
+        help="IVF cells scanned (HNSW: twice as many candidates, efSearch)",
+    )
+    p.add_argument("--whole-queries", type=int, default=30)
+    p.add_argument("--cold-runs", type=int, default=5)
+    p.set_defaults(run=measure)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    main()

@@ -1,0 +1,190 @@
+"""Large-collection search: automatic exact/approximate choice, the index file beside the store,
+following the store's changes, torn and foreign index files, category filters, --exact."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike import ann_index, config, persistent_index
+from lookalike.ann_index import AnnIndex
+from lookalike.cli import main
+from lookalike.collection import Collection
+from lookalike.persistent_index import FollowedIndex
+from lookalike.store import EmbeddedImage
+
+CENTRES = 12
+
+
+def vectors_like_images(n: int, seed: int = 0, dims: int = 1280) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered unit vectors (images of a few kinds) and the cluster of each."""
+    rng = np.random.default_rng(seed)
+    means = np.random.default_rng(99).normal(size=(CENTRES, dims))
+    labels = rng.integers(0, CENTRES, n)
+    vectors = means[labels] + 1.5 * rng.normal(size=(n, dims))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32), labels
+
+
+def write(collection: Collection, start: int, vectors: np.ndarray) -> None:
+    collection.store.write_batch(
+        [
+            EmbeddedImage(f"/photos/{start + i:06}.jpg", 1, 1, 64, 48, v)
+            for i, v in enumerate(vectors)
+        ],
+        [],
+    )
+
+
+@pytest.fixture
+def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "ANN_MIN_IMAGES", 1000)
+
+
+def recall_at_10(collection: Collection, queries: np.ndarray) -> float:
+    approximate = collection.search_many(list(queries), k=10)
+    exact = collection.search_many(list(queries), k=10, exact=True)
+    return float(
+        np.mean(
+            [
+                len({r.path for r in a} & {r.path for r in e}) / 10
+                for a, e in zip(approximate, exact, strict=True)
+            ]
+        )
+    )
+
+
+def test_automatic_choice_persistence_and_following(
+    tmp_path: Path, small_threshold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "big.db"
+    vectors, _ = vectors_like_images(1500)
+    with Collection.open(db) as collection:
+        write(collection, 0, vectors[:800])
+        collection.refresh_models()
+        collection.sync_index()
+        assert collection.index_kind() == "exact"  # below the threshold
+        assert not persistent_index.path_for(collection.store).exists()
+        write(collection, 800, vectors[800:])
+        collection.refresh_models()
+        collection.sync_index()
+        assert collection.index_kind() == config.ANN_KIND == "hnsw"
+        info = collection.index_info()
+        assert info["approximate"] and info["dims"] == 256 and info["images"] == 1500
+        assert 256 <= info["bytes_per_image"] < 700  # 8-bit codes of PCA-256 vectors, graph, ids
+        queries, _ = vectors_like_images(20, seed=1)
+        assert recall_at_10(collection, queries) >= 0.9
+        before = collection.search_many(list(queries), k=10)
+    assert persistent_index.path_for(collection.store).exists()
+
+    # A new process loads the saved index: no rebuild, the same answers.
+    def no_rebuild(self: FollowedIndex) -> None:
+        raise AssertionError("the saved index should have been used")
+
+    monkeypatch.setattr(FollowedIndex, "rebuild", no_rebuild)
+    with Collection.open(db) as collection:
+        assert collection.search_many(list(queries), k=10) == before
+        assert isinstance(collection.index(), AnnIndex)
+        # Another writer adds and removes images: searches follow without a rebuild.
+        with Collection.open(db) as writer:
+            write(writer, 5000, vectors[:1] * -1)  # an image unlike any other
+            writer.store.remove(["/photos/000003.jpg"])
+        (hit,) = collection.search_many([vectors[0] * -1], k=1)[0]
+        assert hit.path == "/photos/005000.jpg"
+        found = collection.search_many([vectors[3]], k=5)[0]
+        assert "/photos/000003.jpg" not in {r.path for r in found}
+
+
+def test_torn_or_foreign_index_file_is_rebuilt(tmp_path: Path, small_threshold: None) -> None:
+    db = tmp_path / "c.db"
+    vectors, _ = vectors_like_images(1200)
+    with Collection.open(db) as collection:
+        write(collection, 0, vectors)
+        collection.set_index("hnsw")
+        header_path = persistent_index.path_for(collection.store)
+    header = json.loads(header_path.read_text())
+    assert header["kind"] == "hnsw" and header["count"] == 1200
+    data = tmp_path / header["index_file"]
+    torn = data.read_bytes()[: data.stat().st_size // 2]  # a crash mid-write
+    data.write_bytes(torn)
+    with Collection.open(db) as collection:
+        (hit,) = collection.search_many([vectors[7]], k=1)[0]
+        assert hit.path == "/photos/000007.jpg"
+        followed = collection.snapshots.followed()
+        assert followed is not None and followed.build_seconds is not None  # rebuilt
+        collection.sync_index()
+    assert json.loads(header_path.read_text())["index_file"] != header["index_file"]
+    assert ann_index.load(header_path) is not None  # the rebuilt index was saved whole
+
+    # The index file of another collection, copied beside a new store of the same name.
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in tmp_path.glob("c.db.ann*"):
+        shutil.copy(f, other / f.name)
+    with Collection.open(other / "c.db") as collection:
+        write(collection, 0, vectors[::-1].copy())
+        collection.set_index("hnsw")
+        (hit,) = collection.search_many([vectors[7]], k=1)[0]
+        assert hit.path == f"/photos/{1199 - 7:06}.jpg"
+
+
+def test_category_filter_inside_the_index(tmp_path: Path, small_threshold: None) -> None:
+    vectors, labels = vectors_like_images(1500)
+    with Collection.open(tmp_path / "c.db") as collection:
+        write(collection, 0, vectors)
+        collection.set_labels({f"/photos/{i:06}.jpg": f"kind{labels[i]}" for i in range(1500)})
+        assert collection.index_kind() == config.ANN_KIND == "hnsw"
+        queries, query_labels = vectors_like_images(10, seed=3)
+        outcomes = collection.search_detailed(list(queries), k=10, by_category=True)
+        for outcome, label in zip(outcomes, query_labels, strict=True):
+            assert outcome.searched == [f"kind{label}"]
+            assert {r.category for r in outcome.results} == {f"kind{label}"}
+            assert len(outcome.results) == 10
+        # Query expansion reads the neighbours' vectors from the store.
+        expanded = collection.search_many(list(queries[:2]), k=5, expand=2)
+        assert all(len(r) == 5 for r in expanded)
+
+
+def test_cli_index_choice_exact_search_and_info(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import make_image
+
+    folder = tmp_path / "img"
+    for i in range(6):
+        make_image(folder / f"{i}.jpg", i)
+    db = str(tmp_path / "c.db")
+    assert main(["index", str(folder), "--db", db, "--index", "hnsw"]) == 0
+    assert main(["info", "--db", db, "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    index = json.loads(lines[-1])["index"]
+    assert index["kind"] == "hnsw" and index["setting"] == "hnsw" and index["images"] == 6
+    query = str(folder / "2.jpg")
+    assert main(["search", query, "--db", db, "--json", "-k", "3", "--exact"]) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert main(["search", query, "--db", db, "--json", "-k", "3"]) == 0
+    approximate = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in exact["results"]] == [r["path"] for r in approximate["results"]]
+    assert main(["index", str(folder), "--db", db, "--index", "exact"]) == 0
+    assert not Path(db + ".ann").exists()
+    assert main(["info", "--db", db]) == 0
+    assert "search index: exact (setting exact)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("auto", [False, True])
+def test_large_collections_cluster_a_sample_then_assign_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auto: bool
+) -> None:
+    monkeypatch.setattr(config, "CLUSTER_SAMPLE", 400)
+    vectors, labels = vectors_like_images(1200, seed=4)
+    with Collection.open(tmp_path / "c.db") as collection:
+        write(collection, 0, vectors)
+        collection.set_labels({f"/photos/{i:06}.jpg": f"kind{labels[i]}" for i in range(1200)})
+        report = collection.cluster(CENTRES, auto=auto, min_cluster_size=10)
+        assert report.images == 1200 and sum(report.sizes.values()) == 1200
+        assert collection.clusters() == report.sizes  # every image got a cluster (or noise)
+        assert report.quality is not None and report.quality.purity > 0.9
+        assert report.noise < (840 if auto else 1)  # HDBSCAN leaves noisy images out
