@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from lookalike import codecs, config, persistent_index
-from lookalike.categories import fit_classifier
+from lookalike.categories import fit_classifier, fit_projection
 from lookalike.interfaces import MetadataStore
 from lookalike.snapshot import CLASSIFIER_KEY, CODEC_GENERATION
 
@@ -76,6 +76,11 @@ def _refresh_codec(store: MetadataStore, vectors: Vectors) -> None:
         return
     count = store.count()
     data = store.get_artifact("pca")
+    if count < config.CODEC_MIN_IMAGES:  # too few images: raw cosine until there are more
+        if data:
+            store.put_artifact("pca", None)
+            bump_codec_generation(store)
+        return
     if data:
         current = codecs.load_codec(settings, data)
         fitted_on = getattr(current, "fitted_on", None)  # codecs fitted on the vectors have it
@@ -104,13 +109,16 @@ def _refresh_classifier(store: MetadataStore, vectors: Vectors) -> None:
     key = f"{store.labels_generation()}:{digest}"
     if store.get_meta(CLASSIFIER_KEY) == key:
         return
-    model = None
+    model, projection = None, None
     if len(set(labels)) >= 2:
         read = getattr(store, "vectors_of", None)
         if read is not None:
-            model = fit_classifier(read(ids), labels)
+            labelled = read(ids)
         else:
             all_ids, stored = vectors()
-            model = fit_classifier(stored[np.searchsorted(all_ids, ids)], labels)
+            labelled = stored[np.searchsorted(all_ids, ids)]
+        model = fit_classifier(labelled, labels)
+        projection = fit_projection(labelled, labels)
     store.put_artifact("classifier", model.to_bytes() if model else None)
+    store.put_artifact("category_projection", projection.to_bytes() if projection else None)
     store.set_meta(CLASSIFIER_KEY, key)
