@@ -62,8 +62,12 @@ def refresh(store: MetadataStore) -> None:
 def _default_codec_for_approximate_search(store: MetadataStore) -> None:
     """A collection that reaches the size of approximate search and never chose a codec gets
     PCA-256 (docs/EVALUATION.md: the same or better retrieval figures, a fifth of the size;
-    the approximate index holds 8-bit codes of these vectors)."""
-    if store.get_meta("pca") is not None or getattr(store, "path", None) is None:
+    the approximate index holds 8-bit codes of these vectors). The default codec of a new
+    collection (centring, no reduction) counts as not chosen: PCA centres too."""
+    chosen = store.get_meta("pca")
+    if getattr(store, "path", None) is None:
+        return
+    if chosen is not None and json.loads(chosen) != config.DEFAULT_CODEC:
         return
     kind = persistent_index.kind_for(persistent_index.setting(store), store.count())  # type: ignore[arg-type]
     if kind != "exact":
