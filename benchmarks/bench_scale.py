@@ -1,12 +1,13 @@
-"""Large collections: import, index build, recall, query time and memory at 10^5..10^7 images.
+"""Large collections: import, index build, recall, query time and memory at 10^5..10^7 images
+(formerly bench_large.py on the scale8 branch; the figures in BENCHMARKS.md came from it).
 
     # 1. vectors shaped like real Lite0 vectors, as a Parquet file (no images needed)
-    .venv/bin/python benchmarks/bench_large.py make --n 1000000 --out /tmp/scale8/v1m.parquet
+    .venv/bin/python benchmarks/bench_scale.py make --n 1000000 --out /tmp/scale8/v1m.parquet
     # 2. a collection from it: `lookalike import` (PCA fit and index build included), timed
-    .venv/bin/python benchmarks/bench_large.py build --parquet /tmp/scale8/v1m.parquet \
+    .venv/bin/python benchmarks/bench_scale.py build --parquet /tmp/scale8/v1m.parquet \
         --db /tmp/scale8/c1m.db
     # 3. recall@10 against the exact scan, search step, whole query (warm), cold process
-    .venv/bin/python benchmarks/bench_large.py measure --db /tmp/scale8/c1m.db
+    .venv/bin/python benchmarks/bench_scale.py measure --db /tmp/scale8/c1m.db
 
 Vectors: uniform random unit vectors are unrealistically hard for approximate search, so each
 synthetic vector is a real Caltech-101 Lite0 vector plus noise drawn from the real vectors'

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/sweep_ann.py --db /tmp/scale8/c100k.db
 
-On a collection built by ``bench_large.py build`` (its PCA-256 vectors, read in batches), each
+On a collection built by ``bench_scale.py build`` (its PCA-256 vectors, read in batches), each
 index factory string is built and searched with 200 real Caltech-101 vectors as queries;
 recall@10 is against an exact scan of the same vectors. Times are in-process, all queries in
 one call divided by their number.
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     with Collection.open(args.db) as collection:
         pca = collection.pca()
-        assert pca is not None, "build the collection with bench_large.py first"
+        assert pca is not None, "build the collection with bench_scale.py first"
         vectors = np.concatenate([pca.transform(v) for _, v in collection.store.vector_batches()])
     real = np.load(args.real)
     queries = pca.transform(real[np.random.default_rng(2).choice(len(real), 200, replace=False)])
