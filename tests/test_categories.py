@@ -89,8 +89,9 @@ def test_pca_compression(labelled: Collection, panda_query: Path) -> None:
     assert labelled.index().vectors.shape == (30, 8)
     assert labelled.store.load_vectors()[1].shape == (30, 1280)  # stored full-size
     assert all("/panda/" in r.path for r in labelled.search(panda_query, k=3))
-    labelled.set_compression(None)
-    assert labelled.pca() is None and labelled.index().vectors.shape == (30, 1280)
+    labelled.set_compression(None)  # back to the default: centring, no reduction
+    pca = labelled.pca()
+    assert pca is not None and pca.dims == 0 and labelled.index().vectors.shape == (30, 1280)
 
 
 def test_pca_fit_and_staleness() -> None:

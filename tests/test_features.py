@@ -37,15 +37,28 @@ def test_mask_finds_the_hot_region_and_its_box() -> None:
     assert pooled[0, 0] == pytest.approx(5.0)  # background cells left out
 
 
-def test_default_description_equals_the_pooled_feature_map(panda_query: Path) -> None:
-    """The default descriptor (the graph's own embedding output) is the average of the
+def test_average_pooling_is_the_graphs_own_embedding(panda_query: Path) -> None:
+    """Average pooling uses the graph's own embedding output, which is the average of the
     feature map that the other descriptors pool in NumPy."""
-    embedder = Embedder(builtin_spec("lite0"))
+    embedder = Embedder(builtin_spec("lite0").with_options(pooling="avg"))
     image = Image.open(panda_query).convert("RGB")
     described = embedder.describe([image])
     pooled = normalize(pool(embedder.feature_maps([image], 224), "avg"))
     np.testing.assert_allclose(described.vectors, pooled, atol=1e-5)
     assert described.boxes == [None]
+
+
+def test_default_descriptor_is_gem(panda_query: Path) -> None:
+    """Built-in models pool with GeM (p = 3) by default: (mean x^3)^(1/3) of the feature map,
+    which differs from the average."""
+    spec = builtin_spec("lite0")
+    assert spec.pooling == "gem"
+    embedder = Embedder(spec)
+    image = Image.open(panda_query).convert("RGB")
+    fmaps = embedder.feature_maps([image], 224)
+    expected = normalize(np.cbrt(np.mean(np.maximum(fmaps, 1e-6) ** 3, axis=(2, 3))))
+    np.testing.assert_allclose(embedder.describe([image]).vectors, expected, atol=1e-5)
+    assert not np.allclose(expected, normalize(pool(fmaps, "avg")), atol=1e-3)
 
 
 def _scene(panda_query: Path) -> tuple[Image.Image, Image.Image]:
@@ -106,7 +119,7 @@ def test_query_only_localization(photos: Path, tmp_path: Path, panda_query: Path
     with Collection.open(tmp_path / "c.db") as collection:
         collection.add([photos])
         stored = collection.index().vectors.copy()
-        (plain,) = collection.search_detailed([scene], k=5)
+        (plain,) = collection.search_detailed([scene], k=5, localize="none")
         (cropped,) = collection.search_detailed([scene], k=5, localize="crop")
         assert plain.query_box is None and cropped.query_box is not None
         assert cropped.results[0].score > plain.results[0].score

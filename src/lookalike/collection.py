@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 from collections import Counter
@@ -29,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike import clustering, config, duplicates, fitting, indexer, search
-from lookalike.categories import CategoryModel
+from lookalike.categories import CategoryModel, CategoryProjection
 from lookalike.compression import Pca
 from lookalike.encoders import EncoderPool
 from lookalike.errors import (
@@ -141,10 +142,19 @@ class Collection:
         """The model for indexing: one core per run, several runs at once (see indexer.run)."""
         return self.encoders.get(self.spec, threads=1)
 
+    def query_localization(self, localize: Localize | None) -> Localize:
+        """What a query gets: ``localize`` if given, else the collection's own localization,
+        or :data:`config.QUERY_LOCALIZE` for a collection indexed without one."""
+        if localize is not None:
+            return localize
+        return config.QUERY_LOCALIZE if self.spec.localize == "none" else self.spec.localize
+
     def query_embedder(self, localize: Localize | None = None) -> ImageEncoder:
         """The query model; ``localize`` other than the collection's localizes the queries
-        only (the collection's vectors stay as they are: same model, same pooling)."""
-        if localize is None or localize == self.spec.localize:
+        only (the collection's vectors stay as they are: same model, same pooling).
+        ``border`` describes the whole photo here; the object's view is added by
+        :func:`lookalike.search.describe_queries`."""
+        if localize is None or localize in (self.spec.localize, "border"):
             return self.embedder
         return self.encoders.get(self.spec.with_options(localize=localize))
 
@@ -255,8 +265,11 @@ class Collection:
         return self.write(change)
 
     def set_compression(self, dims: int | None, *, whiten: bool = False) -> None:
-        """Compress the search index with PCA to ``dims`` (None: no compression)."""
-        settings: dict[str, object] = {"dims": dims, "whiten": whiten} if dims else {}
+        """Compress the search index with PCA to ``dims`` (None: the default codec,
+        mean-centring without reduction)."""
+        settings: dict[str, object] = (
+            {"dims": dims, "whiten": whiten} if dims else dict(config.DEFAULT_CODEC)
+        )
 
         def change() -> None:
             fitting.set_codec(self.store, settings)
@@ -278,6 +291,11 @@ class Collection:
         data = self.store.get_artifact("classifier")
         return CategoryModel.from_bytes(data) if data else None
 
+    def category_projection(self) -> CategoryProjection | None:
+        """The LDA projection learned from the labels, used by category-aware search."""
+        data = self.store.get_artifact("category_projection")
+        return CategoryProjection.from_bytes(data) if data else None
+
     def pca(self) -> Pca | None:
         data = self.store.get_artifact("pca")
         return Pca.from_bytes(data) if data else None
@@ -298,7 +316,13 @@ class Collection:
         """Raw vectors of the queries (see :func:`lookalike.search.describe_queries`); ``~``
         in a path is expanded."""
         queries = [expand_paths([q])[0] if isinstance(q, str | os.PathLike) else q for q in queries]
-        return search.describe_queries(queries, lambda: self.query_embedder(localize), self.store)
+        localize = self.query_localization(localize)
+        return search.describe_queries(
+            queries,
+            lambda: self.query_embedder(localize),
+            self.store,
+            object_views=localize == "border" and self.spec.localize == "none",
+        )
 
     def query_vectors(
         self, queries: Sequence[Query], *, localize: Localize | None = None
@@ -509,6 +533,8 @@ def _model_of(
     if stored is None:
         spec = wanted or builtin_spec(config.DEFAULT_MODEL)
         store.set_meta("model", spec.to_json())
+        if store.get_meta("pca") is None:  # a new collection gets the default codec
+            store.set_meta("pca", json.dumps(config.DEFAULT_CODEC))
         return spec
     spec = ModelSpec.from_json(stored)
     if spec.descriptor_version != DESCRIPTOR_VERSION:

@@ -1,8 +1,20 @@
-"""PCA compression of the search index (1280 -> 256 dims by default when enabled).
+"""The vector codec fitted on the collection: mean-centring, and optionally PCA.
 
 Fitted on the collection's own vectors, saved with it, applied to the index and to every
-query. The stored vectors stay full-size, so the compression can be refitted or turned off
-at any time without re-embedding.
+query. The stored vectors stay full-size, so the codec can be refitted or changed at any
+time without re-embedding.
+
+* ``dims=0`` (the default of new collections): subtract the collection's mean, keep every
+  dimension. Cosine between centred vectors ignores what all images share: it won or tied
+  on every benchmark of docs/EVALUATION.md against raw cosine (Caltech-101 mAP +1.5 points,
+  the 88-image set +4.2, photos of pictures on walls +9.4 top-1, scene photos +7.3, edited
+  copies +0.5).
+* ``dims=N``: PCA to N dimensions (``--pca 256``: 5x smaller, best on category collections,
+  0.6 points of top-1 below centring on edited copies). Whitening stays off by default: it
+  collapses category retrieval when fitted on the collection itself.
+
+Until the collection has ``config.CODEC_MIN_IMAGES`` images no codec is fitted (raw
+cosine); it is refitted whenever the collection grows or shrinks by 10%.
 """
 
 from __future__ import annotations
@@ -20,17 +32,20 @@ DEFAULT_DIMS = config.PCA_DIMS
 @dataclass(frozen=True)
 class Pca:
     mean: np.ndarray  # (D,)
-    components: np.ndarray  # (d, D)
+    components: np.ndarray  # (d, D); (0, D): centring only
     scale: np.ndarray  # (d,): 1 / sqrt(variance) when whitening, else ones
     fitted_on: int  # number of vectors it was fitted on
 
     @property
     def dims(self) -> int:
+        """Output dimensions; 0: the same as the input (centring only)."""
         return int(self.components.shape[0])
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
-        """Project, (whiten), and scale back to unit length."""
-        projected = (np.atleast_2d(vectors) - self.mean) @ self.components.T * self.scale
+        """Centre, project and (whiten) when there are components, scale back to unit length."""
+        projected = np.atleast_2d(vectors) - self.mean
+        if self.dims:
+            projected = projected @ self.components.T * self.scale
         norms = np.linalg.norm(projected, axis=1, keepdims=True)
         return (projected / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -57,7 +72,11 @@ class Pca:
 
 
 def fit(vectors: np.ndarray, dims: int = DEFAULT_DIMS, *, whiten: bool = False) -> Pca:
-    """Fit on (N, D) vectors; ``dims`` is capped by N and D."""
+    """Fit on (N, D) vectors; ``dims`` is capped by N and D; 0: centring only."""
+    if dims == 0:
+        mean = vectors.mean(axis=0).astype(np.float32)
+        empty = np.zeros((0, vectors.shape[1]), np.float32)
+        return Pca(mean, empty, np.zeros(0, np.float32), len(vectors))
     from sklearn.decomposition import PCA
 
     dims = min(dims, vectors.shape[0], vectors.shape[1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 # --- decoding -------------------------------------------------------------------------------
 #: Files larger than this are skipped unread (a 200 MB JPEG is not a photo anyone indexes).
@@ -32,6 +33,9 @@ DEFAULT_MODEL = "efficientnet-lite0"
 #: version stayed within half a point of fp32 on every dataset (docs/EVALUATION.md, "int8").
 #: The others run in fp32 by default.
 INT8_BY_DEFAULT = frozenset({"efficientnet-lite0"})
+#: How a new collection pools the feature map: generalized mean (p = 3). With the centring
+#: below, it won or tied on every benchmark of docs/EVALUATION.md against average pooling.
+DEFAULT_POOLING: Literal["avg", "gem"] = "gem"
 #: Images per inference call while indexing: small batches stay in the CPU caches
 #: (8 ran faster per image than 32 on a 2-core EPYC, see BENCHMARKS.md) and bound memory.
 BATCH_SIZE = 8
@@ -54,8 +58,19 @@ CATEGORY_COVERAGE = 0.8
 #: ...unless it takes more categories than this: then the prediction is unsure and the whole
 #: collection is searched.
 MAX_CATEGORIES = 3
+#: Query localization when none is asked for (on a collection indexed without one): "border"
+#: also searches with the object cut from the photo when its background is plain
+#: (lookalike.localization), each result at its better score. Clean photos measured
+#: unchanged; photos of pictures on walls and objects in scenes improved (EVALUATION.md).
+QUERY_LOCALIZE: Literal["none", "border"] = "border"
 #: PCA dimensions of a compressed index (`index --pca` without a number).
 PCA_DIMS = 256
+#: The vector codec of a new collection (settings of compression.fit): the collection's
+#: mean is subtracted (dims 0: no reduction). See docs/EVALUATION.md, "default descriptor".
+DEFAULT_CODEC: dict[str, object] = {"dims": 0}
+#: A codec is fitted once the collection has this many images; below, raw cosine (a mean
+#: of a handful of images says little, and tiny collections measured the same either way).
+CODEC_MIN_IMAGES = 20
 #: HDBSCAN's smallest group (`cluster --auto`): fewer images are called noise.
 MIN_CLUSTER_SIZE = 5
 #: Cosine at or above which two images are near-duplicates (see docs/EVALUATION.md).

@@ -21,8 +21,9 @@ import numpy as np
 if TYPE_CHECKING:
     from lookalike.models import ModelSpec
 
-from lookalike import codecs, indexes, search
+from lookalike import codecs, indexes, rerank, search
 from lookalike.categories import DEFAULT_COVERAGE, DEFAULT_MAX_CATEGORIES, fit_classifier
+from lookalike.config import DEFAULT_POOLING
 from lookalike.interfaces import IdentityCodec, VectorCodec
 from lookalike.snapshot import CategoryPartition, SearchSnapshot
 
@@ -163,6 +164,55 @@ def evaluation_snapshot(
     return SearchSnapshot(index, codec, None, partition, key=(), cursor=None)
 
 
+def held_out(
+    vectors: np.ndarray,
+    labels: list[str],
+    *,
+    distractors: frozenset[str] = frozenset(),
+    rerank_db: bool = False,
+    folds: int = 5,
+) -> RetrievalScores:
+    """Held-out protocol: the images are split into ``folds`` (seeded); each fold's images
+    (distractors excepted) are queries against the other folds only. With ``rerank_db`` the
+    database is augmented (DBA, from its own neighbours) and each query expanded (alpha-QE)
+    against it, so that no query ever contributes to the database it is searched against
+    (leave-one-out would flatter re-ranking)."""
+    names, codes = np.unique(np.asarray(labels), return_inverse=True)
+    is_distractor = np.isin(names, list(distractors))[codes]
+    fold_of = np.random.default_rng(0).permutation(len(vectors)) % folds
+    aps, p10, top1 = [], [], []
+    for fold in range(folds):
+        db_rows = np.flatnonzero(fold_of != fold)
+        q_rows = np.flatnonzero((fold_of == fold) & ~is_distractor)
+        if not len(q_rows):
+            continue
+        database, queries = vectors[db_rows], vectors[q_rows]
+        if rerank_db:
+            database = rerank.augment_database(database, rerank.exact_neighbours(database))
+            queries = rerank.expand_queries(queries, database)
+        order = np.argsort(-(queries @ database.T), axis=1, kind="stable")
+        relevant = codes[db_rows][order] == codes[q_rows][:, None]
+        positives = np.bincount(codes[db_rows], minlength=len(names))[codes[q_rows]]
+        aps.append(average_precisions(relevant, positives))
+        p10.append(relevant[:, :10].sum(axis=1) / 10)
+        top1.append(relevant[:, 0])
+    if not aps:
+        raise ValueError("no queries: every labelled image is a distractor")
+    return RetrievalScores(
+        mean_average_precision=float(np.concatenate(aps).mean()),
+        precision_at_10=float(np.concatenate(p10).mean()),
+        top1_accuracy=float(np.concatenate(top1).mean()),
+        queries=int(sum(len(a) for a in aps)),
+        database=len(vectors),
+    )
+
+
+def _scores(query_vectors: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    scores = query_vectors @ vectors.T
+    scores[np.arange(len(rows)), rows] = -np.inf  # the query itself
+    return scores
+
+
 def _interpolated_precision(relevant: np.ndarray, positives: np.ndarray) -> np.ndarray:
     """Per query, the best precision at recall >= each of RECALL_LEVELS (0 if never reached)."""
     hits = np.cumsum(relevant, axis=1)
@@ -209,17 +259,26 @@ def cross_fitted_categories(
 @dataclass(frozen=True)
 class EvalConfig:
     """One configuration to compare, written ``key=value,...``, e.g.
-    ``model=lite2,pool=gem,loc=mask,scales=320,pca=256,whiten=1,qe=2,bycat=1``."""
+    ``model=lite2,pool=gem,loc=mask,scales=320,pca=256,whiten=1,qe=2,bycat=1``.
+    ``heldout=1`` (implied by ``rerank=1``) scores with :func:`held_out` instead of
+    leave-one-out.
+
+    ``pca``: the vector codec fitted on the collection: 0 (the default) subtracts the
+    collection's mean, N projects to N dimensions, ``off`` searches the raw vectors (the
+    default before issue 11: ``model=lite0,pool=avg,pca=off``). ``rerank=1``: database-side
+    augmentation and alpha query expansion (:mod:`lookalike.rerank`)."""
 
     model: str = "lite0"
-    pooling: str = "avg"
+    pooling: str = DEFAULT_POOLING
     scales: tuple[int, ...] = ()
     localize: str = "none"
-    pca: int = 0
+    pca: int | None = 0
     whiten: bool = False
     expand: int = 0
     by_category: bool = False
     precision: str | None = None  # None: the model's default
+    rerank: bool = False
+    held_out: bool = False
 
     @classmethod
     def parse(cls, text: str) -> EvalConfig:
@@ -237,6 +296,8 @@ class EvalConfig:
             "bycat": "by_category",
             "prec": "precision",
             "precision": "precision",
+            "rerank": "rerank",
+            "heldout": "held_out",
         }
         values: dict[str, object] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
@@ -246,9 +307,11 @@ class EvalConfig:
             field = keys[key]
             if field == "scales":
                 values[field] = tuple(int(v) for v in value.split("+") if v)
-            elif field in ("pca", "expand"):
+            elif field == "pca":
+                values[field] = None if value.lower() in ("off", "none") else int(value)
+            elif field == "expand":
                 values[field] = int(value)
-            elif field in ("whiten", "by_category"):
+            elif field in ("whiten", "by_category", "rerank", "held_out"):
                 values[field] = value.lower() in ("1", "true", "yes", "on")
             else:
                 values[field] = value
@@ -263,12 +326,18 @@ class EvalConfig:
             parts.append("scales=" + "+".join(map(str, self.scales)))
         if self.localize != "none":
             parts.append(f"loc={self.localize}")
-        if self.pca:
+        if self.pca is None:
+            parts.append("pca=off")
+        elif self.pca:
             parts.append(f"pca={self.pca}" + (",whiten=1" if self.whiten else ""))
         if self.expand:
             parts.append(f"qe={self.expand}")
         if self.by_category:
             parts.append("bycat=1")
+        if self.rerank:
+            parts.append("rerank=1")
+        elif self.held_out:
+            parts.append("heldout=1")
         return ",".join(parts)
 
     def model_spec(self) -> ModelSpec:
@@ -338,7 +407,7 @@ def compare(
         searched_cache: tuple[list[frozenset[str] | None], float] | None = None
         for config in group:
             codec: VectorCodec = IdentityCodec()
-            if config.pca:  # fitted as the collection fits it (lookalike.fitting), on all of it
+            if config.pca is not None:  # fitted as the collection fits it, on all of it
                 codec = codecs.fit_codec({"dims": config.pca, "whiten": config.whiten}, vectors)
             searched, accuracy, scanned = None, None, None
             if config.by_category:
@@ -346,14 +415,22 @@ def compare(
                     searched_cache = cross_fitted_categories(kept_vectors, kept_labels)
                 searched, accuracy = searched_cache
                 scanned = _scanned_fraction(searched, kept_labels)
-            scores = leave_one_out(
-                kept_vectors,
-                kept_labels,
-                distractors=distractors,
-                expand=config.expand,
-                searched=searched,
-                codec=codec,
-            )
+            if config.rerank or config.held_out:
+                scores = held_out(
+                    codec.transform(kept_vectors),
+                    kept_labels,
+                    distractors=distractors,
+                    rerank_db=config.rerank,
+                )
+            else:
+                scores = leave_one_out(
+                    kept_vectors,
+                    kept_labels,
+                    distractors=distractors,
+                    expand=config.expand,
+                    searched=searched,
+                    codec=codec,
+                )
             dims = codec.dims or int(kept_vectors.shape[1])
             results.append(ComparedConfig(config, scores, rate, dims * 4, accuracy, scanned))
     return results

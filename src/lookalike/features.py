@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 Pooling = Literal["avg", "gem"]
-Localize = Literal["none", "mask", "crop", "saliency"]
+Localize = Literal["none", "mask", "crop", "saliency", "border"]
 
 GEM_P = 3.0
 _EPS = 1e-6
@@ -36,7 +36,12 @@ MASK_THRESHOLD_STD = 0.5
 
 def pool(fmaps: np.ndarray, pooling: Pooling, mask: np.ndarray | None = None) -> np.ndarray:
     """(N, C, h, w) feature maps -> (N, C), over all cells or only where ``mask`` (N, h, w)."""
-    values = np.power(np.maximum(fmaps, _EPS), GEM_P) if pooling == "gem" else fmaps
+    if pooling == "gem":
+        clipped = np.maximum(fmaps, _EPS)
+        # x * x * x: several times faster than np.power with a float exponent
+        values = clipped * clipped * clipped if GEM_P == 3.0 else np.power(clipped, GEM_P)
+    else:
+        values = fmaps
     if mask is None:
         pooled = values.mean(axis=(2, 3))
     else:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from lookalike import codecs, config
-from lookalike.categories import fit_classifier
+from lookalike.categories import fit_classifier, fit_projection
 from lookalike.interfaces import MetadataStore
 from lookalike.snapshot import CLASSIFIER_KEY, CODEC_GENERATION
 
@@ -59,6 +59,11 @@ def _refresh_codec(store: MetadataStore, vectors: Vectors) -> None:
         return
     count = store.count()
     data = store.get_artifact("pca")
+    if count < config.CODEC_MIN_IMAGES:  # too few images: raw cosine until there are more
+        if data:
+            store.put_artifact("pca", None)
+            bump_codec_generation(store)
+        return
     if data:
         current = codecs.load_codec(settings, data)
         fitted_on = getattr(current, "fitted_on", None)  # codecs fitted on the vectors have it
@@ -66,8 +71,6 @@ def _refresh_codec(store: MetadataStore, vectors: Vectors) -> None:
             fitted_on, 1
         ):
             return
-    if count < 2:
-        return
     fitted = codecs.fit_codec(settings, vectors()[1])
     store.put_artifact("pca", fitted.to_bytes())
     bump_codec_generation(store)
@@ -81,9 +84,12 @@ def _refresh_classifier(store: MetadataStore, vectors: Vectors) -> None:
     key = f"{store.labels_generation()}:{digest}"
     if store.get_meta(CLASSIFIER_KEY) == key:
         return
-    model = None
+    model, projection = None, None
     if len(set(labels)) >= 2:
         all_ids, stored = vectors()
-        model = fit_classifier(stored[np.searchsorted(all_ids, ids)], labels)
+        labelled = stored[np.searchsorted(all_ids, ids)]
+        model = fit_classifier(labelled, labels)
+        projection = fit_projection(labelled, labels)
     store.put_artifact("classifier", model.to_bytes() if model else None)
+    store.put_artifact("category_projection", projection.to_bytes() if projection else None)
     store.set_meta(CLASSIFIER_KEY, key)

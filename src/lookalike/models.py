@@ -74,7 +74,7 @@ class ModelSpec:
     resize: ResizeMode = "crop"
     onnx_path: str | None = None  # None for built-in models
     output: str = "embedding"  # graph output holding the embedding (N x D, or N x C x H x W)
-    pooling: Pooling = "avg"
+    pooling: Pooling = "avg"  # built-in models: config.DEFAULT_POOLING
     scales: tuple[int, ...] = ()
     localize: Localize = "none"
     descriptor_version: int = DESCRIPTOR_VERSION
@@ -148,7 +148,9 @@ def builtin_spec(name: str, precision: Precision | None = None) -> ModelSpec:
     full = name if name.startswith("efficientnet-") else f"efficientnet-{name}"
     if full not in VARIANTS:
         raise ModelError(f"unknown model {name!r}; built-in models: {', '.join(VARIANTS)}")
-    spec = ModelSpec(full, VARIANTS[full].resolution, _LITE_MEAN, _LITE_STD)
+    spec = ModelSpec(
+        full, VARIANTS[full].resolution, _LITE_MEAN, _LITE_STD, pooling=config.DEFAULT_POOLING
+    )
     if precision is None:
         precision = "int8" if full in config.INT8_BY_DEFAULT else "fp32"
     return spec.with_precision(precision)
@@ -292,7 +294,7 @@ class Embedder:
     @property
     def decode_side(self) -> int:
         """Shortest side worth decoding (JPEG draft mode may reduce down to it)."""
-        cropping = self.spec.localize in ("crop", "saliency")
+        cropping = self.spec.localize in ("crop", "saliency", "border")
         return max(self.spec.all_scales) * (2 if cropping else 1)
 
     def prepare(self, image: Image.Image, size: int | None = None) -> np.ndarray:
@@ -329,7 +331,16 @@ class Embedder:
                 self.embed(np.stack([self.prepare(i) for i in images])), [None] * len(images)
             )
         boxes: list[Box | None] = [None] * len(images)
-        if spec.localize in ("crop", "saliency"):
+        if spec.localize == "border":  # cropped only where the background is plain
+            from lookalike.localization import crop_to, find_object
+
+            found_or_none = [find_object(image) for image in images]
+            images = [
+                image if box is None else crop_to(image, box)
+                for image, box in zip(images, found_or_none, strict=True)
+            ]
+            boxes = list(found_or_none)
+        elif spec.localize in ("crop", "saliency"):
             found = self._object_boxes(images)
             images = [_crop(image, box) for image, box in zip(images, found, strict=True)]
             boxes = list(found)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -27,6 +27,7 @@ from lookalike.categories import CategoryModel, choose_categories
 from lookalike.decode import load_image
 from lookalike.errors import Unavailable
 from lookalike.interfaces import ImageEncoder, MetadataStore, VectorIndex
+from lookalike.localization import fuse
 from lookalike.snapshot import SearchSnapshot
 from lookalike.types import Box
 
@@ -77,6 +78,8 @@ class DescribedQueries:
     vectors: np.ndarray
     own_ids: list[int | None]
     boxes: list[Box | None]
+    #: Raw vectors of the objects that border localization cut from query photos, by query.
+    views: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def decode_query(query: str | os.PathLike[str] | bytes, encoder: ImageEncoder) -> Image.Image:
@@ -85,9 +88,17 @@ def decode_query(query: str | os.PathLike[str] | bytes, encoder: ImageEncoder) -
 
 
 def describe_queries(
-    queries: Sequence[Query], encoder: Callable[[], ImageEncoder], store: MetadataStore | None
+    queries: Sequence[Query],
+    encoder: Callable[[], ImageEncoder],
+    store: MetadataStore | None,
+    *,
+    object_views: bool = False,
 ) -> DescribedQueries:
-    """Raw vectors of the queries; ``encoder`` is called only if some query needs the model."""
+    """Raw vectors of the queries; ``encoder`` is called only if some query needs the model.
+
+    ``object_views``: where :func:`lookalike.localization.find_object` finds an object on a
+    plain background in a query photo, the object cut from it is described too (a second
+    view, searched alongside the whole photo) and its box returned."""
     vectors: list[np.ndarray | None] = [None] * len(queries)
     own_ids: list[int | None] = [None] * len(queries)
     boxes: list[Box | None] = [None] * len(queries)
@@ -103,11 +114,32 @@ def describe_queries(
                 continue
         image = query if isinstance(query, Image.Image) else decode_query(query, encoder())
         to_embed.append((i, image.convert("RGB")))
+    views: dict[int, np.ndarray] = {}
     if to_embed:
         described = encoder().describe([image for _, image in to_embed])
         for (i, _), vector, box in zip(to_embed, described.vectors, described.boxes, strict=True):
             vectors[i], boxes[i] = vector, box
-    return DescribedQueries(np.stack([v for v in vectors if v is not None]), own_ids, boxes)
+        if object_views:
+            views = _object_views(to_embed, boxes, encoder())
+    stacked = np.stack([v for v in vectors if v is not None])
+    return DescribedQueries(stacked, own_ids, boxes, views)
+
+
+def _object_views(
+    photos: list[tuple[int, Image.Image]], boxes: list[Box | None], encoder: ImageEncoder
+) -> dict[int, np.ndarray]:
+    """Raw vectors of the objects found on plain backgrounds, by query position; their
+    boxes are written into ``boxes``."""
+    from lookalike.localization import crop_to, find_object
+
+    found = [(i, image, find_object(image)) for i, image in photos]
+    cropped = [(i, crop_to(image, box), box) for i, image, box in found if box is not None]
+    if not cropped:
+        return {}
+    described = encoder.describe([image for _, image, _ in cropped])
+    for i, _, box in cropped:
+        boxes[i] = box
+    return {i: v for (i, _, _), v in zip(cropped, described.vectors, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -159,13 +191,15 @@ def rank(
     exclude: Sequence[int | None] | None = None,
     searched: Sequence[list[str] | None] | None = None,
     expand: int = 0,
+    index: VectorIndex | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(scores, ids)`` of the top ``k`` for index-space query ``vectors``.
+    """``(scores, ids)`` of the top ``k`` for index-space query ``vectors`` (of ``index``,
+    by default the snapshot's).
 
     ``searched[i]``: the categories query ``i`` may return (None: all). ``expand`` > 0: each
     query is averaged with its top ``expand`` results and searched again.
     """
-    index = snapshot.index
+    index = snapshot.index if index is None else index
     n = len(vectors)
     exclude = list(exclude) if exclude is not None else [None] * n
     if searched is None or snapshot.partition is None or all(s is None for s in searched):
@@ -200,8 +234,17 @@ def search(
     coverage: float = config.CATEGORY_COVERAGE,
     max_categories: int = config.MAX_CATEGORIES,
 ) -> list[QueryOutcome]:
-    """Described queries -> outcomes, on one snapshot (see the module's steps)."""
-    vectors = snapshot.encode(queries.vectors)
+    """Described queries -> outcomes, on one snapshot (see the module's steps).
+
+    Category-aware search (``by_category``) ranks in the space learned from the labels
+    (the snapshot's LDA projection) when there is one. A query with an object view
+    (``queries.views``: border localization) is searched twice, every result at its better
+    score (:func:`lookalike.localization.fuse`)."""
+    encode: Callable[[np.ndarray], np.ndarray] = snapshot.encode
+    index = None
+    if by_category and snapshot.projection is not None and snapshot.projected is not None:
+        encode, index = snapshot.projection.transform, snapshot.projected
+    vectors = encode(queries.vectors)
     choices: list[CategoryChoice] | None = None
     if by_category:
         if snapshot.classifier is None:
@@ -215,14 +258,30 @@ def search(
             )
     # A few more than asked: an image deleted after the snapshot was taken has no record any
     # more and is left out, and the next one takes its place.
+    searched = [c.searched for c in choices] if choices else None
     scores, ids = rank(
         snapshot,
         vectors,
         k + DELETED_SLACK,
         exclude=queries.own_ids,
-        searched=[c.searched for c in choices] if choices else None,
+        searched=searched,
         expand=expand,
+        index=index,
     )
+    for i, view in queries.views.items():
+        view_scores, view_ids = rank(
+            snapshot,
+            encode(view[None]),
+            k + DELETED_SLACK,
+            exclude=[queries.own_ids[i]],
+            searched=[searched[i]] if searched else None,
+            expand=expand,
+            index=index,
+        )
+        fused_ids, fused_scores = fuse(
+            (ids[i : i + 1], scores[i : i + 1]), (view_ids, view_scores), k + DELETED_SLACK
+        )
+        ids[i], scores[i] = fused_ids[0], fused_scores[0]
     rows = results_for(store, ids, scores, min_score)
     return [
         QueryOutcome(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike import codecs, indexes
-from lookalike.categories import CategoryModel
+from lookalike.categories import CategoryModel, CategoryProjection
 from lookalike.interfaces import MetadataStore, VectorCodec, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ class SearchSnapshot:
     key: tuple[object, ...]
     #: The store's change cursor it has read up to (opaque).
     cursor: object
+    #: The projection learned from the labels (LDA) and the index of the rows in its space,
+    #: which category-aware search ranks in (None without labels, or in a database index).
+    projection: CategoryProjection | None = None
+    projected: VectorIndex | None = None
 
     def encode(self, raw: np.ndarray) -> np.ndarray:
         """Raw query vectors -> this snapshot's index space."""
@@ -147,10 +151,19 @@ class SnapshotCache:
                 vectors = codec.transform(changes.vectors)
             index = indexes.build_index(kind, changes.ids, vectors)
         partition = None
+        projection, projected = None, None
         if classifier is not None and changes.vectors is not None:
             codes = self._codes(classifier, changes.ids, changes.vectors)
             partition = CategoryPartition(classifier.classes, changes.ids, codes)
-        return SearchSnapshot(index, codec, classifier, partition, key, changes.latest)
+            data = self.store.get_artifact("category_projection")
+            if data and database_index is None:
+                projection = CategoryProjection.from_bytes(data)
+                projected = indexes.build_index(
+                    indexes.DEFAULT_INDEX, changes.ids, projection.transform(changes.vectors)
+                )
+        return SearchSnapshot(
+            index, codec, classifier, partition, key, changes.latest, projection, projected
+        )
 
     def _follow(self, previous: SearchSnapshot, key: tuple[object, ...]) -> SearchSnapshot:
         """The previous snapshot with the rows written since put in and the rows of images
@@ -161,6 +174,15 @@ class SnapshotCache:
         index = old.remove(gone) if len(gone) else old
         if changes.vectors is not None:
             index = index.add(changes.ids, previous.codec.transform(changes.vectors))
+        projected = previous.projected
+        if projected is not None and previous.projection is not None:
+            gone_projected = projected.ids[~np.isin(projected.ids, changes.all_ids)]
+            if len(gone_projected):
+                projected = projected.remove(gone_projected)
+            if changes.vectors is not None:
+                projected = projected.add(
+                    changes.ids, previous.projection.transform(changes.vectors)
+                )
         partition, classifier = previous.partition, previous.classifier
         if partition is not None and classifier is not None:
             codes = np.zeros(len(index.ids), dtype=np.int64)
@@ -174,7 +196,14 @@ class SnapshotCache:
                 codes[rows] = self._codes(classifier, changes.ids, changes.vectors)
             partition = CategoryPartition(partition.classes, index.ids, codes)
         return SearchSnapshot(
-            index, previous.codec, previous.classifier, partition, key, changes.latest
+            index,
+            previous.codec,
+            previous.classifier,
+            partition,
+            key,
+            changes.latest,
+            previous.projection,
+            projected,
         )
 
     def _codes(self, classifier: CategoryModel, ids: np.ndarray, raw: np.ndarray) -> np.ndarray:

@@ -46,7 +46,7 @@ RegionQuery = Annotated[
     ),
 ]
 LocalizeQuery = Annotated[
-    Literal["mask", "crop", "saliency"] | None,
+    Literal["none", "mask", "crop", "saliency", "border"] | None,
     Query(
         description="find the object in the query photo first (crop: best for a photo of an "
         "object in a scene searched against clean catalogue images)"
