@@ -352,7 +352,7 @@ class PostgresStore:
             ).fetchone()
             settings = json.loads(found[0] or "{}") if found else {}
             codec = codecs.load_codec(settings, bytes(found[1]) if found and found[1] else None)
-            self._codec = (generation, codec if codec.dims else None)
+            self._codec = (generation, codec if _output_dims(codec) else None)
         return self._codec[1]
 
     def reduce(self) -> None:
@@ -366,7 +366,8 @@ class PostgresStore:
             conn.execute("ALTER TABLE images ALTER COLUMN reduced TYPE halfvec")
             if pca is None:
                 return
-            conn.execute(f"ALTER TABLE images ALTER COLUMN reduced TYPE halfvec({pca.dims})")  # type: ignore[call-overload]
+            dims = _output_dims(pca)
+            conn.execute(f"ALTER TABLE images ALTER COLUMN reduced TYPE halfvec({dims})")  # type: ignore[call-overload]
             with conn.cursor(binary=True) as read, conn.cursor() as write:
                 read.execute("SELECT id, vector FROM images ORDER BY id")
                 while rows := read.fetchmany(5000):
@@ -517,7 +518,7 @@ class PostgresStore:
     def database_index(self, codec: VectorCodec) -> PostgresIndex:
         """The search index of a snapshot whose queries go through ``codec``: searches run
         here, on the reduced vectors when the codec reduces (see :meth:`reduce`)."""
-        return PostgresIndex(self, reduced=codec.dims > 0)
+        return PostgresIndex(self, reduced=_output_dims(codec) > 0)
 
     def vectors_of(self, ids: Iterable[int], *, reduced: bool = False) -> np.ndarray:
         """Stored vectors (``reduced``: PCA-reduced) of these ids, in the order given (all must
@@ -655,3 +656,13 @@ class PostgresIndex:
 
     def save(self, path: Path) -> None:
         raise Unavailable("a PostgreSQL collection's index lives in the database")
+
+
+def _output_dims(codec: VectorCodec) -> int:
+    """Dimensions of the vectors a codec writes, 0 for the identity: a codec that only
+    centres (compression.Pca with dims 0, the default) keeps the input's dimensions but
+    still changes the vectors, so they are stored and searched as the reduced ones."""
+    if codec.dims:
+        return int(codec.dims)
+    mean = getattr(codec, "mean", None)
+    return int(mean.shape[0]) if mean is not None else 0
