@@ -121,10 +121,11 @@ def _inner_box(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
 CROP_MARGIN = 0.02
 
 
-def crop_to(image: Image.Image, box: Box) -> Image.Image:
-    """The image cut to ``box`` (fractions) plus ``CROP_MARGIN``."""
+def crop_to(image: Image.Image, box: Box, margin: float = CROP_MARGIN) -> Image.Image:
+    """The image cut to ``box`` (fractions) plus ``margin`` of the box's sides; the whole
+    image when that would leave under 8 pixels either way."""
     x0, y0, x1, y1 = box
-    mx, my = (x1 - x0) * CROP_MARGIN, (y1 - y0) * CROP_MARGIN
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
     left, top = max(0.0, x0 - mx) * image.width, max(0.0, y0 - my) * image.height
     right, bottom = min(1.0, x1 + mx) * image.width, min(1.0, y1 + my) * image.height
     if right - left < 8 or bottom - top < 8:

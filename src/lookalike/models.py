@@ -26,6 +26,7 @@ from lookalike import config
 from lookalike.errors import ModelError, ModelUnavailable
 from lookalike.features import Localize, Pooling, cell_masks, mask_boxes, object_masks
 from lookalike.features import pool as pool_feature_map
+from lookalike.localization import crop_to, find_object
 from lookalike.preprocess import ResizeMode, crop_region, normalize_batch, to_pixels
 from lookalike.types import Box, Description
 
@@ -332,8 +333,6 @@ class Embedder:
             )
         boxes: list[Box | None] = [None] * len(images)
         if spec.localize == "border":  # cropped only where the background is plain
-            from lookalike.localization import crop_to, find_object
-
             found_or_none = [find_object(image) for image in images]
             images = [
                 image if box is None else crop_to(image, box)
@@ -342,7 +341,9 @@ class Embedder:
             boxes = list(found_or_none)
         elif spec.localize in ("crop", "saliency"):
             found = self._object_boxes(images)
-            images = [_crop(image, box) for image, box in zip(images, found, strict=True)]
+            images = [
+                crop_to(image, box, CROP_MARGIN) for image, box in zip(images, found, strict=True)
+            ]
             boxes = list(found)
         total: np.ndarray | None = None
         for size in spec.all_scales:
@@ -396,16 +397,6 @@ def _to_image_box(box: Box, region: Box) -> Box:
     x0, y0, x1, y1 = box
     w, h = rx1 - rx0, ry1 - ry0
     return (rx0 + x0 * w, ry0 + y0 * h, rx0 + x1 * w, ry0 + y1 * h)
-
-
-def _crop(image: Image.Image, box: Box) -> Image.Image:
-    x0, y0, x1, y1 = box
-    mx, my = (x1 - x0) * CROP_MARGIN, (y1 - y0) * CROP_MARGIN
-    left, top = max(0.0, x0 - mx) * image.width, max(0.0, y0 - my) * image.height
-    right, bottom = min(1.0, x1 + mx) * image.width, min(1.0, y1 + my) * image.height
-    if right - left < 8 or bottom - top < 8:
-        return image
-    return image.crop((round(left), round(top), round(right), round(bottom)))
 
 
 def pool(raw: np.ndarray) -> np.ndarray:
