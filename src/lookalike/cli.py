@@ -246,6 +246,7 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
 
 def _search(args: argparse.Namespace) -> int:
     from lookalike.decode import DecodeError
+    from lookalike.rerank import MIN_IMAGES as MIN_RERANK_IMAGES
 
     status = 0
     with _open(args) as collection:
@@ -261,6 +262,12 @@ def _search(args: argparse.Namespace) -> int:
                 "--categories-from-folders): --by-category searches everything",
                 file=sys.stderr,
             )
+        if args.rerank and len(collection) < MIN_RERANK_IMAGES:
+            print(
+                f"warning: {collection.location} has {len(collection)} images, too few to "
+                f"re-rank (fewer than {MIN_RERANK_IMAGES}): --rerank is a plain search",
+                file=sys.stderr,
+            )
         for query in args.images:
             try:
                 (outcome,) = collection.search_detailed(
@@ -269,6 +276,7 @@ def _search(args: argparse.Namespace) -> int:
                     min_score=args.min_score,
                     by_category=args.by_category,
                     expand=args.expand,
+                    rerank=args.rerank,
                     localize=args.localize,
                     exact=args.exact,
                 )
@@ -287,6 +295,8 @@ def _search(args: argparse.Namespace) -> int:
                         {**r.as_dict(), "weak": r.score < config.WEAK_MATCH} for r in results
                     ],
                 }
+                if args.rerank:
+                    line["reranked"] = outcome.reranked
                 if args.by_category:
                     line["searched_categories"] = outcome.searched
                     line["predictions"] = outcome.predictions
@@ -730,6 +740,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="query expansion: average with the top N results and search again",
+    )
+    p.add_argument(
+        "--rerank",
+        action="store_true",
+        help="re-rank (database-side augmentation + query expansion): for collections of "
+        "categories, not for finding one exact item",
     )
     p.add_argument(
         "--plot",

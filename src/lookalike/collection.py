@@ -388,6 +388,7 @@ class Collection:
         min_score: float | None = None,
         by_category: bool = False,
         expand: int = 0,
+        rerank: bool = False,
         localize: Localize | None = None,
         exact: bool = False,
     ) -> list[list[SearchResult]]:
@@ -395,7 +396,9 @@ class Collection:
 
         ``by_category`` predicts each query's categories and searches only them (see
         :meth:`search_detailed`); ``expand`` > 0 turns on query expansion: the query is
-        averaged with its top ``expand`` results and searched again.
+        averaged with its top ``expand`` results and searched again. ``rerank`` re-ranks
+        by database-side augmentation and alpha query expansion: for collections of
+        categories, not for finding one exact item (:mod:`lookalike.rerank`).
         Raises :class:`lookalike.decode.DecodeError` if a query is not a usable image.
         ``localize`` ("mask" or "crop") finds the object in each query photo before describing
         it, whatever the collection does: for photos of an object in a scene searched against
@@ -408,6 +411,7 @@ class Collection:
             min_score=min_score,
             by_category=by_category,
             expand=expand,
+            rerank=rerank,
             localize=localize,
             exact=exact,
         )
@@ -421,6 +425,7 @@ class Collection:
         min_score: float | None = None,
         by_category: bool = False,
         expand: int = 0,
+        rerank: bool = False,
         coverage: float = config.CATEGORY_COVERAGE,
         max_categories: int = config.MAX_CATEGORIES,
         localize: Localize | None = None,
@@ -453,15 +458,21 @@ class Collection:
             min_score=min_score,
             by_category=by_category,
             expand=expand,
+            rerank=rerank,
             coverage=coverage,
             max_categories=max_categories,
         )
 
     def search(
-        self, query: Query, *, k: int = config.DEFAULT_K, min_score: float | None = None
+        self,
+        query: Query,
+        *,
+        k: int = config.DEFAULT_K,
+        min_score: float | None = None,
+        rerank: bool = False,
     ) -> list[SearchResult]:
         """Top-``k`` most similar indexed images, best first (see :meth:`search_many`)."""
-        return self.search_many([query], k=k, min_score=min_score)[0]
+        return self.search_many([query], k=k, min_score=min_score, rerank=rerank)[0]
 
     def scanned_fraction(self, searched: list[str] | None) -> float:
         """Share of the collection a search of these categories scans (None: all of it)."""

@@ -21,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     from lookalike.models import ModelSpec
 
-from lookalike import codecs, indexes, rerank, search
+from lookalike import codecs, indexes, search
 from lookalike.categories import DEFAULT_COVERAGE, DEFAULT_MAX_CATEGORIES, fit_classifier
 from lookalike.config import DEFAULT_POOLING
 from lookalike.interfaces import IdentityCodec, VectorCodec
@@ -187,10 +187,11 @@ def held_out(
         if not len(q_rows):
             continue
         database, queries = vectors[db_rows], vectors[q_rows]
-        if rerank_db:
-            database = rerank.augment_database(database, rerank.exact_neighbours(database))
-            queries = rerank.expand_queries(queries, database)
-        order = np.argsort(-(queries @ database.T), axis=1, kind="stable")
+        if rerank_db:  # the search path's re-ranking, on a snapshot of this fold's database
+            snapshot = evaluation_snapshot(database, names, codes[db_rows], None)
+            _, order = search.rank(snapshot, queries, len(db_rows), augmented=snapshot.augmented())
+        else:
+            order = np.argsort(-(queries @ database.T), axis=1, kind="stable")
         relevant = codes[db_rows][order] == codes[q_rows][:, None]
         positives = np.bincount(codes[db_rows], minlength=len(names))[codes[q_rows]]
         aps.append(average_precisions(relevant, positives))

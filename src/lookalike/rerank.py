@@ -10,15 +10,27 @@ one exact item against its copy is diluted (see docs/EVALUATION.md).
 
 The neighbour pass asks the vector index (any :class:`lookalike.vector_index.VectorIndex`,
 exact or approximate) for each vector's top ``k``: one batched search, never an N x N matrix
-in memory.
+in memory. :class:`AugmentedVectors` holds the result for one search snapshot (built on the
+first re-ranked search of that snapshot): an exact index searches all augmented vectors;
+an approximate one keeps its speed by re-scoring a candidate pool from the normal index
+(:data:`POOL`), O(pool) per query.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 
+from lookalike.errors import Unavailable
+from lookalike.interfaces import IdFilter
 from lookalike.models import normalize
 from lookalike.vector_index import ExactIndex, VectorIndex
+
+log = logging.getLogger(__name__)
 
 #: Neighbours (besides the vector itself) averaged into each indexed vector.
 DBA_K = 3
@@ -28,6 +40,11 @@ QE_K = 5
 ALPHA = 3.0
 #: Rows per neighbour-pass batch (bounds the score matrix of an exact index).
 BATCH = 1024
+#: Fewer images than this: re-ranking has too few neighbours to average and is skipped.
+MIN_IMAGES = DBA_K + QE_K + 2
+#: Candidates an approximate index returns for re-scoring (at least, and per result asked).
+POOL = 200
+POOL_PER_RESULT = 4
 
 
 def exact_neighbours(vectors: np.ndarray, k: int = DBA_K) -> tuple[np.ndarray, np.ndarray]:
@@ -67,10 +84,16 @@ def augment_database(
     vectors: np.ndarray, found: tuple[np.ndarray, np.ndarray], alpha: float = ALPHA
 ) -> np.ndarray:
     """Database-side augmentation: ``found`` are the rows and cosines of each row's
-    neighbours (rows -1 when missing)."""
+    neighbours (rows -1 when missing). Done a batch of rows at a time (the neighbours'
+    vectors of every row at once would take k times the collection's memory)."""
     rows, scores = found
     scores = np.where(rows >= 0, scores, -np.inf)
-    return weighted_sum(vectors, vectors[np.maximum(rows, 0)], scores, alpha)
+    out = np.empty((len(vectors), vectors.shape[1] if vectors.ndim == 2 else 0), np.float32)
+    for start in range(0, len(vectors), BATCH):
+        part = slice(start, start + BATCH)
+        others = vectors[np.maximum(rows[part], 0)]
+        out[part] = weighted_sum(vectors[part], others, scores[part], alpha)
+    return out
 
 
 def expand_queries(
@@ -80,3 +103,129 @@ def expand_queries(
     scores, rows = ExactIndex(np.arange(len(database)), database).search(queries, k)
     scores = np.where(rows >= 0, scores, -np.inf)
     return weighted_sum(queries, database[np.maximum(rows, 0)], scores, alpha)
+
+
+def stored_vectors(index: VectorIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and index-space vectors of every row of ``index``, read a batch at a time. Rows
+    removed meanwhile (an approximate index changes in place) are left out."""
+    exact_rows = getattr(index, "vectors", None)
+    if isinstance(index, ExactIndex) and isinstance(exact_rows, np.ndarray):
+        return index.ids, exact_rows
+    if not index.capabilities.reconstruct:
+        raise Unavailable(
+            "re-ranking needs an index that returns stored vectors (exact or hnsw; "
+            "`lookalike index --index hnsw`)"
+        )
+    ids = np.asarray(index.ids, dtype=np.int64)
+    kept, parts = [], []
+    for start in range(0, len(ids), 20 * BATCH):
+        chunk = ids[start : start + 20 * BATCH]
+        try:
+            parts.append(index.vectors_of(chunk))
+        except KeyError:  # removed since ids were read
+            chunk = chunk[np.isin(chunk, index.ids)]
+            parts.append(index.vectors_of(chunk))
+        kept.append(chunk)
+    if not parts:
+        return ids, np.zeros((0, 0), np.float32)
+    return np.concatenate(kept), np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Positions of ``wanted`` in the sorted ``ids`` (-1 where absent or negative)."""
+    if len(ids) == 0:
+        return np.full(np.shape(wanted), -1, dtype=np.int64)
+    positions = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+    return np.where((ids[positions] == wanted) & (wanted >= 0), positions, -1)
+
+
+@dataclass(frozen=True)
+class AugmentedVectors:
+    """The database-side augmented vectors of one index, rows aligned with ``ids``
+    (ascending). Built once per search snapshot (:meth:`build`), never changed."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    #: Whether the index they come from is exact (then every augmented vector is searched;
+    #: otherwise a candidate pool of that index is re-scored).
+    exact: bool
+    seconds: float
+
+    @classmethod
+    def build(cls, index: VectorIndex, k: int = DBA_K, alpha: float = ALPHA) -> AugmentedVectors:
+        """Each row plus its ``k`` nearest neighbours, found by one batched search of
+        ``index`` itself (approximate at scale: no N x N comparison)."""
+        started = time.perf_counter()
+        ids, vectors = stored_vectors(index)
+        found, scores = neighbours(index, vectors, k, ids=ids)
+        rows = rows_of(ids, found)  # a neighbour added after ``ids`` were read: left out
+        augmented = augment_database(vectors, (rows, scores), alpha)
+        seconds = time.perf_counter() - started
+        log.info(
+            "re-ranking: augmented %d vectors (%d-d, %.1f MB) in %.2f s",
+            len(ids),
+            augmented.shape[1] if augmented.ndim == 2 else 0,
+            augmented.nbytes / 1e6,
+            seconds,
+        )
+        return cls(ids, augmented, bool(index.capabilities.exact), seconds)
+
+    def search(
+        self,
+        index: VectorIndex,
+        queries: np.ndarray,
+        k: int,
+        *,
+        filters: Sequence[IdFilter | None],
+        exclude: Sequence[int | None],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)`` of the top ``k`` by alpha-QE query against augmented vectors.
+        ``filters[i]``: the ids query ``i`` may return (None: all); ``index`` is the one
+        these vectors were built from (it gives the candidate pool when approximate)."""
+        queries = np.atleast_2d(queries)
+        if self.exact and all(f is None for f in filters):
+            return _expanded_search(ExactIndex(self.ids, self.vectors), queries, k, exclude)
+        out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for i, query in enumerate(queries):
+            pool = self._candidates(index, query, k, filters[i], exclude[i])
+            if pool is not None:
+                scores, ids = _expanded_search(pool, query[None], k, exclude[i : i + 1])
+                out_scores[i], out_ids[i] = scores[0], ids[0]
+        return out_scores, out_ids
+
+    def _candidates(
+        self,
+        index: VectorIndex,
+        query: np.ndarray,
+        k: int,
+        allowed: IdFilter | None,
+        excluded: int | None,
+    ) -> ExactIndex | None:
+        """The augmented vectors a query is ranked among: all (or the ``allowed`` ones) for
+        an exact index, else those of a candidate pool of ``index``."""
+        if self.exact:
+            keep = np.isin(self.ids, allowed) if allowed is not None else None
+        else:
+            _, found = index.search(
+                query[None], max(POOL, POOL_PER_RESULT * k), filter=allowed, exclude=[excluded]
+            )
+            rows = rows_of(self.ids, found[0])
+            keep = np.zeros(len(self.ids), dtype=bool)
+            keep[rows[rows >= 0]] = True  # ids of another snapshot are left out
+        if keep is None:
+            return ExactIndex(self.ids, self.vectors)
+        if not keep.any():
+            return None
+        return ExactIndex(self.ids[keep], self.vectors[keep])
+
+
+def _expanded_search(
+    pool: ExactIndex, queries: np.ndarray, k: int, exclude: Sequence[int | None]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Alpha query expansion of each query with its top :data:`QE_K` in ``pool``, then the
+    expanded queries' top ``k`` in ``pool``."""
+    scores, ids = pool.search(queries, QE_K, exclude=exclude)
+    others = pool.vectors[np.maximum(rows_of(pool.ids, ids), 0)]
+    expanded = weighted_sum(queries, others, scores, ALPHA)
+    return pool.search(expanded, k, exclude=exclude)

@@ -8,7 +8,8 @@ through these functions, so what is measured is what users get:
 2. :func:`choose_categories_for`: with category-first search, which categories each query
    searches (from a classifier: the collection's, or in ``eval`` a cross-fitted one);
 3. :func:`rank`: codec -> index top-k (filtered to those categories), with optional query
-   expansion, all on one :class:`~lookalike.snapshot.SearchSnapshot`;
+   expansion or re-ranking (:mod:`lookalike.rerank`), all on one
+   :class:`~lookalike.snapshot.SearchSnapshot`;
 4. :func:`results_for`: ids -> records of the store.
 """
 
@@ -25,9 +26,10 @@ from PIL import Image
 from lookalike import config
 from lookalike.categories import CategoryModel, choose_categories
 from lookalike.decode import load_image
-from lookalike.errors import Unavailable
+from lookalike.errors import InvalidInput, Unavailable
 from lookalike.interfaces import ImageEncoder, MetadataStore, VectorIndex
 from lookalike.localization import fuse
+from lookalike.rerank import MIN_IMAGES, AugmentedVectors
 from lookalike.snapshot import SearchSnapshot
 from lookalike.types import Box
 
@@ -69,6 +71,7 @@ class QueryOutcome:
     searched: list[str] | None = None  # categories searched; None: the whole collection
     predictions: list[tuple[str, float]] | None = None  # top predicted categories
     query_box: Box | None = None  # where the object was found in the query, if localized
+    reranked: bool = False  # re-ranked (asked for, and the collection was large enough)
 
 
 @dataclass(frozen=True)
@@ -192,16 +195,27 @@ def rank(
     searched: Sequence[list[str] | None] | None = None,
     expand: int = 0,
     index: VectorIndex | None = None,
+    augmented: AugmentedVectors | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, ids)`` of the top ``k`` for index-space query ``vectors`` (of ``index``,
     by default the snapshot's).
 
     ``searched[i]``: the categories query ``i`` may return (None: all). ``expand`` > 0: each
-    query is averaged with its top ``expand`` results and searched again.
+    query is averaged with its top ``expand`` results and searched again. ``augmented``
+    (``snapshot.augmented(index)``): re-ranked instead, by alpha query expansion against
+    the database-side augmented vectors (:mod:`lookalike.rerank`); scores are those of the
+    re-ranked vectors.
     """
     index = snapshot.index if index is None else index
     n = len(vectors)
     exclude = list(exclude) if exclude is not None else [None] * n
+    if augmented is not None:
+        partition = snapshot.partition
+        filters = [
+            None if partition is None or s is None else partition.ids_of(s)
+            for s in (searched if searched is not None else [None] * n)
+        ]
+        return augmented.search(index, vectors, k, filters=filters, exclude=exclude)
     if searched is None or snapshot.partition is None or all(s is None for s in searched):
         scores, ids = index.search(vectors, k, exclude=exclude)
         if expand > 0:
@@ -231,10 +245,15 @@ def search(
     min_score: float | None = None,
     by_category: bool = False,
     expand: int = 0,
+    rerank: bool = False,
     coverage: float = config.CATEGORY_COVERAGE,
     max_categories: int = config.MAX_CATEGORIES,
 ) -> list[QueryOutcome]:
     """Described queries -> outcomes, on one snapshot (see the module's steps).
+
+    ``rerank``: database-side augmentation + alpha query expansion (for collections of
+    categories, not for finding one exact item; it replaces ``expand``); a no-op, said in
+    the outcomes' ``reranked``, below :data:`lookalike.rerank.MIN_IMAGES` images.
 
     Category-aware search (``by_category``) ranks in the space learned from the labels
     (the snapshot's LDA projection) when there is one. A query with an object view
@@ -244,6 +263,11 @@ def search(
     index = None
     if by_category and snapshot.projection is not None and snapshot.projected is not None:
         encode, index = snapshot.projection.transform, snapshot.projected
+    if rerank and expand:
+        raise InvalidInput("re-ranking expands the query itself: use rerank or expand, not both")
+    augmented = snapshot.augmented(index) if rerank else None
+    if rerank and augmented is None:
+        log.info("too few images to re-rank (fewer than %d): plain search", MIN_IMAGES)
     vectors = encode(queries.vectors)
     choices: list[CategoryChoice] | None = None
     if by_category:
@@ -267,6 +291,7 @@ def search(
         searched=searched,
         expand=expand,
         index=index,
+        augmented=augmented,
     )
     for i, view in queries.views.items():
         view_scores, view_ids = rank(
@@ -277,6 +302,7 @@ def search(
             searched=[searched[i]] if searched else None,
             expand=expand,
             index=index,
+            augmented=augmented,
         )
         fused_ids, fused_scores = fuse(
             (ids[i : i + 1], scores[i : i + 1]), (view_ids, view_scores), k + DELETED_SLACK
@@ -289,6 +315,7 @@ def search(
             choices[i].searched if choices else None,
             choices[i].predictions if choices else [],
             queries.boxes[i],
+            augmented is not None,
         )
         for i, row in enumerate(rows)
     ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike import codecs, indexes, persistent_index
+from lookalike import codecs, indexes, persistent_index, rerank
 from lookalike.categories import CategoryModel, CategoryProjection
 from lookalike.interfaces import MetadataStore, VectorCodec, VectorIndex
 from lookalike.persistent_index import FollowedIndex
@@ -58,6 +58,25 @@ class CategoryPartition:
         return len(self.ids_of(names)) / len(self.ids) if len(self.ids) else 0.0
 
 
+class _Augmentations:
+    """The re-ranking vectors of a snapshot's indexes, built on first use: one thread
+    builds, the others wait for it; a search sees them whole or not at all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._built: dict[int, tuple[VectorIndex, rerank.AugmentedVectors]] = {}
+
+    def of(self, index: VectorIndex) -> rerank.AugmentedVectors:
+        found = self._built.get(id(index))
+        if found is None:
+            with self._lock:
+                found = self._built.get(id(index))
+                if found is None:
+                    found = (index, rerank.AugmentedVectors.build(index))
+                    self._built[id(index)] = found  # the index is kept: its id stays unique
+        return found[1]
+
+
 @dataclass(frozen=True)
 class SearchSnapshot:
     index: VectorIndex
@@ -72,10 +91,22 @@ class SearchSnapshot:
     #: which category-aware search ranks in (None without labels, or in a database index).
     projection: CategoryProjection | None = None
     projected: VectorIndex | None = None
+    _augmentations: _Augmentations = field(
+        default_factory=_Augmentations, init=False, compare=False, repr=False
+    )
 
     def encode(self, raw: np.ndarray) -> np.ndarray:
         """Raw query vectors -> this snapshot's index space."""
         return self.codec.transform(raw)
+
+    def augmented(self, index: VectorIndex | None = None) -> rerank.AugmentedVectors | None:
+        """The re-ranking vectors of ``index`` (the snapshot's own index, or its projected
+        one), built on the first call for this snapshot; None when the collection is too
+        small to re-rank (fewer than :data:`lookalike.rerank.MIN_IMAGES` images)."""
+        index = self.index if index is None else index
+        if len(index) < rerank.MIN_IMAGES:
+            return None
+        return self._augmentations.of(index)
 
 
 def models_key(store: MetadataStore) -> tuple[object, object]:

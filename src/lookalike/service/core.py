@@ -252,13 +252,19 @@ class Service:
         min_score: float | None,
         by_category: bool = False,
         localize: Localize | None = None,
+        rerank: bool = False,
     ) -> QueryOutcome:
         """One search through the library's search path: what the batcher does not serve
-        (by id, by category, query localization), a few at a time."""
+        (by id, by category, query localization, re-ranking), a few at a time."""
         self.batcher(collection.spec)  # its model is the collection's query model
         with self._direct_searches:
             (outcome,) = collection.search_detailed(
-                [query], k=k, min_score=min_score, by_category=by_category, localize=localize
+                [query],
+                k=k,
+                min_score=min_score,
+                by_category=by_category,
+                localize=localize,
+                rerank=rerank,
             )
         return outcome
 

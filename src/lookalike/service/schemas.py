@@ -63,6 +63,7 @@ class SearchResponse(BaseModel):
     searched_categories: list[str] | None = Field(
         default=None, description="categories searched (by_category); null: all of them"
     )
+    reranked: bool = Field(default=False, description="re-ranked (rerank, enough images)")
     results: list[Hit]
     took_ms: float
 

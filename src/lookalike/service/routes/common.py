@@ -37,6 +37,13 @@ MinScore = Annotated[
     float | None, Query(ge=-1.0, le=1.0, description="leave out results scoring lower")
 ]
 ByCategory = Annotated[bool, Query(description="only results of the query's predicted category")]
+Rerank = Annotated[
+    bool,
+    Query(
+        description="re-rank (database-side augmentation + query expansion): for collections "
+        "of categories, not for finding one exact item; a plain search below a few images"
+    ),
+]
 RegionQuery = Annotated[
     str | None,
     Query(

@@ -23,6 +23,7 @@ from lookalike.service.routes.common import (
     MinScore,
     Name,
     RegionQuery,
+    Rerank,
     ServiceDep,
     read_upload,
     region,
@@ -45,6 +46,7 @@ async def search_by_upload(
     by_category: ByCategory = False,
     localize: LocalizeQuery = None,
     box: RegionQuery = None,
+    rerank: Rerank = False,
 ) -> SearchResponse:
     """The indexed images most like an uploaded one (or the ``box`` region of it), best
     first. Needs no token. An empty collection answers 409."""
@@ -62,7 +64,7 @@ async def search_by_upload(
             image = await run_in_threadpool(service.decode_query, data, filename, side)
         if part is not None:
             image = crop(image, part)
-        if by_category or localize is not None:
+        if by_category or localize is not None or rerank:
             outcome = await run_in_threadpool(
                 lambda: service.search_direct(
                     collection,
@@ -71,6 +73,7 @@ async def search_by_upload(
                     min_score=min_score,
                     by_category=by_category,
                     localize=localize,
+                    rerank=rerank,
                 )
             )
         else:
@@ -80,6 +83,7 @@ async def search_by_upload(
         collection=name,
         query_box=outcome.query_box,
         searched_categories=outcome.searched,
+        reranked=outcome.reranked,
         results=service.hits(name, outcome.results),
         took_ms=round((time.perf_counter() - started) * 1000, 2),
     )
@@ -94,6 +98,7 @@ def more_like_this(
     min_score: MinScore = None,
     by_category: ByCategory = False,
     box: RegionQuery = None,
+    rerank: Rerank = False,
 ) -> SearchResponse:
     """More like this: the indexed images most like an indexed one (or the ``box`` region of
     it), itself left out."""
@@ -110,7 +115,12 @@ def more_like_this(
                 side = 2 * service.batcher(collection.spec).embedder.decode_side
                 query = crop(load_image(path, min_side=side), part)
             outcome = service.search_direct(
-                collection, query, k=k + 1, min_score=min_score, by_category=by_category
+                collection,
+                query,
+                k=k + 1,
+                min_score=min_score,
+                by_category=by_category,
+                rerank=rerank,
             )
         except DecodeError as exc:
             raise NotFound(f"image {image_id} is no longer readable: {exc}") from None
@@ -120,6 +130,7 @@ def more_like_this(
         query_id=image_id,
         query_path=path,
         searched_categories=outcome.searched,
+        reranked=outcome.reranked,
         results=service.hits(name, results),
         took_ms=round((time.perf_counter() - started) * 1000, 2),
     )
