@@ -12,7 +12,9 @@ whether an approximate index's candidate pool keeps the exact re-ranking's quali
 took to build (the neighbour pass: one batched search of the index; the exact index
 compares every pair, an approximate one does N searches), the memory it holds (N x d
 float32, beside the index), and the median per-query milliseconds of a plain and of a
-re-ranked search (one query at a time, k=10). ``quality`` compares precision@10 and the
+re-ranked search (one query at a time, k=10), and for the exact index the seconds of
+following a change of 10 added and 10 removed images (the next snapshot's vectors).
+``quality`` compares precision@10 and the
 overlap of the top 10 of plain search, exact re-ranking (every augmented vector) and
 re-ranking of the HNSW index's candidate pool (:data:`lookalike.rerank.POOL`).
 """
@@ -68,10 +70,17 @@ def cost(sizes: list[int], dims: int, kinds: list[str]) -> None:
             augmented = snapshot.augmented()
             assert augmented is not None
             reranked = per_query_ms(snapshot, queries, True)
+            followed = ""
+            if kind == "exact":  # the next snapshot after adding 10 images and removing 10
+                grown = snapshot.index.remove(np.arange(10)).add(
+                    np.arange(n, n + 10), clustered(10, dims, seed=2)
+                )
+                after = augmented.follow(grown)
+                followed = f" | +10/-10 followed {after.seconds:5.2f} s ({after.searched} rows)"
             print(
                 f"n={n:>7} d={dims} {kind:5} index build {built:6.1f} s | augmented vectors "
                 f"{augmented.seconds:6.1f} s, {augmented.vectors.nbytes / 2**20:7.1f} MiB | "
-                f"query plain {plain:6.2f} ms, re-ranked {reranked:6.2f} ms",
+                f"query plain {plain:6.2f} ms, re-ranked {reranked:6.2f} ms{followed}",
                 flush=True,
             )
 

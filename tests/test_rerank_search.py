@@ -16,6 +16,7 @@ from lookalike.cli import main
 from lookalike.evaluate import evaluation_snapshot
 from lookalike.models import normalize
 from lookalike.snapshot import SearchSnapshot
+from lookalike.vector_index import ExactIndex
 from tests.conftest import make_image
 
 
@@ -95,6 +96,21 @@ def test_rerank_keeps_to_the_searched_categories_and_leaves_the_query_out() -> N
     assert set(db_codes[ids[0][ids[0] >= 0]]) == {0} and (ids[0] >= 0).sum() == 15
     assert set(db_codes[ids[2]]) <= {2, 3}
     assert not any(i in row for i, row in enumerate(ids))
+
+
+def test_following_a_change_equals_building_afresh() -> None:
+    database, _ = _categories(30)
+    first = ExactIndex(np.arange(200), database[:200])
+    built = rerank.AugmentedVectors.build(first)
+    assert built.searched == 200
+    changed = first.remove(np.array([3, 50, 51])).add(np.arange(200, 205), database[200:205])
+    changed = changed.add(np.array([7]), database[300:301])  # id 7 now another image
+    followed = built.follow(changed)
+    fresh = rerank.AugmentedVectors.build(changed)
+    assert followed.searched < len(changed.ids) // 2
+    np.testing.assert_array_equal(followed.ids, fresh.ids)
+    np.testing.assert_array_equal(followed.neighbour_ids, fresh.neighbour_ids)
+    np.testing.assert_allclose(followed.vectors, fresh.vectors, atol=1e-5)
 
 
 def test_too_small_a_collection_is_searched_plainly_and_says_so() -> None:
@@ -181,6 +197,12 @@ def test_off_by_default_and_concurrent_writes_never_mix_snapshots(tmp_path: Path
             for thread in threads:
                 thread.join()
         assert not errors, errors[0]
+        # the last snapshot's vectors were followed from an earlier one's, and are right
+        last = collection.snapshot()
+        augmented = last.augmented()
+        assert augmented is not None and augmented.searched < len(last.index.ids)
+        fresh = rerank.AugmentedVectors.build(last.index)
+        np.testing.assert_allclose(augmented.vectors, fresh.vectors, atol=1e-5)
 
 
 def test_cli_search_rerank(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

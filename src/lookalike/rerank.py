@@ -81,18 +81,24 @@ def weighted_sum(
 
 
 def augment_database(
-    vectors: np.ndarray, found: tuple[np.ndarray, np.ndarray], alpha: float = ALPHA
+    vectors: np.ndarray,
+    found: tuple[np.ndarray, np.ndarray],
+    alpha: float = ALPHA,
+    *,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Database-side augmentation: ``found`` are the rows and cosines of each row's
-    neighbours (rows -1 when missing). Done a batch of rows at a time (the neighbours'
+    neighbours (rows -1 when missing); with ``rows``, only those rows of ``vectors`` are
+    augmented (``found`` has one line per row). Done a batch at a time (the neighbours'
     vectors of every row at once would take k times the collection's memory)."""
-    rows, scores = found
-    scores = np.where(rows >= 0, scores, -np.inf)
-    out = np.empty((len(vectors), vectors.shape[1] if vectors.ndim == 2 else 0), np.float32)
-    for start in range(0, len(vectors), BATCH):
+    neighbour_rows, scores = found
+    scores = np.where(neighbour_rows >= 0, scores, -np.inf)
+    targets = np.arange(len(vectors)) if rows is None else rows
+    out = np.empty((len(targets), vectors.shape[1] if vectors.ndim == 2 else 0), np.float32)
+    for start in range(0, len(targets), BATCH):
         part = slice(start, start + BATCH)
-        others = vectors[np.maximum(rows[part], 0)]
-        out[part] = weighted_sum(vectors[part], others, scores[part], alpha)
+        others = vectors[np.maximum(neighbour_rows[part], 0)]
+        out[part] = weighted_sum(vectors[targets[part]], others, scores[part], alpha)
     return out
 
 
@@ -150,6 +156,13 @@ class AugmentedVectors:
     #: otherwise a candidate pool of that index is re-scored).
     exact: bool
     seconds: float
+    #: Each row's neighbours (ids, -1 when missing) and cosines, and the index's own
+    #: vectors they were computed from (what :meth:`follow` compares against).
+    neighbour_ids: np.ndarray
+    neighbour_scores: np.ndarray
+    source: np.ndarray
+    #: Rows whose neighbours were searched for (all when built, the changed when followed).
+    searched: int
 
     @classmethod
     def build(cls, index: VectorIndex, k: int = DBA_K, alpha: float = ALPHA) -> AugmentedVectors:
@@ -159,16 +172,76 @@ class AugmentedVectors:
         ids, vectors = stored_vectors(index)
         found, scores = neighbours(index, vectors, k, ids=ids)
         rows = rows_of(ids, found)  # a neighbour added after ``ids`` were read: left out
+        found = np.where(rows >= 0, found, -1)
         augmented = augment_database(vectors, (rows, scores), alpha)
+        return cls._made(index, ids, augmented, found, scores, vectors, started, len(ids))
+
+    @classmethod
+    def _made(
+        cls,
+        index: VectorIndex,
+        ids: np.ndarray,
+        augmented: np.ndarray,
+        found: np.ndarray,
+        scores: np.ndarray,
+        vectors: np.ndarray,
+        started: float,
+        searched: int,
+    ) -> AugmentedVectors:
         seconds = time.perf_counter() - started
         log.info(
-            "re-ranking: augmented %d vectors (%d-d, %.1f MB) in %.2f s",
+            "re-ranking: augmented %d vectors (%d-d, %.1f MB; neighbours searched for %d) "
+            "in %.2f s",
             len(ids),
             augmented.shape[1] if augmented.ndim == 2 else 0,
             augmented.nbytes / 1e6,
+            searched,
             seconds,
         )
-        return cls(ids, augmented, bool(index.capabilities.exact), seconds)
+        exact = bool(index.capabilities.exact)
+        return cls(ids, augmented, exact, seconds, found, scores, vectors, searched)
+
+    def follow(self, index: VectorIndex, k: int = DBA_K, alpha: float = ALPHA) -> AugmentedVectors:
+        """The augmented vectors of ``index``, an exact index grown or shrunk from the one
+        these were built from (a later snapshot): only rows whose neighbours may have changed
+        are searched again (new rows; rows whose neighbour went or changed; rows that a new
+        row is nearer to than their k-th neighbour), the others are kept."""
+        started = time.perf_counter()
+        ids, vectors = stored_vectors(index)
+        old = rows_of(self.ids, ids)
+        kept = old >= 0
+        if self.source.shape[1:] != vectors.shape[1:]:
+            kept[:] = False
+        else:  # an id whose vector was replaced counts as new
+            for start in range(0, len(ids), 20 * BATCH):
+                part = slice(start, start + 20 * BATCH)
+                rows = old[part][kept[part]]
+                same = (self.source[rows] == vectors[part][kept[part]]).all(axis=1)
+                kept[part][kept[part]] = same
+        changed = np.union1d(np.setdiff1d(self.ids, ids), ids[~kept & (old >= 0)])
+        redo = ~kept
+        previous = old[kept]
+        redo[kept] = np.isin(self.neighbour_ids[previous], changed).any(axis=1)
+        new_rows = np.flatnonzero(~kept)
+        if len(new_rows):
+            kept_rows = np.flatnonzero(kept)
+            kth = self.neighbour_scores[previous, -1] if k else np.zeros(len(kept_rows))
+            for start in range(0, len(kept_rows), BATCH):
+                chunk = kept_rows[start : start + BATCH]
+                nearest = (vectors[chunk] @ vectors[new_rows].T).max(axis=1)
+                redo[chunk] |= nearest > kth[start : start + BATCH]
+        found = np.full((len(ids), k), -1, dtype=np.int64)
+        scores = np.full((len(ids), k), -np.inf, dtype=np.float32)
+        found[kept], scores[kept] = self.neighbour_ids[previous], self.neighbour_scores[previous]
+        augmented = np.empty_like(vectors)
+        augmented[kept] = self.vectors[previous]
+        todo = np.flatnonzero(redo)
+        if len(todo):
+            got, got_scores = neighbours(index, vectors[todo], k, ids=ids[todo])
+            found[todo], scores[todo] = got, got_scores
+            rows = rows_of(ids, got)
+            augmented[todo] = augment_database(vectors, (rows, got_scores), alpha, rows=todo)
+        return self._made(index, ids, augmented, found, scores, vectors, started, len(todo))
 
     def search(
         self,

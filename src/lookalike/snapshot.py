@@ -22,6 +22,7 @@ from lookalike import codecs, indexes, persistent_index, rerank
 from lookalike.categories import CategoryModel, CategoryProjection
 from lookalike.interfaces import MetadataStore, VectorCodec, VectorIndex
 from lookalike.persistent_index import FollowedIndex
+from lookalike.vector_index import ExactIndex
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,31 @@ class _Augmentations:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._built: dict[int, tuple[VectorIndex, rerank.AugmentedVectors]] = {}
+        #: Augmented vectors of an earlier snapshot's exact index, which the main index's
+        #: are followed from (only the rows a change touches are recomputed).
+        self.seed: rerank.AugmentedVectors | None = None
 
-    def of(self, index: VectorIndex) -> rerank.AugmentedVectors:
+    def of(self, index: VectorIndex, *, main: bool) -> rerank.AugmentedVectors:
         found = self._built.get(id(index))
         if found is None:
             with self._lock:
                 found = self._built.get(id(index))
                 if found is None:
-                    found = (index, rerank.AugmentedVectors.build(index))
+                    seed = self.seed if main and isinstance(index, ExactIndex) else None
+                    if seed is not None and seed.exact:
+                        built = seed.follow(index)
+                    else:
+                        built = rerank.AugmentedVectors.build(index)
+                    found = (index, built)
                     self._built[id(index)] = found  # the index is kept: its id stays unique
+                    if main:
+                        self.seed = None
         return found[1]
+
+    def to_follow(self, index: VectorIndex) -> rerank.AugmentedVectors | None:
+        """What a later snapshot's main index may follow: these, once built, else the seed."""
+        found = self._built.get(id(index))
+        return found[1] if found is not None else self.seed
 
 
 @dataclass(frozen=True)
@@ -106,7 +122,7 @@ class SearchSnapshot:
         index = self.index if index is None else index
         if len(index) < rerank.MIN_IMAGES:
             return None
-        return self._augmentations.of(index)
+        return self._augmentations.of(index, main=index is self.index)
 
 
 def models_key(store: MetadataStore) -> tuple[object, object]:
@@ -258,7 +274,7 @@ class SnapshotCache:
                 rows = np.searchsorted(index.ids, changes.ids)
                 codes[rows] = self._codes(classifier, changes.ids, changes.vectors)
             partition = CategoryPartition(partition.classes, index.ids, codes)
-        return SearchSnapshot(
+        snapshot = SearchSnapshot(
             index,
             previous.codec,
             previous.classifier,
@@ -268,6 +284,8 @@ class SnapshotCache:
             previous.projection,
             projected,
         )
+        snapshot._augmentations.seed = previous._augmentations.to_follow(previous.index)
+        return snapshot
 
     def _build_approximate(
         self, previous: SearchSnapshot | None, key: tuple[object, ...], kind: str
