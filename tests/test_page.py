@@ -412,6 +412,22 @@ def test_the_box_localization_found_is_shown(open_page, server: str, panda_query
     expect(page.locator("#localize")).to_be_checked()
 
 
+def test_the_rerank_option_is_sent_and_kept(open_page, server: str, panda_query: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page("desktop")
+    ready(page, server + "/")
+    page.set_input_files("#file", str(panda_query))
+    expect(page.locator("#results .card")).to_have_count(12)
+    with page.expect_response(lambda r: "rerank=true" in r.url) as answer:
+        page.check("#rerank")
+    assert answer.value.status == 200 and answer.value.json()["reranked"] is True
+    expect(page.locator("#results .card")).to_have_count(12)
+    assert query_of(page)["rr"] == "1"
+    page.reload()  # the option is in the address too
+    expect(page.locator("#rerank")).to_be_checked()
+
+
 def test_with_a_token_delete_waits_for_it_and_the_header_still_fits(
     open_page, photos: Path, tmp_path: Path, panda_query: Path
 ) -> None:  # type: ignore[no-untyped-def]

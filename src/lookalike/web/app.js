@@ -123,6 +123,7 @@ async function render() {
   $("#min-score").value = p.get("min") || "";
   $("#by-category").checked = p.get("cat") === "1";
   $("#localize").checked = p.get("loc") === "1";
+  $("#rerank").checked = p.get("rr") === "1";
   if (tab === "search") await renderSearch(p);
   if (tab === "browse") await renderBrowse(Number(p.get("offset")) || 0);
   renderViewer(p.get("view"));
@@ -219,6 +220,7 @@ function searchParams(p) {
   const query = new URLSearchParams({ k: p.get("k") || "12" });
   if (p.get("min")) query.set("min_score", p.get("min"));
   if (p.get("cat") === "1") query.set("by_category", "true");
+  if (p.get("rr") === "1") query.set("rerank", "true");
   if (p.get("box")) query.set("box", p.get("box"));
   return query;
 }
@@ -760,6 +762,7 @@ function optionsChanged() {
       min: $("#min-score").value,
       cat: $("#by-category").checked ? "1" : null,
       loc: $("#localize").checked ? "1" : null,
+      rr: $("#rerank").checked ? "1" : null,
     },
     { replace: true },
   );
