@@ -137,6 +137,18 @@ def stored_vectors(index: VectorIndex) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(kept), np.concatenate(parts).astype(np.float32, copy=False)
 
 
+def fingerprints(vectors: np.ndarray) -> np.ndarray:
+    """One float64 per row that changes when the row does (a fixed random projection)."""
+    if vectors.ndim != 2 or not len(vectors):
+        return np.zeros(len(vectors), dtype=np.float64)
+    projection = np.random.default_rng(0).normal(size=vectors.shape[1])
+    step = 20 * BATCH
+    parts = [
+        vectors[i : i + step].astype(np.float64) @ projection for i in range(0, len(vectors), step)
+    ]
+    return np.concatenate(parts)
+
+
 def rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Positions of ``wanted`` in the sorted ``ids`` (-1 where absent or negative)."""
     if len(ids) == 0:
@@ -156,11 +168,11 @@ class AugmentedVectors:
     #: otherwise a candidate pool of that index is re-scored).
     exact: bool
     seconds: float
-    #: Each row's neighbours (ids, -1 when missing) and cosines, and the index's own
-    #: vectors they were computed from (what :meth:`follow` compares against).
+    #: Each row's neighbours (ids, -1 when missing) and cosines, and a fingerprint of the
+    #: index vector of each row (how :meth:`follow` tells a replaced vector).
     neighbour_ids: np.ndarray
     neighbour_scores: np.ndarray
-    source: np.ndarray
+    fingerprints: np.ndarray
     #: Rows whose neighbours were searched for (all when built, the changed when followed).
     searched: int
 
@@ -199,7 +211,8 @@ class AugmentedVectors:
             seconds,
         )
         exact = bool(index.capabilities.exact)
-        return cls(ids, augmented, exact, seconds, found, scores, vectors, searched)
+        prints = fingerprints(vectors)
+        return cls(ids, augmented, exact, seconds, found, scores, prints, searched)
 
     def follow(self, index: VectorIndex, k: int = DBA_K, alpha: float = ALPHA) -> AugmentedVectors:
         """The augmented vectors of ``index``, an exact index grown or shrunk from the one
@@ -210,14 +223,10 @@ class AugmentedVectors:
         ids, vectors = stored_vectors(index)
         old = rows_of(self.ids, ids)
         kept = old >= 0
-        if self.source.shape[1:] != vectors.shape[1:]:
+        if self.vectors.shape[1:] != vectors.shape[1:]:
             kept[:] = False
         else:  # an id whose vector was replaced counts as new
-            for start in range(0, len(ids), 20 * BATCH):
-                part = slice(start, start + 20 * BATCH)
-                rows = old[part][kept[part]]
-                same = (self.source[rows] == vectors[part][kept[part]]).all(axis=1)
-                kept[part][kept[part]] = same
+            kept[kept] = self.fingerprints[old[kept]] == fingerprints(vectors)[kept]
         changed = np.union1d(np.setdiff1d(self.ids, ids), ids[~kept & (old >= 0)])
         redo = ~kept
         previous = old[kept]

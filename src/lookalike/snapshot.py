@@ -22,7 +22,6 @@ from lookalike import codecs, indexes, persistent_index, rerank
 from lookalike.categories import CategoryModel, CategoryProjection
 from lookalike.interfaces import MetadataStore, VectorCodec, VectorIndex
 from lookalike.persistent_index import FollowedIndex
-from lookalike.vector_index import ExactIndex
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +65,8 @@ class _Augmentations:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._built: dict[int, tuple[VectorIndex, rerank.AugmentedVectors]] = {}
-        #: Augmented vectors of an earlier snapshot's exact index, which the main index's
-        #: are followed from (only the rows a change touches are recomputed).
+        #: Augmented vectors of an earlier snapshot's index, which the main index's are
+        #: followed from (only the rows a change touches are recomputed).
         self.seed: rerank.AugmentedVectors | None = None
 
     def of(self, index: VectorIndex, *, main: bool) -> rerank.AugmentedVectors:
@@ -76,8 +75,8 @@ class _Augmentations:
             with self._lock:
                 found = self._built.get(id(index))
                 if found is None:
-                    seed = self.seed if main and isinstance(index, ExactIndex) else None
-                    if seed is not None and seed.exact:
+                    seed = self.seed if main else None
+                    if seed is not None and seed.exact == index.capabilities.exact:
                         built = seed.follow(index)
                     else:
                         built = rerank.AugmentedVectors.build(index)
@@ -313,7 +312,10 @@ class SnapshotCache:
                 index.ids,
                 previous.partition if previous is not None and previous.key[1] == key[1] else None,
             )
-        return SearchSnapshot(index, codec, classifier, partition, key, self._followed.cursor)
+        snapshot = SearchSnapshot(index, codec, classifier, partition, key, self._followed.cursor)
+        if previous is not None:  # a changed codec changes every vector: all recomputed
+            snapshot._augmentations.seed = previous._augmentations.to_follow(previous.index)
+        return snapshot
 
     def _partition_batched(
         self, classifier: CategoryModel, ids: np.ndarray, previous: CategoryPartition | None
