@@ -263,3 +263,18 @@ def test_service_routes_accept_and_validate_rerank(tmp_path: Path) -> None:
         assert first not in [hit["id"] for hit in similar.json()["results"]]
         bad = client.get(f"/collections/demo/images/{first}/similar", params={"rerank": "x"})
         assert bad.status_code == 422
+
+
+def test_postgres_collection_reranks_like_a_local_one(
+    photos: Path, pg_uri: str, tmp_path: Path, panda_query: Path
+) -> None:
+    with Collection.open(tmp_path / "c.db") as local:
+        local.add([photos])
+        (expected,) = local.search_detailed([panda_query], k=5, rerank=True)
+    with Collection.open(pg_uri) as shared:
+        shared.add([photos])
+        (found,) = shared.search_detailed([panda_query], k=5, rerank=True)
+    assert expected.reranked and found.reranked
+    assert {Path(h.path).relative_to(photos) for h in found.results} == {
+        Path(h.path).relative_to(photos) for h in expected.results
+    }
