@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--root", type=Path, default=ROOT / "101_ObjectCategories")
-    parser.add_argument("--repeats", type=int, default=2, help="rounds of local, then Ray")
+    parser.add_argument("--repeats", type=int, default=4, help="rounds, each one of both")
     args = parser.parse_args()
     files = pick(args.root, args.images)
     cores = os.cpu_count() or 1
@@ -50,18 +50,31 @@ def main() -> None:
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     ray_start_s = time.perf_counter() - started
     times: dict[str, list[float]] = {"local": [], "ray": []}
+    first: dict[str, list[float]] = {"local": [], "ray": []}
     vectors: dict[str, np.ndarray] = {}
-    # Alternated, so that other work on the machine weighs on both alike.
+    # Alternated (local, Ray; then Ray, local; ...), so that other work on the machine and
+    # any warming up weigh on both alike.
     for round_ in range(args.repeats):
-        for runner in ("local", "ray"):
+        for runner in ("local", "ray") if round_ % 2 == 0 else ("ray", "local"):
             with tempfile.TemporaryDirectory() as tmp, Collection.open(Path(tmp) / "c.db") as c:
                 c.index_embedder  # noqa: B018  (model loaded before the clock starts)
+                seen: list[float] = []
+
+                def progress(n: int, seen: list[float] = seen) -> None:
+                    if not seen:
+                        seen.append(time.perf_counter())
+
                 started = time.perf_counter()
-                report = c.add(files, ray="" if runner == "ray" else None)
+                report = c.add(files, ray="" if runner == "ray" else None, progress=progress)
                 times[runner].append(time.perf_counter() - started)
+                first[runner].append(seen[0] - started if seen else float("nan"))
                 assert report.embedded == len(files), report
                 vectors[runner] = c.store.load_vectors()[1]
-            print(f"round {round_}: {runner} {times[runner][-1]:.1f} s", file=sys.stderr)
+            print(
+                f"round {round_}: {runner} {times[runner][-1]:.1f} s"
+                f" (first batch written after {first[runner][-1]:.1f} s)",
+                file=sys.stderr,
+            )
     ray.shutdown()
     local_s, ray_s = float(np.median(times["local"])), float(np.median(times["ray"]))
     local_vectors, ray_vectors = vectors["local"], vectors["ray"]
@@ -76,12 +89,15 @@ def main() -> None:
                 "images": len(files),
                 "rounds_local_s": [round(t, 1) for t in times["local"]],
                 "rounds_ray_s": [round(t, 1) for t in times["ray"]],
+                "first_batch_local_s": round(float(np.median(first["local"])), 2),
+                "first_batch_ray_s": round(float(np.median(first["ray"])), 2),
                 "same_vectors": same,
                 "local_s": round(local_s, 1),
                 "local_images_per_s": round(len(files) / local_s, 1),
                 "ray_start_s": round(ray_start_s, 1),
                 "ray_s": round(ray_s, 1),
                 "ray_images_per_s": round(len(files) / ray_s, 1),
+                "ray_over_local": round(ray_s / local_s, 3),
                 "ray_overhead": round(ray_s / local_s - 1, 3),
                 "ray_overhead_with_start": round((ray_s + ray_start_s) / local_s - 1, 3),
                 "core_ms_per_image_local": round(1000 * cores * local_s / len(files), 1),

@@ -13,10 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from lookalike import Collection
+from lookalike import Collection, config
 from lookalike.cli import main
 from lookalike.pg_store import PostgresIndex, PostgresStore, split_uri
 from lookalike.service import ServiceSettings, create_app
+from lookalike.store import EmbeddedImage
 from tests.conftest import SAMPLE, make_image
 
 
@@ -78,6 +79,84 @@ def test_category_first_search_filters_in_the_database(
     # the same images; locally they are ranked in the labels' LDA space, which the database
     # index does not hold (it ranks by the codec's cosine)
     assert {h.path for h in shared.results} == {h.path for h in local.results}
+
+
+def _clustered_store(uri: str, *, pool_size: int = 1) -> tuple[PostgresStore, np.ndarray]:
+    """3,000 rows of 32-d vectors around 30 centres (ids 1..3000, row i = id i + 1)."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(30, 32))
+    vectors = centres[rng.integers(0, 30, 3000)] + 0.6 * rng.normal(size=(3000, 32))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    store = PostgresStore(uri, pool_size=pool_size)
+    for start in range(0, 3000, 1000):
+        store.write_batch(
+            [
+                EmbeddedImage(f"/v/{i:05}.jpg", 1, 1, 1, 1, vectors[i])
+                for i in range(start, start + 1000)
+            ],
+            [],
+        )
+    vectors = vectors.astype(np.float16).astype(np.float32)  # as stored (halfvec)
+    return store, vectors
+
+
+def _exact_in(vectors: np.ndarray, query: np.ndarray, allowed: np.ndarray, k: int) -> list[int]:
+    scores = vectors[allowed - 1] @ query
+    return [int(i) for i in allowed[np.argsort(-scores, kind="stable")[:k]]]
+
+
+@pytest.mark.parametrize("limit", [10**9, 0], ids=["exact-scan", "hnsw-walk"])
+def test_filtered_search_in_the_database_ranks_the_filters_rows(
+    pg_uri: str, limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A category filter of 5 to 900 rows: both plans (every filter read and ranked exactly,
+    or the HNSW index walked with the filter) return only allowed rows, best first; the exact
+    scan returns exactly the exact top 10, the walk nearly (recall@10 >= 0.9)."""
+    monkeypatch.setattr(config, "PG_EXACT_FILTER_ROWS", limit)
+    store, vectors = _clustered_store(pg_uri)
+    try:
+        assert store.filter_plan(500) == ("exact" if limit else "hnsw")
+        rng = np.random.default_rng(3)
+        hits = total = 0
+        for size in (5, 60, 300, 900):
+            for _ in range(5):
+                allowed = np.sort(rng.choice(np.arange(1, 3001), size, replace=False))
+                query = vectors[rng.integers(0, 3000)]
+                scores, ids = store.search(query[None, :], 10, allowed=allowed)
+                found = [int(i) for i in ids[0] if i >= 0]
+                truth = _exact_in(vectors, query, allowed, 10)
+                assert len(found) == min(10, size) and set(found) <= set(allowed.tolist())
+                assert list(scores[0][: len(found)]) == sorted(scores[0][: len(found)])[::-1]
+                if limit:
+                    assert found == truth or set(found) == set(truth)  # ties in halfvec
+                hits += len(set(found) & set(truth))
+                total += len(truth)
+        assert hits / total >= (1.0 if limit else 0.9)
+        # a query's own image is left out when asked (more like this)
+        allowed = np.arange(1, 3001, 7)
+        _, ids = store.search(vectors[0][None, :], 5, allowed=allowed, exclude=[1])
+        assert 1 not in ids[0] and len([i for i in ids[0] if i >= 0]) == 5
+    finally:
+        store.close()
+
+
+def test_a_filtered_walk_cut_short_falls_back_to_the_exact_scan(
+    pg_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pgvector's iterative scan stops after hnsw.max_scan_tuples rows; a narrow filter it
+    leaves with fewer than k results is answered by the exact scan instead."""
+    store, vectors = _clustered_store(pg_uri, pool_size=1)
+    try:
+        with store._pool.connection() as conn:  # the only connection: the limit stays on it
+            conn.execute("SET hnsw.max_scan_tuples = 40")
+        allowed = np.arange(1, 3001, 50)  # 60 rows, spread over every cluster
+        query = vectors[1234]
+        monkeypatch.setattr(config, "PG_EXACT_FILTER_ROWS", 0)  # force the walk
+        assert store.filter_plan(len(allowed)) == "hnsw"
+        _, ids = store.search(query[None, :], 10, allowed=allowed)
+        assert [int(i) for i in ids[0]] == _exact_in(vectors, query, allowed, 10)
+    finally:
+        store.close()
 
 
 def test_cli_index_search_info_remove(

@@ -44,7 +44,9 @@ def _folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_ray_indexes_like_the_local_indexer(local_ray: None, db: str, tmp_path: Path) -> None:
+def test_ray_indexes_like_the_local_indexer(
+    local_ray: None, db: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     folder = _folder(tmp_path)
     with Collection.open(tmp_path / "local.db") as local:
         expected = local.add([folder], batch_size=4)
@@ -74,6 +76,9 @@ def test_ray_indexes_like_the_local_indexer(local_ray: None, db: str, tmp_path: 
         again = collection.add([folder], batch_size=4, ray="")
         # the two bad files are remembered, not decoded again
         assert (again.added, again.updated, again.unchanged, again.skipped_before) == (0, 1, 13, 2)
+    # Ray Data's own reports (each dataset's plan, start, end) stay out of the console
+    err = capfd.readouterr().err
+    assert "Dataset" not in err and "constructor arguments" not in err, err[-2000:]
 
 
 class _Crash(Exception):

@@ -143,3 +143,9 @@ def default_db() -> Path:
 #: keeps a margin above 0.95 as collections grow, for a few milliseconds.
 PG_POOL_SIZE = 4
 PG_EF_SEARCH = 100
+#: A category-filtered search on PostgreSQL over at most this many rows reads them all (by
+#: their ids, through the primary key) and ranks them exactly; a larger filter walks the HNSW
+#: index with pgvector's iterative scan, which must pass over about k / (filtered share)
+#: rows and so slows down as the filter narrows. Measured crossover: BENCHMARKS.md
+#: "Category-filtered search" (benchmarks/bench_postgres.py).
+PG_EXACT_FILTER_ROWS = 5000

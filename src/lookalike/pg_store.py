@@ -479,10 +479,10 @@ class PostgresStore:
         """``(scores, ids)`` of the top ``k`` per query by the HNSW index (approximate), best
         first, padded with -inf / -1 like :class:`lookalike.vector_index.ExactIndex`.
 
-        ``allowed`` (sorted ids) keeps only those images (category-first search): a WHERE
-        clause, with pgvector's iterative index scan so that a selective filter still finds
-        ``k`` rows. ``exclude[i]`` is left out of query ``i``'s results. ``reduced``: the
-        queries are codec (PCA) output: search the reduced vectors.
+        ``allowed`` (sorted ids) keeps only those images (category-first search): exact
+        among them when they are few, else the HNSW index with pgvector's iterative scan
+        (see :meth:`_search_filtered`). ``exclude[i]`` is left out of query ``i``'s results.
+        ``reduced``: the queries are codec (PCA) output: search the reduced vectors.
         """
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         out_ids = np.full((len(queries), k), -1, dtype=np.int64)
@@ -490,29 +490,82 @@ class PostgresStore:
         if k <= 0:
             return out_scores, out_ids
         column = "reduced" if reduced else "vector"
-        where = "WHERE id = ANY(%(allowed)s)" if allowed is not None else ""
+        if allowed is not None:
+            return self._search_filtered(
+                queries, k, [int(i) for i in allowed], exclude, column, ef_search
+            )
         query = (
-            f"SELECT id, 1 - ({column} <=> %(q)s) FROM images "
-            f"{where} ORDER BY {column} <=> %(q)s LIMIT %(limit)s"
+            f"SELECT id, 1 - ({column} <=> %(q)s) FROM images"
+            f" ORDER BY {column} <=> %(q)s LIMIT %(limit)s"
         )
         with self._read() as conn, conn.transaction():
             conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(ef_search, k + 1))}")  # type: ignore[call-overload]
-            if allowed is not None:
-                conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
             for row, vector in enumerate(queries):
                 excluded = exclude[row] if exclude is not None else None
                 found = conn.execute(
                     query,  # type: ignore[call-overload]
-                    {
-                        "q": HalfVector(vector),
-                        "limit": k + (excluded is not None),
-                        "allowed": [] if allowed is None else [int(i) for i in allowed],
-                    },
+                    {"q": HalfVector(vector), "limit": k + (excluded is not None)},
                 ).fetchall()
-                hits = [(i, s) for i, s in found if i != excluded][:k]
-                for col, (image_id, score) in enumerate(hits):
-                    out_ids[row, col] = image_id
-                    out_scores[row, col] = score
+                _fill(out_scores[row], out_ids[row], found, excluded)
+        return out_scores, out_ids
+
+    @staticmethod
+    def filter_plan(rows: int) -> str:
+        """How a search filtered to ``rows`` images runs: ``exact`` (those rows read by id and
+        ranked) or ``hnsw`` (the HNSW index walked with the filter)."""
+        return "exact" if rows <= config.PG_EXACT_FILTER_ROWS else "hnsw"
+
+    @staticmethod
+    def filter_plan_limit() -> int:
+        return config.PG_EXACT_FILTER_ROWS
+
+    def _search_filtered(
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: list[int],
+        exclude: Sequence[int | None] | None,
+        column: str,
+        ef_search: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` among the ``allowed`` ids (category-first search), exact for a small
+        filter, else by the HNSW index; see :meth:`filter_plan`.
+
+        Both queries are planned with the ids as a constant (``prepare=False``: psycopg would
+        otherwise prepare a statement run 5 times, and PostgreSQL's generic plan of it tests
+        each row against the array one element at a time, where a constant array is hashed).
+        The exact query ranks in a subquery (``OFFSET 0``) so the HNSW index cannot serve its
+        ORDER BY; the HNSW query tests ``id + 0`` so the primary key cannot serve its filter:
+        the plan is the one :meth:`filter_plan` chose, not the cost model's guess. An HNSW walk
+        stops after ``hnsw.max_scan_tuples`` rows: a query it leaves short of ``k`` (a filter
+        too narrow for the collection's size) is answered by the exact query instead."""
+        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        exact = (
+            f"SELECT id, 1 - d FROM (SELECT id, {column} <=> %(q)s AS d FROM images"
+            f" WHERE id = ANY(%(allowed)s) OFFSET 0) AS filtered ORDER BY d LIMIT %(limit)s"
+        )
+        walk = (
+            f"SELECT id, 1 - ({column} <=> %(q)s) FROM images WHERE id + 0 = ANY(%(allowed)s)"
+            f" ORDER BY {column} <=> %(q)s LIMIT %(limit)s"
+        )
+        plan = self.filter_plan(len(allowed))
+        with self._read() as conn, conn.transaction():
+            conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(ef_search, k + 1))}")  # type: ignore[call-overload]
+            conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            for row, vector in enumerate(queries):
+                excluded = exclude[row] if exclude is not None else None
+                args = {
+                    "q": HalfVector(vector),
+                    "limit": k + (excluded is not None),
+                    "allowed": allowed,
+                }
+                found: list[tuple[Any, ...]] = []
+                if plan == "hnsw":
+                    found = conn.execute(walk, args, prepare=False).fetchall()  # type: ignore[call-overload]
+                if len(found) < min(len(allowed), k + (excluded is not None)):
+                    found = conn.execute(exact, args, prepare=False).fetchall()  # type: ignore[call-overload]
+                _fill(out_scores[row], out_ids[row], found, excluded)
         return out_scores, out_ids
 
     def database_index(self, codec: VectorCodec) -> PostgresIndex:
@@ -591,6 +644,16 @@ class PostgresStore:
             " GROUP BY cluster ORDER BY cluster"
         )
         return {int(r[0]): int(r[1]) for r in rows}
+
+
+def _fill(
+    scores: np.ndarray, ids: np.ndarray, found: list[tuple[Any, ...]], excluded: int | None
+) -> None:
+    """Write one query's (id, score) rows, less ``excluded``, into its output rows."""
+    hits = [(i, s) for i, s in found if i != excluded][: len(ids)]
+    for col, (image_id, score) in enumerate(hits):
+        ids[col] = image_id
+        scores[col] = score
 
 
 def _ids_and_vectors(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray | None]:

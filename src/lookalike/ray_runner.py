@@ -72,10 +72,38 @@ class _EmbedActor:
         }
 
 
+def _actor_class(spec: ModelSpec) -> type[_EmbedActor]:
+    """The actor class with the model's spec built in: Ray ships the class itself to the
+    workers, so the pool needs no constructor arguments in the object store (which Ray warns
+    about for restartable actors)."""
+
+    class EmbedActor(_EmbedActor):
+        def __init__(self) -> None:
+            super().__init__(spec)
+
+    return EmbedActor
+
+
 def connect(address: str | None) -> None:
     """Join the Ray cluster at ``address`` (None or "": start a local one, all cores)."""
     if not ray.is_initialized():
         ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data logs every dataset's plan, start and end (and optionally its stats) to the
+    console at INFO; lookalike reports its own progress, so only its warnings reach the
+    console (its log file, in Ray's session folder, keeps everything)."""
+    context = ray.data.DataContext.get_current()
+    context.print_on_execution_start = False
+    context.enable_progress_bars = False
+    context.enable_auto_log_stats = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):  # the console, not the session's log file
+            handler.setLevel(logging.WARNING)
 
 
 def run(
@@ -100,7 +128,6 @@ def run(
     connect(address)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # written in the plan's order
-    context.enable_progress_bars = False
     pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
     rows = [
         {"path": c.path, "size": c.size, "mtime_ns": c.mtime_ns, "problem": c.problem or ""}
@@ -109,8 +136,7 @@ def run(
     dataset = ray.data.from_items(
         rows, override_num_blocks=max(1, len(rows) // (RAY_BATCHES * batch_size))
     ).map_batches(
-        _EmbedActor,
-        fn_constructor_args=(spec,),
+        _actor_class(spec),
         batch_size=RAY_BATCHES * batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=min(pool, len(rows))),
