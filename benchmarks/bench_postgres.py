@@ -263,7 +263,10 @@ def run_measure(
     for limit in [int(x) for x in args.filter_limits.split(",")] if args.filter_limits else [-1]:
         if limit >= 0:  # compare plans: 0 = always the HNSW walk, huge = always exact
             config.PG_EXACT_FILTER_ROWS = limit
-        filtered += [measure(store, queries, filtered_truth, ef, allowed) for ef in efs]
+        filtered += [
+            measure(store, queries, filtered_truth, int(ef), allowed)
+            for ef in args.filter_ef.split(",")
+        ]
     return {
         "search": plain,
         "category_rows": {
@@ -289,6 +292,9 @@ def main() -> None:
         default="",
         help="comma-separated PG_EXACT_FILTER_ROWS values to measure filtered search at "
         "(default: the store's own)",
+    )
+    parser.add_argument(
+        "--filter-ef", default=str(config.PG_EF_SEARCH), help="ef_search values, filtered"
     )
     parser.add_argument("--build-memory", default="4GB", help="maintenance_work_mem")
     parser.add_argument("--build-workers", type=int, default=1, help="parallel workers")

@@ -40,6 +40,15 @@ def test_search_in_the_database_finds_what_exact_search_finds(
     with Collection.open(pg_uri) as shared:
         assert shared.add([photos]).added == 30
         assert isinstance(shared.index(), PostgresIndex)
+        # the default codec (centring) is fitted: searches use the reduced vectors, whose HNSW
+        # index is the only one (none on the input vectors, which no search reads)
+        store = shared.store
+        assert isinstance(store, PostgresStore)
+        indexes = store._query(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexdef LIKE %s",
+            (store.schema, "%USING hnsw%"),
+        )
+        assert [r[0] for r in indexes] == ["images_reduced"]
         found = shared.search(panda_query, k=10)
         # "more like this" with an indexed file leaves the file itself out
         itself = str(photos / "panda" / "image_0002.jpg")

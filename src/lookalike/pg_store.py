@@ -98,6 +98,11 @@ CREATE TABLE IF NOT EXISTS skipped (
 """
 
 
+_VECTOR_INDEX = (
+    "CREATE INDEX IF NOT EXISTS images_vector ON images USING hnsw (vector halfvec_cosine_ops)"
+)
+
+
 def is_postgres_uri(target: object) -> bool:
     return isinstance(target, str) and target.startswith(_SCHEMES)
 
@@ -321,7 +326,8 @@ class PostgresStore:
 
     def _ensure_vector_index(self, dims: int) -> None:
         """On the first vectors: fix the column's dimensions and build the HNSW index on it
-        (pgvector indexes need a typed column)."""
+        (pgvector indexes need a typed column), unless a codec is fitted already: then the
+        reduced vectors are what searches use (see :meth:`reduce`)."""
         if self._dims == dims:
             return
         with self._write() as conn:
@@ -334,10 +340,8 @@ class PostgresStore:
                 if found[0] != "halfvec":
                     raise ValueError(f"{self.path} holds {found[0]} vectors, not {dims}-d ones")
                 conn.execute(f"ALTER TABLE images ALTER COLUMN vector TYPE {typed}")  # type: ignore[call-overload]
-            conn.execute(
-                "CREATE INDEX IF NOT EXISTS images_vector ON images"
-                " USING hnsw (vector halfvec_cosine_ops)"
-            )
+            if self._stored_codec(conn) is None:
+                conn.execute(_VECTOR_INDEX)
         self._dims = dims
 
     def _stored_codec(self, conn: psycopg.Connection[Any]) -> VectorCodec | None:
@@ -357,7 +361,8 @@ class PostgresStore:
 
     def reduce(self) -> None:
         """Recompute every image's reduced vector with the stored codec (none: drop them), and
-        rebuild their HNSW index; one transaction, so searches see the old set or the new."""
+        rebuild their HNSW index (the only one: the input vectors' HNSW index is kept only
+        while no codec is fitted); one transaction, so searches see the old set or the new."""
         with self._write() as conn:
             self._codec = ("", None)
             pca = self._stored_codec(conn)
@@ -365,7 +370,16 @@ class PostgresStore:
             conn.execute("UPDATE images SET reduced = NULL WHERE reduced IS NOT NULL")
             conn.execute("ALTER TABLE images ALTER COLUMN reduced TYPE halfvec")
             if pca is None:
+                typed = conn.execute(
+                    "SELECT atttypmod > 0 FROM pg_attribute"
+                    " WHERE attrelid = 'images'::regclass AND attname = 'vector'"
+                ).fetchone()
+                if typed and typed[0]:  # else the first vectors will (_ensure_vector_index)
+                    conn.execute(_VECTOR_INDEX)
                 return
+            # searches use the reduced vectors from now on: an index on the input vectors
+            # would only cost every insert a second HNSW walk (and as much disk again)
+            conn.execute("DROP INDEX IF EXISTS images_vector")
             dims = _output_dims(pca)
             conn.execute(f"ALTER TABLE images ALTER COLUMN reduced TYPE halfvec({dims})")  # type: ignore[call-overload]
             with conn.cursor(binary=True) as read, conn.cursor() as write:

@@ -48,6 +48,7 @@ class _EmbedActor:
         self.embedder = cast(Embedder, load_encoder(spec, threads=1))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cpu = time.process_time()
         candidates = [
             Candidate(str(p), int(s), int(m), str(problem) or None)
             for p, s, m, problem in zip(
@@ -56,7 +57,11 @@ class _EmbedActor:
         ]
         outcomes = _process_batch(self.embedder, candidates)
         dims = next((len(o.vector) for o in outcomes if o.vector is not None), 0)
+        cpu = time.process_time() - cpu
         return {
+            # this actor's CPU seconds for the batch, shared out over its rows (the cost of
+            # an image on a worker, whatever else the machine runs)
+            "cpu_s": np.full(len(outcomes), cpu / max(1, len(outcomes))),
             "path": batch["path"],
             "size": batch["size"],
             "mtime_ns": batch["mtime_ns"],
@@ -72,18 +77,6 @@ class _EmbedActor:
         }
 
 
-def _actor_class(spec: ModelSpec) -> type[_EmbedActor]:
-    """The actor class with the model's spec built in: Ray ships the class itself to the
-    workers, so the pool needs no constructor arguments in the object store (which Ray warns
-    about for restartable actors)."""
-
-    class EmbedActor(_EmbedActor):
-        def __init__(self) -> None:
-            super().__init__(spec)
-
-    return EmbedActor
-
-
 def connect(address: str | None) -> None:
     """Join the Ray cluster at ``address`` (None or "": start a local one, all cores)."""
     if not ray.is_initialized():
@@ -94,7 +87,8 @@ def connect(address: str | None) -> None:
 def quiet_ray_data() -> None:
     """Ray Data logs every dataset's plan, start and end (and optionally its stats) to the
     console at INFO; lookalike reports its own progress, so only its warnings reach the
-    console (its log file, in Ray's session folder, keeps everything)."""
+    console (but not the one that says progress bars are off), and its log file in Ray's
+    session folder keeps everything."""
     context = ray.data.DataContext.get_current()
     context.print_on_execution_start = False
     context.enable_progress_bars = False
@@ -104,6 +98,11 @@ def quiet_ray_data() -> None:
             handler, logging.FileHandler
         ):  # the console, not the session's log file
             handler.setLevel(logging.WARNING)
+            handler.addFilter(_not_progress_bar_notice)
+
+
+def _not_progress_bar_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Progress bars disabled")
 
 
 def run(
@@ -136,17 +135,26 @@ def run(
     dataset = ray.data.from_items(
         rows, override_num_blocks=max(1, len(rows) // (RAY_BATCHES * batch_size))
     ).map_batches(
-        _actor_class(spec),
+        _EmbedActor,
+        fn_constructor_args=(spec,),
         batch_size=RAY_BATCHES * batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=min(pool, len(rows))),
         num_cpus=1,
     )
+    worker_cpu_s = 0.0
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
         _write(store, batch, work, report)
+        worker_cpu_s += float(batch["cpu_s"].sum())
         if progress is not None:
             progress(len(batch["path"]))
     report.seconds = time.perf_counter() - started
+    log.info(
+        "Ray: %d files decoded and embedded in %.1f s, %.2f CPU s on the workers",
+        len(rows),
+        report.seconds,
+        worker_cpu_s,
+    )
     return report
 
 
