@@ -15,7 +15,7 @@ from PIL import Image
 
 from lookalike import Collection, config
 from lookalike.cli import main
-from lookalike.pg_store import PostgresIndex, PostgresStore, split_uri
+from lookalike.pg_store import PostgresIndex, PostgresStore, _bitmap, split_uri
 from lookalike.service import ServiceSettings, create_app
 from lookalike.store import EmbeddedImage
 from tests.conftest import SAMPLE, make_image
@@ -147,6 +147,21 @@ def test_filtered_search_in_the_database_ranks_the_filters_rows(
         assert 1 not in ids[0] and len([i for i in ids[0] if i >= 0]) == 5
     finally:
         store.close()
+
+
+def test_the_walks_bitmap_holds_exactly_the_allowed_ids(pg_uri: str) -> None:
+    """The HNSW walk's filter: PostgreSQL's get_bit reads back the ids the bitmap was made of."""
+    ids = [1, 2, 7, 8, 9, 63, 64, 1000, 4095]
+    store = PostgresStore(pg_uri)
+    try:
+        bitmap = _bitmap(ids)
+        rows = store._query(
+            "SELECT i FROM generate_series(0, %s) AS i WHERE get_bit(%s, i) = 1 ORDER BY i",
+            (8 * len(bitmap) - 1, bitmap),
+        )
+    finally:
+        store.close()
+    assert [r[0] for r in rows] == ids
 
 
 def test_a_filtered_walk_cut_short_falls_back_to_the_exact_scan(
