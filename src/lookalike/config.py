@@ -138,11 +138,11 @@ def default_db() -> Path:
 
 #: PostgreSQL store (--db postgresql://...): connections per process (searches run in parallel
 #: up to this many), and the HNSW search breadth (hnsw.ef_search). Recall@10 against exact
-#: search on 100,000 Caltech-like vectors was 0.974 to 0.985 at pgvector's default (40) and
-#: 0.989 to 0.9995 at 100 in two builds (benchmarks/bench_postgres.py, BENCHMARKS.md): 100
-#: keeps a margin above 0.95 as collections grow, for a few milliseconds.
+#: search (benchmarks/bench_postgres.py, BENCHMARKS.md): on 100,000 Caltech-like 1280-d
+#: vectors 0.974 to 0.985 at pgvector's default (40), 0.989 to 0.9995 at 100; on 1,000,000,
+#: 0.940 at 40, 0.9495 at 100 and 0.968 at 200: 200 keeps recall above 0.95 at a million.
 PG_POOL_SIZE = 4
-PG_EF_SEARCH = 100
+PG_EF_SEARCH = 200
 #: A category-filtered search on PostgreSQL over at most this many rows reads them all (by
 #: their ids, through the primary key) and ranks them exactly; a larger filter walks the HNSW
 #: index with pgvector's iterative scan, testing each row it meets against a bitmap of the
