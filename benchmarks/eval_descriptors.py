@@ -22,7 +22,9 @@ Descriptors: ``avg`` (global average, the default before issue 11), ``gem`` (GeM
 ``rmac``; ``+pca`` projects to 256 dimensions (fewer when the database is smaller) with a
 PCA fitted on the benchmark's database only; ``+rerank`` adds database-side augmentation
 and alpha query expansion (lookalike.rerank). Models ``lite0+lite2`` concatenate the two
-models' PCA-projected vectors, each scaled by 1/sqrt(2).
+models' vectors (each centred or PCA-projected when asked), each scaled by 1/sqrt(2);
+``+centerall`` centres the concatenation as a whole instead (what ``--model lite0+lite2``
+stores and its default codec does).
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ def descriptor(
         parts_q.append(q)
     db = normalize(np.concatenate(parts_db, axis=1))
     q = normalize(np.concatenate(parts_q, axis=1))
+    if "centerall" in options:  # the library's composite model: one mean, whole vector
+        mean = db.mean(axis=0)
+        db, q = normalize(db - mean), normalize(q - mean)
     return db, q
 
 

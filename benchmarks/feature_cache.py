@@ -1,7 +1,10 @@
 """Pooled descriptors of a list of images, computed once and cached in an .npz file.
 
-    .venv/bin/python benchmarks/feature_cache.py --model lite0 \\
+    .venv/bin/python benchmarks/feature_cache.py --model lite0 [--precision int8] \\
         --out /tmp/quality11/caltech-lite0.npz --paths-from ../shared/datasets/caltech101/labels.csv
+
+``--precision`` defaults to the library's default for the model (int8 for Lite0, fp32
+for Lite2: see ``config.INT8_BY_DEFAULT``).
 
 Comparisons of descriptors (pooling, PCA, re-ranking, LDA) then run on these vectors in
 seconds instead of re-embedding the images for every configuration. For each image the
@@ -31,7 +34,7 @@ from PIL import Image
 from lookalike.decode import DecodeError, load_image
 from lookalike.features import pool
 from lookalike.localization import crop_to, find_object
-from lookalike.models import Embedder, _crop, builtin_spec, normalize
+from lookalike.models import CROP_MARGIN, Embedder, Precision, builtin_spec, normalize
 
 KINDS = ("avg", "gem", "rmac")
 
@@ -80,7 +83,8 @@ def located(
         ]
         return crops, list(boxes)
     found = embedder._object_boxes(images)
-    return [_crop(image, box) for image, box in zip(images, found, strict=True)], list(found)
+    crops = [crop_to(image, box, CROP_MARGIN) for image, box in zip(images, found, strict=True)]
+    return crops, list(found)
 
 
 def build(
@@ -91,6 +95,7 @@ def build(
     batch: int = 16,
     threads: int = 2,
     localize: str | None = None,
+    precision: Precision | None = None,
 ) -> None:
     """Embed ``paths`` not yet in ``out``; with ``localize``, the localized images, cached
     under ``path#method`` with their boxes."""
@@ -100,7 +105,7 @@ def build(
     failed = set(cached.get("failed", np.array([], dtype=str)).tolist())
     todo = [p for p in paths if p + suffix not in done and p not in failed]
     print(f"{model}: {len(done)} cached, {len(todo)} to embed", flush=True)
-    embedder = Embedder(builtin_spec(model), threads=threads)
+    embedder = Embedder(builtin_spec(model, precision), threads=threads)
     new_paths: list[str] = []
     new_boxes: list[tuple[float, float, float, float]] = []
     new: dict[str, list[np.ndarray]] = {k: [] for k in KINDS}
@@ -169,6 +174,12 @@ def main() -> None:
     parser.add_argument("--paths-from", type=Path, nargs="+", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--localize", choices=("border", "crop"), default=None)
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default=None,
+        help="the model's precision (default: the library's default for the model)",
+    )
     args = parser.parse_args()
     paths: list[str] = []
     for listing in args.paths_from:
@@ -179,6 +190,7 @@ def main() -> None:
         args.out,
         threads=args.threads,
         localize=args.localize,
+        precision=args.precision,
     )
 
 

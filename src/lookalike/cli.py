@@ -97,7 +97,10 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--model",
         default=None,
-        help="lite0 (default), lite1, lite2, or the path of an ONNX image model",
+        help=(
+            "lite0 (default), lite1, lite2, lite0+lite2 (the quality tier: both "
+            "descriptors, about 3x the embedding cost), or the path of an ONNX image model"
+        ),
     )
     group.add_argument("--input-size", type=int, default=224, help="ONNX model input side")
     group.add_argument(
@@ -363,6 +366,8 @@ def _eval(args: argparse.Namespace) -> int:
     if args.plot:
         require("plots", "eval --plot")  # before the evaluation, not after it
     root = Path(args.dir)
+    if args.queries is not None:
+        return _eval_instances(args, root)
     labels = read_labels(root, args.labels)
     if args.compare:
         configs = [EvalConfig.parse(text) for text in args.compare]
@@ -409,6 +414,48 @@ def _eval(args: argparse.Namespace) -> int:
             f"{r.scores.precision_at_10:7.4f} {r.scores.top1_accuracy:7.4f} {rate} "
             f"{r.bytes_per_image:6d}{extra}"
         )
+    return 0
+
+
+def _eval_instances(args: argparse.Namespace, root: Path) -> int:
+    """``eval --queries``: each query photo must find its source image (instance top-1/mAP)."""
+    from lookalike.evaluate import (
+        EvalConfig,
+        compare_instances,
+        database_paths,
+        read_instance_queries,
+        read_labels,
+    )
+
+    queries = read_instance_queries(args.queries)
+    labels = read_labels(root, args.labels) if args.labels else None
+    configs = [EvalConfig.parse(text) for text in args.compare or ["model=lite0"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = args.cache_dir or Path(tmp)
+        cache.mkdir(parents=True, exist_ok=True)
+        results = compare_instances(
+            root,
+            queries,
+            configs,
+            cache_dir=cache,
+            labels=labels,
+            index_paths=lambda c, paths: _index_with_progress(
+                c, [str(p) for p in paths], False, args.batch_size
+            ),
+        )
+    if args.json:
+        for result in results:
+            print(_dumps(result.as_dict()))
+        return 0
+    print(f"{len(database_paths(root))} database entries, {len(queries)} queries")
+    kinds = list(results[0].by_kind)
+    print(f"{'config':<46} " + " ".join(f"{k + ' top-1 / mAP':>26}" for k in kinds))
+    for r in results:
+        cells = " ".join(f"{r.by_kind[k][0]:>12.4f} / {r.by_kind[k][1]:<11.4f}" for k in kinds)
+        category = (
+            f"  category mAP {r.category[0]:.4f}, P@10 {r.category[1]:.4f}" if r.category else ""
+        )
+        print(f"{r.config.name:<46} {cells}{category}")
     return 0
 
 
@@ -763,8 +810,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_classify)
 
-    p = command("eval", help="leave-one-out retrieval quality on a labelled folder")
-    p.add_argument("dir", help="folder of images")
+    p = command(
+        "eval",
+        help="retrieval quality: leave-one-out on a labelled folder, or instance queries",
+    )
+    p.add_argument(
+        "dir", help="folder of images (with --queries: or a text file listing the images)"
+    )
+    p.add_argument(
+        "--queries",
+        type=Path,
+        default=None,
+        help="CSV with query_path,source_path[,kind,class_name]: each query photo must find "
+        "its source image (instance top-1 and mAP per kind; benchmarks/make_*_queries.py)",
+    )
     p.add_argument(
         "--labels",
         type=Path,
@@ -782,7 +841,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="CONFIG",
         help="configurations to compare, e.g. model=lite0 model=lite0,pool=gem,pca=256 "
-        "(keys: model, pool, scales=a+b, loc, pca, whiten, qe, bycat)",
+        "model=lite0+lite2 (keys: model, prec, pool, scales=a+b, loc, pca, whiten, qe, bycat, "
+        "heldout, rerank; with --queries: qloc=none|border|crop, the query localization)",
     )
     p.add_argument("--plot", type=Path, default=None, help="write precision-recall curves (PNG)")
     p.add_argument(

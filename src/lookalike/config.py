@@ -33,6 +33,9 @@ DEFAULT_MODEL = "efficientnet-lite0"
 #: version stayed within half a point of fp32 on every dataset (docs/EVALUATION.md, "int8").
 #: The others run in fp32 by default.
 INT8_BY_DEFAULT = frozenset({"efficientnet-lite0"})
+#: The quality tier: Lite0 and Lite2 descriptors concatenated (``--model lite0+lite2``),
+#: ahead of Lite0 on every benchmark of docs/EVALUATION.md at about 3x the embedding cost.
+QUALITY_MODEL = "efficientnet-lite0+efficientnet-lite2"
 #: How a new collection pools the feature map: generalized mean (p = 3). With the centring
 #: below, it won or tied on every benchmark of docs/EVALUATION.md against average pooling.
 DEFAULT_POOLING: Literal["avg", "gem"] = "gem"

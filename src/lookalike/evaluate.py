@@ -267,7 +267,10 @@ class EvalConfig:
     ``pca``: the vector codec fitted on the collection: 0 (the default) subtracts the
     collection's mean, N projects to N dimensions, ``off`` searches the raw vectors (the
     default before issue 11: ``model=lite0,pool=avg,pca=off``). ``rerank=1``: database-side
-    augmentation and alpha query expansion (:mod:`lookalike.rerank`)."""
+    augmentation and alpha query expansion (:mod:`lookalike.rerank`). ``model=lite0+lite2``:
+    the quality tier. ``qloc``: the query localization of the instance benchmarks
+    (:func:`compare_instances`; ``none``, ``border``, ``crop``...; default: what a search of
+    the collection does, ``border`` for a collection indexed without localization)."""
 
     model: str = "lite0"
     pooling: str = DEFAULT_POOLING
@@ -280,6 +283,7 @@ class EvalConfig:
     precision: str | None = None  # None: the model's default
     rerank: bool = False
     held_out: bool = False
+    query_localize: str | None = None  # instance benchmarks; None: the collection's default
 
     @classmethod
     def parse(cls, text: str) -> EvalConfig:
@@ -299,6 +303,7 @@ class EvalConfig:
             "precision": "precision",
             "rerank": "rerank",
             "heldout": "held_out",
+            "qloc": "query_localize",
         }
         values: dict[str, object] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
@@ -339,6 +344,8 @@ class EvalConfig:
             parts.append("rerank=1")
         elif self.held_out:
             parts.append("heldout=1")
+        if self.query_localize is not None:
+            parts.append(f"qloc={self.query_localize}")
         return ",".join(parts)
 
     def model_spec(self) -> ModelSpec:
@@ -478,3 +485,173 @@ def plot_precision_recall(results: list[ComparedConfig], out: Path, title: str) 
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+
+
+@dataclass(frozen=True)
+class InstanceQuery:
+    """A query photo of an instance benchmark and the database image it must find."""
+
+    path: str
+    source: str
+    kind: str = "all"
+    category: str | None = None
+
+
+@dataclass(frozen=True)
+class InstanceScores:
+    """Instance retrieval of one configuration: top-1 (the source image ranked first) and
+    mAP (1 / its rank: one relevant image per query), per query kind and over all; category
+    mAP / precision@10 when the database is labelled."""
+
+    config: EvalConfig
+    by_kind: dict[str, tuple[float, float, int]]  # kind -> (top-1, mAP, queries)
+    category: tuple[float, float] | None  # (mAP, precision@10)
+    database: int
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"config": self.config.name, "database": self.database}
+        for kind, (top1, mean_ap, count) in self.by_kind.items():
+            out[f"{kind} top1"], out[f"{kind} mAP"] = round(top1, 4), round(mean_ap, 4)
+            out[f"{kind} queries"] = count
+        if self.category is not None:
+            out["category mAP"], out["category P@10"] = (round(v, 4) for v in self.category)
+        return out
+
+
+def read_instance_queries(queries_csv: Path) -> list[InstanceQuery]:
+    """Queries from a CSV with ``query_path`` and ``source_path`` (relative to the CSV's
+    folder or absolute), optional ``kind`` and ``class_name`` (what
+    benchmarks/make_scene_queries.py and make_instance_queries.py write)."""
+    base = queries_csv.parent
+    with queries_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not {"query_path", "source_path"} <= set(rows[0]):
+        raise ValueError(f"{queries_csv} needs query_path and source_path columns")
+    return [
+        InstanceQuery(
+            os.path.abspath(base / row["query_path"]),
+            os.path.abspath(base / row["source_path"]),
+            row.get("kind") or "all",
+            row.get("class_name") or None,
+        )
+        for row in rows
+    ]
+
+
+def database_paths(root: Path) -> list[Path]:
+    """What an instance benchmark indexes: a folder, or a text file listing image paths
+    (one a line, relative to the file's folder or absolute)."""
+    if root.is_dir():
+        return [root]
+    return [root.parent / line for line in root.read_text().split()]
+
+
+def compare_instances(
+    root: Path,
+    queries: list[InstanceQuery],
+    configs: list[EvalConfig],
+    *,
+    cache_dir: Path,
+    labels: dict[str, str] | None = None,
+    index_paths: Callable[[Any, list[Path]], Any] | None = None,
+    batch: int = 16,
+) -> list[InstanceScores]:
+    """Instance benchmarks (a photo of an image on a wall, in a scene, an edited copy: each
+    query must find its one source image) through the library's own search path: each
+    distinct model indexes ``root`` once into ``cache_dir``; each configuration sets the
+    collection's codec and searches every query photo with ``Collection.search_many``
+    (query localization and its fusion with the whole photo included), ranking the whole
+    collection."""
+    from lookalike import fitting
+    from lookalike.collection import Collection
+
+    for config in configs:
+        if config.rerank or config.held_out or config.by_category:
+            raise ValueError(f"{config.name}: rerank, heldout and bycat are not instance settings")
+    results: list[InstanceScores] = []
+    by_spec: dict[ModelSpec, list[EvalConfig]] = {}
+    for config in configs:
+        by_spec.setdefault(config.model_spec(), []).append(config)
+    paths = database_paths(root)
+    for spec, group in by_spec.items():
+        key = hashlib.sha256(f"{root.resolve()}:{spec.to_json()}".encode()).hexdigest()[:16]
+        with Collection.open(cache_dir / f"{key}.db", model=spec) as collection:
+            (index_paths or (lambda c, p: c.add(p)))(collection, paths)
+            ids = collection.index().ids
+            indexed = collection.store.paths(ids)
+            row_of = {indexed[int(i)]: row for row, i in enumerate(ids)}
+            missing = [q.source for q in queries if q.source not in row_of]
+            if missing:
+                raise ValueError(f"{len(missing)} source images are not indexed, e.g. {missing[0]}")
+            for config in group:
+                if config.pca is None:  # raw cosine: no codec at all
+                    collection.write(lambda: _no_codec(fitting, collection.store))
+                else:
+                    collection.set_compression(config.pca or None, whiten=config.whiten)
+                ranks = np.empty(len(queries))
+                category_ranking: list[np.ndarray] = []
+                for start in range(0, len(queries), batch):
+                    chunk = queries[start : start + batch]
+                    found = collection.search_many(
+                        [q.path for q in chunk],
+                        k=len(row_of),
+                        expand=config.expand,
+                        localize=config.query_localize,  # type: ignore[arg-type]
+                    )
+                    for offset, (query, results_) in enumerate(zip(chunk, found, strict=True)):
+                        order = [r.path for r in results_]
+                        ranks[start + offset] = (
+                            order.index(query.source) + 1 if query.source in order else np.inf
+                        )
+                        if labels is not None:
+                            category_ranking.append(
+                                np.array([labels.get(p) == query.category for p in order])
+                            )
+                results.append(
+                    InstanceScores(
+                        config,
+                        _instance_by_kind(queries, ranks),
+                        _category_scores(queries, category_ranking, labels, indexed.values())
+                        if labels is not None
+                        else None,
+                        len(row_of),
+                    )
+                )
+    return results
+
+
+def _no_codec(fitting: Any, store: Any) -> None:
+    fitting.set_codec(store, {})
+    fitting.refresh(store)
+
+
+def _instance_by_kind(
+    queries: list[InstanceQuery], ranks: np.ndarray
+) -> dict[str, tuple[float, float, int]]:
+    kinds = np.array([q.kind for q in queries])
+    out: dict[str, tuple[float, float, int]] = {}
+    for kind in [*sorted(set(kinds.tolist())), "all"]:
+        chosen = ranks if kind == "all" else ranks[kinds == kind]
+        out[kind] = (float((chosen == 1).mean()), float((1.0 / chosen).mean()), len(chosen))
+    return out
+
+
+def _category_scores(
+    queries: list[InstanceQuery],
+    rankings: list[np.ndarray],
+    labels: dict[str, str],
+    indexed: Any,
+) -> tuple[float, float]:
+    counts: dict[str, int] = {}
+    for path in indexed:
+        if path in labels:
+            counts[labels[path]] = counts.get(labels[path], 0) + 1
+    width = max(len(r) for r in rankings)
+    relevant = np.zeros((len(rankings), width), dtype=bool)
+    for row, ranking in enumerate(rankings):
+        relevant[row, : len(ranking)] = ranking
+    positives = np.array([counts.get(q.category or "", 0) for q in queries])
+    return (
+        float(average_precisions(relevant, positives).mean()),
+        float(relevant[:, :10].mean()),
+    )

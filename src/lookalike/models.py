@@ -136,22 +136,50 @@ class ModelSpec:
     def all_scales(self) -> tuple[int, ...]:
         return (self.input_size, *self.scales)
 
+    @property
+    def parts(self) -> tuple[ModelSpec, ...]:
+        """The models of a composite built-in model (``lite0+lite2``: each run at its own input
+        size, with this spec's pooling, localization and precision); () for a single model."""
+        if self.onnx_path is not None or COMPOSITE_SEPARATOR not in self.name:
+            return ()
+        from lookalike.efficientnet_lite import VARIANTS
+
+        return tuple(
+            dataclasses.replace(self, name=name, input_size=VARIANTS[name].resolution, scales=())
+            for name in self.name.split(COMPOSITE_SEPARATOR)
+        )
+
+
+#: Joins the models of a composite model: ``lite0+lite2`` describes every image with both
+#: networks and concatenates the two descriptors (the quality tier, docs/EVALUATION.md).
+COMPOSITE_SEPARATOR = "+"
+
 
 def builtin_models() -> list[str]:
-    return list(_BUILTIN_PACKAGES)
+    """Built-in model names: the EfficientNet-Lite models and the quality tier."""
+    return [*_BUILTIN_PACKAGES, config.QUALITY_MODEL]
+
+
+def builtin_name(name: str) -> str | None:
+    """The full name of a built-in model (``lite0`` -> ``efficientnet-lite0``, ``lite0+lite2``
+    -> ``efficientnet-lite0+efficientnet-lite2``), None if there is none of that name."""
+    parts = [p if p.startswith("efficientnet-") else f"efficientnet-{p}" for p in name.split("+")]
+    if not all(p in _BUILTIN_PACKAGES for p in parts) or len(set(parts)) != len(parts):
+        return None
+    return COMPOSITE_SEPARATOR.join(parts)
 
 
 def builtin_spec(name: str, precision: Precision | None = None) -> ModelSpec:
-    """The spec of a built-in model (``efficientnet-lite0`` ... ``-lite2``, or ``lite0``...),
-    at ``precision`` (default: int8 for the models in ``config.INT8_BY_DEFAULT``, else fp32)."""
+    """The spec of a built-in model (``efficientnet-lite0`` ... ``-lite2``, or ``lite0``...,
+    or several joined by ``+``: ``lite0+lite2``), at ``precision`` (default: int8 for the
+    models in ``config.INT8_BY_DEFAULT``, else fp32)."""
     from lookalike.efficientnet_lite import VARIANTS
 
-    full = name if name.startswith("efficientnet-") else f"efficientnet-{name}"
-    if full not in VARIANTS:
-        raise ModelError(f"unknown model {name!r}; built-in models: {', '.join(VARIANTS)}")
-    spec = ModelSpec(
-        full, VARIANTS[full].resolution, _LITE_MEAN, _LITE_STD, pooling=config.DEFAULT_POOLING
-    )
+    full = builtin_name(name)
+    if full is None:
+        raise ModelError(f"unknown model {name!r}; built-in models: {', '.join(builtin_models())}")
+    side = max(VARIANTS[part].resolution for part in full.split(COMPOSITE_SEPARATOR))
+    spec = ModelSpec(full, side, _LITE_MEAN, _LITE_STD, pooling=config.DEFAULT_POOLING)
     if precision is None:
         precision = "int8" if full in config.INT8_BY_DEFAULT else "fp32"
     return spec.with_precision(precision)

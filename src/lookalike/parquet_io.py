@@ -22,11 +22,12 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from lookalike import config, indexer
+from lookalike.encoders import load_encoder
 from lookalike.indexer import IndexReport
 from lookalike.models import Embedder, ModelSpec
 from lookalike.store import EmbeddedImage, SkippedFile
@@ -140,7 +141,11 @@ def embed(
     sink = ParquetSink(partial, spec)
     try:
         report = indexer.run(
-            sink, Embedder(spec, threads=1), work, batch_size=batch_size, progress=progress
+            sink,
+            cast(Embedder, load_encoder(spec, threads=1)),
+            work,
+            batch_size=batch_size,
+            progress=progress,
         )
         sink.close()
     except BaseException:

@@ -28,7 +28,7 @@ from lookalike.decode import DecodeError, load_image
 from lookalike.encoders import EncoderPool
 from lookalike.errors import Conflict, Forbidden, InvalidInput, NotFound
 from lookalike.features import Localize
-from lookalike.models import ModelSpec, builtin_models, builtin_spec
+from lookalike.models import ModelSpec, builtin_models, builtin_name, builtin_spec
 from lookalike.search import QueryOutcome, SearchResult
 from lookalike.service.batcher import QueryBatcher
 from lookalike.service.errors import BadUpload
@@ -169,7 +169,7 @@ class Service:
     def create_collection(self, name: str, model: str) -> CollectionInfo:
         """A new empty collection; its model is loaded first, so a model that cannot be
         loaded (an extra not installed) leaves nothing behind."""
-        if model not in builtin_models() and f"efficientnet-{model}" not in builtin_models():
+        if builtin_name(model) is None:
             raise InvalidInput(f"unknown model {model!r}: {', '.join(builtin_models())}")
         spec = builtin_spec(model)
         self.batcher(spec)
