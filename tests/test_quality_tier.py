@@ -158,3 +158,28 @@ def test_eval_cli_instances_with_the_tier(
         "model=lite0+lite2,pool=gem",
     ]
     assert all(r["copy top1"] == 1.0 and r["all queries"] == 8 for r in rows)
+
+
+def test_tier_over_http(tmp_path: Path) -> None:
+    """The service creates tier collections by name and searches one given as --db."""
+    from fastapi.testclient import TestClient
+
+    from lookalike.service import ServiceSettings, create_app
+
+    paths = _pictures(tmp_path / "db", 4)
+    db = tmp_path / "tier.db"
+    with Collection.open(db, model="lite0+lite2") as collection:
+        collection.add([tmp_path / "db"])
+    settings = ServiceSettings(collections_dir=tmp_path / "collections", db=db, roots=[tmp_path])
+    with TestClient(create_app(settings)) as client:
+        created = client.post("/collections", json={"name": "tier2", "model": "lite0+lite2"})
+        assert created.status_code == 201 and created.json()["model"] == TIER
+        bad = client.post("/collections", json={"name": "bad", "model": "lite0+nope"})
+        assert bad.status_code == 422
+        found = client.post(
+            f"/collections/{db.stem}/search",
+            params={"k": 2},
+            files={"file": ("q.png", paths[2].read_bytes())},
+        )
+        assert found.status_code == 200, found.text
+        assert Path(found.json()["results"][0]["path"]) == paths[2].resolve()
