@@ -33,6 +33,7 @@ def test_composite_spec_names_its_parts() -> None:
     assert ModelSpec.from_json(spec.to_json()) == spec
     assert builtin_name("efficientnet-lite0+lite2") == TIER
     assert builtin_spec("lite0").parts == ()
+    assert builtin_spec("lite0+lite2").precision == "int8"  # in config.INT8_BY_DEFAULT
     for bad in ("lite0+resnet", "lite0+lite0"):
         assert builtin_name(bad) is None
         with pytest.raises(ModelError, match="unknown model"):

@@ -29,13 +29,13 @@ ALPHA_BACKGROUND = (255, 255, 255)
 
 # --- models ---------------------------------------------------------------------------------
 DEFAULT_MODEL = "efficientnet-lite0"
-#: Built-in models that run in int8 unless --precision says otherwise: those whose int8
-#: version stayed within half a point of fp32 on every dataset (docs/EVALUATION.md, "int8").
-#: The others run in fp32 by default.
-INT8_BY_DEFAULT = frozenset({"efficientnet-lite0"})
 #: The quality tier: Lite0 and Lite2 descriptors concatenated (``--model lite0+lite2``),
-#: ahead of Lite0 on every benchmark of docs/EVALUATION.md at about 3x the embedding cost.
+#: ahead of Lite0 on every benchmark of docs/EVALUATION.md at about 3x its embedding cost.
 QUALITY_MODEL = "efficientnet-lite0+efficientnet-lite2"
+#: Built-in models that run in int8 unless --precision says otherwise: those whose int8
+#: version stayed within half a point of fp32 on every dataset (docs/EVALUATION.md, "int8"
+#: and "quality tier"). The others (Lite1, Lite2 alone) run in fp32 by default.
+INT8_BY_DEFAULT = frozenset({"efficientnet-lite0", QUALITY_MODEL})
 #: How a new collection pools the feature map: generalized mean (p = 3). With the centring
 #: below, it won or tied on every benchmark of docs/EVALUATION.md against average pooling.
 DEFAULT_POOLING: Literal["avg", "gem"] = "gem"
