@@ -4,7 +4,8 @@ cached vectors (benchmarks/feature_cache.py), in seconds.
     .venv/bin/python benchmarks/eval_descriptors.py --cache /tmp/quality11 \\
         --caltech ../shared/datasets/caltech101 --sbi ../shared/datasets/search-by-image \\
         --scenes /tmp/quality11/scenes --wall /tmp/quality11/wall \\
-        --transformed /tmp/quality11/transformed [--models lite0 lite2 lite0+lite2]
+        --transformed /tmp/quality11/transformed \\
+        [--configs lite0:gem+center lite0+lite2:gem+centerall]
 
 Benchmarks (see docs/EVALUATION.md):
 * ``caltech`` and ``sbi``: leave-one-out category retrieval (mAP, P@10, top-1;

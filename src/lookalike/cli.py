@@ -99,7 +99,7 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=(
             "lite0 (default), lite1, lite2, lite0+lite2 (the quality tier: both "
-            "descriptors, about 3x the embedding cost), or the path of an ONNX image model"
+            "descriptors, 3-5x the embedding time), or the path of an ONNX image model"
         ),
     )
     group.add_argument("--input-size", type=int, default=224, help="ONNX model input side")

@@ -30,7 +30,7 @@ ALPHA_BACKGROUND = (255, 255, 255)
 # --- models ---------------------------------------------------------------------------------
 DEFAULT_MODEL = "efficientnet-lite0"
 #: The quality tier: Lite0 and Lite2 descriptors concatenated (``--model lite0+lite2``),
-#: ahead of Lite0 on every benchmark of docs/EVALUATION.md at about 3x its embedding cost.
+#: ahead of Lite0 on every benchmark of docs/EVALUATION.md at 3-5x its embedding time.
 QUALITY_MODEL = "efficientnet-lite0+efficientnet-lite2"
 #: Built-in models that run in int8 unless --precision says otherwise: those whose int8
 #: version stayed within half a point of fp32 on every dataset (docs/EVALUATION.md, "int8"
