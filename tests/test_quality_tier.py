@@ -120,10 +120,14 @@ def test_eval_instances_through_the_search_path(tmp_path: Path) -> None:
     listing, queries_csv, _ = _instance_benchmark(tmp_path)
     queries = read_instance_queries(queries_csv)
     assert [q.kind for q in queries[:2]] == ["copy", "wall"]
-    configs = [EvalConfig.parse(t) for t in ("model=lite0,qloc=none", "model=lite0,qloc=border")]
+    configs = [
+        EvalConfig.parse(t)
+        for t in ("model=lite0,qloc=none", "model=lite0,qloc=border", "model=lite0,rerank=1")
+    ]
     assert configs[1].name.endswith("qloc=border")
     results = compare_instances(listing, queries, configs, cache_dir=tmp_path / "cache")
-    none, border = (r.by_kind for r in results)
+    none, border, reranked = (r.by_kind for r in results)
+    assert results[2].config.name.endswith("rerank=1") and reranked["copy"][0] == 1.0
     assert set(none) == {"copy", "wall", "all"} and results[0].database == 8
     assert none["copy"][0] == border["copy"][0] == 1.0  # edited copies find their source
     assert none["wall"][2] == 4
@@ -132,7 +136,7 @@ def test_eval_instances_through_the_search_path(tmp_path: Path) -> None:
     assert border["wall"][1] >= none["wall"][1]
     with pytest.raises(ValueError, match="not instance settings"):
         compare_instances(
-            listing, queries, [EvalConfig.parse("rerank=1")], cache_dir=tmp_path / "cache"
+            listing, queries, [EvalConfig.parse("heldout=1")], cache_dir=tmp_path / "cache"
         )
 
 

@@ -560,14 +560,14 @@ def compare_instances(
     query must find its one source image) through the library's own search path: each
     distinct model indexes ``root`` once into ``cache_dir``; each configuration sets the
     collection's codec and searches every query photo with ``Collection.search_many``
-    (query localization and its fusion with the whole photo included), ranking the whole
-    collection."""
+    (query localization and its fusion with the whole photo included, re-ranking with
+    ``rerank=1``), ranking the whole collection."""
     from lookalike import fitting
     from lookalike.collection import Collection
 
     for config in configs:
-        if config.rerank or config.held_out or config.by_category:
-            raise ValueError(f"{config.name}: rerank, heldout and bycat are not instance settings")
+        if config.held_out or config.by_category:  # the queries are never in the database
+            raise ValueError(f"{config.name}: heldout and bycat are not instance settings")
     results: list[InstanceScores] = []
     by_spec: dict[ModelSpec, list[EvalConfig]] = {}
     for config in configs:
@@ -596,6 +596,7 @@ def compare_instances(
                         [q.path for q in chunk],
                         k=len(row_of),
                         expand=config.expand,
+                        rerank=config.rerank,
                         localize=config.query_localize,  # type: ignore[arg-type]
                     )
                     for offset, (query, results_) in enumerate(zip(chunk, found, strict=True)):
