@@ -3,14 +3,18 @@
     .venv/bin/python benchmarks/bench_query.py [--size 10000] [--runs 100] [--precision fp32 int8]
 
 1. warm: one process, model loaded, index in memory; p50 / p95 of whole `search()` calls
-   (decode + embed + top-k + paths), and of the top-k step alone;
+   (decode + border test + embed + top-k + paths), for two queries: a photo (the default
+   query localization leaves it whole: one network run, one top-k) and a picture on a wall
+   (an object found: photo and object in one network run, two top-k searches); then the
+   median of each stage of the photo's query alone (decode, border test, network + pooling,
+   top-k, store), one after another in the same loop;
 2. cold: a fresh `lookalike search` process per query, median wall time of several;
 
 once per model precision (fp32, int8), in one run.
 
 The collection holds 10,000 random unit vectors under made-up paths: search time depends on
-their number and dimension, not their content. The query is a real photo (Caltech-101, from
-../shared/datasets if present, else the bundled sample) enlarged to 1000 px wide.
+their number and dimension, not their content. The queries are made from a real photo (the
+bundled Caltech-101 panda) enlarged to 1000 px wide.
 """
 
 from __future__ import annotations
@@ -24,39 +28,58 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
-from common import make_collection, query_jpeg
+from common import make_collection, query_jpeg, wall_query_jpeg
 
 from lookalike import Collection, config
+from lookalike.decode import load_image
+from lookalike.localization import find_object
 from lookalike.models import builtin_spec
 
-
-def make_query(path: Path) -> None:
-    path.write_bytes(query_jpeg(1000))
+T = TypeVar("T")
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def timed(times: list[float], step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    start = time.perf_counter()
+    result = step(*args, **kwargs)
+    times.append(time.perf_counter() - start)
+    return result
+
+
 def measure(size: int, runs: int, cold_runs: int, precision: str) -> dict[str, object]:
+    ms = 1000
     with tempfile.TemporaryDirectory() as tmp:
-        db, query = Path(tmp) / "bench.db", Path(tmp) / "query.jpg"
+        db, query, wall = Path(tmp) / "bench.db", Path(tmp) / "query.jpg", Path(tmp) / "wall.jpg"
         make_collection(db, size, model=builtin_spec(config.DEFAULT_MODEL, precision))  # type: ignore[arg-type]
-        make_query(query)
+        query.write_bytes(query_jpeg(1000))
+        wall.write_bytes(wall_query_jpeg(1000))
+        stages: dict[str, list[float]] = {
+            k: [] for k in ("decode", "border_test", "network", "topk", "store")
+        }
         with Collection.open(db) as collection:
-            collection.search(query, k=10)  # warm-up: model and index loaded
-            whole, topk = [], []
+            photo_box = collection.search_detailed([query], k=10)[0].query_box  # warm-up
+            wall_box = collection.search_detailed([wall], k=10)[0].query_box
+            assert photo_box is None and wall_box is not None, (photo_box, wall_box)
+            whole, on_wall, topk = [], [], []
             vector, _ = collection.query_vectors([query])
+            encoder, snapshot = collection.embedder, collection.snapshot()
             for _ in range(runs):
-                start = time.perf_counter()
-                collection.search(query, k=10)
-                whole.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                collection.index().search(vector, 10)
-                topk.append(time.perf_counter() - start)
+                timed(whole, collection.search, query, k=10)
+                timed(on_wall, collection.search, wall, k=10)
+                timed(topk, collection.index().search, vector, 10)
+                image = timed(stages["decode"], load_image, query, min_side=encoder.decode_side)
+                timed(stages["border_test"], find_object, image)
+                raw = timed(stages["network"], encoder.describe, [image]).vectors
+                _, ids = timed(stages["topk"], snapshot.index.search, snapshot.encode(raw), 14)
+                timed(stages["store"], collection.store.records, ids[0].tolist())
         cold = []
         for _ in range(cold_runs):
             start = time.perf_counter()
@@ -66,14 +89,16 @@ def measure(size: int, runs: int, cold_runs: int, precision: str) -> dict[str, o
                 capture_output=True,
             )
             cold.append(time.perf_counter() - start)
-    ms = 1000
     return {
         "collection": size,
         "precision": precision,
         "query": "1000 px JPEG",
         "warm_search_ms_p50": round(percentile(whole, 50) * ms, 2),
         "warm_search_ms_p95": round(percentile(whole, 95) * ms, 2),
+        "warm_object_query_ms_p50": round(percentile(on_wall, 50) * ms, 2),
+        "warm_object_query_ms_p95": round(percentile(on_wall, 95) * ms, 2),
         "topk_only_ms_p50": round(percentile(topk, 50) * ms, 2),
+        "photo_stages_ms_p50": {k: round(percentile(v, 50) * ms, 2) for k, v in stages.items()},
         "cold_process_s_median": round(statistics.median(cold), 3),
         "cold_process_s_max": round(max(cold), 3),
         "load_average_after": os.getloadavg()[0],

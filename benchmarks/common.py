@@ -41,3 +41,27 @@ def query_jpeg(width: int) -> bytes:
     out = io.BytesIO()
     image.resize((width, height), Image.Resampling.LANCZOS).save(out, "JPEG", quality=90)
     return out.getvalue()
+
+
+def wall_query_jpeg(width: int) -> bytes:
+    """The bundled panda photo as a framed picture on a plain, unevenly lit wall, ``width``
+    px wide (4:3): a query in which the default border localization finds an object, so the
+    query is described twice (whole photo and object) and searched twice."""
+    height = width * 3 // 4
+    rng = np.random.default_rng(0)
+    light = np.linspace(0.85, 1.1, width)[None, :, None]
+    wall = np.array([215.0, 205.0, 185.0])[None, None, :] * light
+    wall = wall + rng.normal(0, 2.5, size=(height, width, 1))
+    scene = Image.fromarray(
+        np.clip(np.broadcast_to(wall, (height, width, 3)), 0, 255).astype(np.uint8)
+    )
+    picture = Image.open(SAMPLE_QUERY).convert("RGB")
+    ph = height * 2 // 5
+    pw = round(ph * picture.width / picture.height)
+    x0, y0 = (width - pw) // 2, (height - ph) // 2
+    frame = max(4, width // 60)
+    scene.paste((40, 30, 25), (x0 - frame, y0 - frame, x0 + pw + frame, y0 + ph + frame))
+    scene.paste(picture.resize((pw, ph), Image.Resampling.LANCZOS), (x0, y0))
+    out = io.BytesIO()
+    scene.save(out, "JPEG", quality=90)
+    return out.getvalue()

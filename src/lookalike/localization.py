@@ -18,6 +18,8 @@ on a copy of at most ``WORK_SIDE`` pixels a side, about a millisecond.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image
 
@@ -42,7 +44,7 @@ MAX_DEPTH = 3
 
 def find_object(image: Image.Image) -> Box | None:
     """The object's box as fractions (x0, y0, x1, y1) of the image, or None: leave it whole."""
-    small = image.convert("RGB")
+    small = image if image.mode == "RGB" else image.convert("RGB")
     scale = WORK_SIDE / max(small.size)
     if scale < 1:
         small = small.resize(
@@ -69,21 +71,32 @@ def find_object(image: Image.Image) -> Box | None:
     return (x0 / w, y0 / h, x1 / w, y1 / h)
 
 
-def _background(pixels: np.ndarray, in_border: np.ndarray) -> np.ndarray:
-    """The background colour at every pixel: a plane per channel (colour = a + b x + c y)
-    fitted to the border pixels by least squares (a lit wall is brighter on one side), then
-    refitted to the half of them that the first fit explains best (pieces of the object, or
-    of what lies outside a frame, touching the border are left out)."""
-    h, w = in_border.shape
+@functools.lru_cache(maxsize=64)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For an h x w image: which pixels form the border band (flat mask), the plane's design
+    matrix (1, x / w, y / h) of every pixel, and its border rows. The same few sizes come
+    back query after query (the analysed copy is ``WORK_SIDE`` long), so they are kept."""
+    band = max(2, round(BORDER * min(h, w)))
+    in_border = np.zeros((h, w), dtype=bool)
+    in_border[:band], in_border[-band:], in_border[:, :band], in_border[:, -band:] = (True,) * 4
     ys, xs = np.mgrid[0:h, 0:w]
     design = np.stack([np.ones(h * w), xs.ravel() / w, ys.ravel() / h], axis=1)
-    rows = design[in_border.ravel()]
-    colours = pixels.reshape(-1, 3)[in_border.ravel()]
+    flat = in_border.ravel()
+    rows = design[flat]
+    for array in (flat, design, rows):
+        array.setflags(write=False)
+    return flat, design, rows
+
+
+def _background_plane(rows: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """The background colour as a plane per channel (colour = a + b x + c y, coefficients
+    3 x 3) fitted to the border pixels by least squares (a lit wall is brighter on one side),
+    then refitted to the half of them that the first fit explains best (pieces of the
+    object, or of what lies outside a frame, touching the border are left out)."""
     coef = np.linalg.lstsq(rows, colours, rcond=None)[0]
     residual = np.linalg.norm(colours - rows @ coef, axis=1)
     keep = residual <= np.percentile(residual, 50)
-    coef = np.linalg.lstsq(rows[keep], colours[keep], rcond=None)[0]
-    return (design @ coef).reshape(h, w, 3).astype(np.float32)
+    return np.linalg.lstsq(rows[keep], colours[keep], rcond=None)[0]
 
 
 def _inner_box(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -93,14 +106,16 @@ def _inner_box(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
     h, w = pixels.shape[:2]
     if min(h, w) < 16:
         return None
-    band = max(2, round(BORDER * min(h, w)))
-    in_border = np.zeros((h, w), dtype=bool)
-    in_border[:band], in_border[-band:], in_border[:, :band], in_border[:, -band:] = (True,) * 4
-    background = _background(pixels, in_border)
-    distance = np.linalg.norm(pixels - background, axis=2)
-    border_distance = distance[in_border]
+    in_border, design, rows = _grid(h, w)
+    flat = pixels.reshape(-1, 3)
+    colours = flat[in_border]
+    coef = _background_plane(rows, colours)
+    # The border alone first: most photos have no plain border and stop here.
+    border_distance = np.linalg.norm(colours - (rows @ coef).astype(np.float32), axis=1)
     if float(np.mean(border_distance <= MIN_DISTANCE)) < PLAIN_SHARE:
         return None  # a busy or object-filled border: no background to model
+    background = (design @ coef).astype(np.float32)
+    distance = np.linalg.norm(flat - background, axis=1).reshape(h, w)
     tolerance = max(MIN_DISTANCE, 2.0 * float(np.percentile(border_distance, 90)))
     differs = distance > tolerance
     differs = ndimage.binary_opening(differs, iterations=1)
@@ -109,8 +124,8 @@ def _inner_box(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
         return None
     sizes = ndimage.sum_labels(differs, labels, index=np.arange(1, count + 1))
     region = labels == int(np.argmax(sizes)) + 1
-    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    rows_, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    y0, y1, x0, x1 = int(rows_[0]), int(rows_[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     cover = (x1 - x0) * (y1 - y0) / (w * h)
     if cover > MAX_COVER or cover < MIN_COVER:
         return None

@@ -28,7 +28,7 @@ from lookalike.categories import CategoryModel, choose_categories
 from lookalike.decode import load_image
 from lookalike.errors import InvalidInput, Unavailable
 from lookalike.interfaces import ImageEncoder, MetadataStore, VectorIndex
-from lookalike.localization import fuse
+from lookalike.localization import crop_to, find_object, fuse
 from lookalike.rerank import MIN_IMAGES, AugmentedVectors
 from lookalike.snapshot import SearchSnapshot
 from lookalike.types import Box
@@ -119,30 +119,21 @@ def describe_queries(
         to_embed.append((i, image.convert("RGB")))
     views: dict[int, np.ndarray] = {}
     if to_embed:
-        described = encoder().describe([image for _, image in to_embed])
-        for (i, _), vector, box in zip(to_embed, described.vectors, described.boxes, strict=True):
+        photos = [image for _, image in to_embed]
+        objects = [find_object(image) for image in photos] if object_views else []
+        crops = [(j, box) for j, box in enumerate(objects) if box is not None]
+        # One network run for the photos and the objects cut from them (ONNX Runtime gives
+        # each image the same vector in a batch as alone).
+        described = encoder().describe(photos + [crop_to(photos[j], box) for j, box in crops])
+        n = len(photos)
+        whole = zip(to_embed, described.vectors[:n], described.boxes[:n], strict=True)
+        for (i, _), vector, box in whole:
             vectors[i], boxes[i] = vector, box
-        if object_views:
-            views = _object_views(to_embed, boxes, encoder())
+        for (j, box), vector in zip(crops, described.vectors[n:], strict=True):
+            i = to_embed[j][0]
+            views[i], boxes[i] = vector, box
     stacked = np.stack([v for v in vectors if v is not None])
     return DescribedQueries(stacked, own_ids, boxes, views)
-
-
-def _object_views(
-    photos: list[tuple[int, Image.Image]], boxes: list[Box | None], encoder: ImageEncoder
-) -> dict[int, np.ndarray]:
-    """Raw vectors of the objects found on plain backgrounds, by query position; their
-    boxes are written into ``boxes``."""
-    from lookalike.localization import crop_to, find_object
-
-    found = [(i, image, find_object(image)) for i, image in photos]
-    cropped = [(i, crop_to(image, box), box) for i, image, box in found if box is not None]
-    if not cropped:
-        return {}
-    described = encoder.describe([image for _, image, _ in cropped])
-    for i, _, box in cropped:
-        boxes[i] = box
-    return {i: v for (i, _, _), v in zip(cropped, described.vectors, strict=True)}
 
 
 @dataclass(frozen=True)

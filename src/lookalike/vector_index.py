@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike import blas
 from lookalike.interfaces import IdFilter, VectorIndex
 from lookalike.types import IndexCapabilities
 
@@ -159,7 +160,8 @@ class ExactIndex:
             ids, vectors = ids[rows], vectors[rows]
         if len(ids) == 0 or k <= 0:
             return out_scores, out_ids
-        scores = queries @ vectors.T
+        with blas.one_thread():  # memory-bound: one thread is as fast, none left spinning
+            scores = queries @ vectors.T
         if exclude is not None:
             positions = np.searchsorted(ids, [-1 if e is None else e for e in exclude])
             for row, (pos, excluded) in enumerate(zip(positions, exclude, strict=True)):
