@@ -36,6 +36,18 @@ QUALITY_MODEL = "efficientnet-lite0+efficientnet-lite2"
 #: version stayed within half a point of fp32 on every dataset (docs/EVALUATION.md, "int8"
 #: and "quality tier"). The others (Lite1, Lite2 alone) run in fp32 by default.
 INT8_BY_DEFAULT = frozenset({"efficientnet-lite0", QUALITY_MODEL})
+#: Where models run: "auto" (CUDA for fp32 models when ONNX Runtime offers it, i.e. the
+#: onnxruntime-gpu package is installed instead of onnxruntime and a GPU is there; int8
+#: models stay on the CPU, whose 8-bit dot products they were built for), "cpu" or "cuda"
+#: (an error where CUDA is not available). $LOOKALIKE_PROVIDER overrides it.
+PROVIDER: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+def provider() -> str:
+    """The execution provider asked for: $LOOKALIKE_PROVIDER, else :data:`PROVIDER`."""
+    return os.environ.get("LOOKALIKE_PROVIDER", "").strip().lower() or PROVIDER
+
+
 #: How a new collection pools the feature map: generalized mean (p = 3). With the centring
 #: below, it won or tied on every benchmark of docs/EVALUATION.md against average pooling.
 DEFAULT_POOLING: Literal["avg", "gem"] = "gem"

@@ -275,6 +275,35 @@ def graph_path(spec: ModelSpec) -> Path:
         raise ModelError(str(exc)) from exc
 
 
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def choose_providers(
+    precision: Precision, requested: str, available: list[str] | tuple[str, ...]
+) -> list[str]:
+    """ONNX Runtime execution providers for a model, in order of preference.
+
+    ``requested`` ("auto", "cpu" or "cuda", see :data:`config.PROVIDER`); ``available``:
+    what the installed ONNX Runtime offers (``onnxruntime.get_available_providers()``).
+    ``auto`` takes CUDA for fp32 models when it is there: int8 (QDQ) graphs are built for
+    the CPU's 8-bit dot products, and how they run on CUDA has not been measured here.
+    The CPU stays last, for the operators a GPU provider does not take.
+    """
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ModelError(
+            f"unknown execution provider {requested!r} (LOOKALIKE_PROVIDER): auto, cpu or cuda"
+        )
+    if requested == "cuda" and CUDA not in available:
+        raise ModelError(
+            "CUDA was asked for (LOOKALIKE_PROVIDER=cuda) but ONNX Runtime offers only "
+            f"{', '.join(available)}: install onnxruntime-gpu instead of onnxruntime "
+            "(see README), on a machine with an NVIDIA GPU and CUDA"
+        )
+    gpu = requested == "cuda" or (requested == "auto" and precision == "fp32" and CUDA in available)
+    return [CUDA, CPU] if gpu else [CPU]
+
+
 class Embedder:
     """Runs one model: images -> L2-normalised float32 vectors (and ImageNet logits if any).
 
@@ -294,10 +323,22 @@ class Embedder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning threads would burn the cores that the decoding workers need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = choose_providers(
+            spec.precision, config.provider(), ort.get_available_providers()
+        )
         try:
-            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(path, options, providers=providers)
         except Exception as exc:
             raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+        #: What the session really runs on (ONNX Runtime drops, with a warning, a provider
+        #: whose libraries it cannot load: CUDA without a usable driver, say).
+        self.providers: list[str] = list(self._session.get_providers())
+        log.info("%s runs on %s", spec.label, ", ".join(self.providers))
+        if providers[0] == CUDA and self.providers[0] != CUDA and config.provider() == "cuda":
+            raise ModelError(
+                f"CUDA was asked for but ONNX Runtime could not start it for {spec.label}: "
+                "check the CUDA and cuDNN versions that onnxruntime-gpu needs"
+            )
         self._input = self._session.get_inputs()[0].name
         outputs = {o.name: o for o in self._session.get_outputs()}
         if spec.output not in outputs:
