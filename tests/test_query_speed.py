@@ -80,3 +80,16 @@ def test_one_blas_thread_inside_and_the_limit_restored_after_the_last_block() ->
             assert _numpy_blas_threads() == [1]
         assert _numpy_blas_threads() == [1]  # the outer block still runs
     assert _numpy_blas_threads() == before
+
+
+def test_starting_a_search_or_an_index_run_does_not_import_onnx() -> None:
+    """onnx (protobuf, ml_dtypes: 0.3 s or more) is needed only to build a graph once."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from lookalike import cli; from lookalike.models import builtin_spec; "
+        "builtin_spec('lite0'); builtin_spec('lite2', 'fp32'); print('onnx' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

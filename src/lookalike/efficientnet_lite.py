@@ -20,10 +20,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    import onnx
+
+# onnx (with protobuf and ml_dtypes) is imported only to build a graph, once: it took 0.3 s
+# or more of every `lookalike index` and `lookalike search` start, which only need VARIANTS.
 
 BN_EPSILON = 1e-3
 OPSET = 17
@@ -108,6 +113,9 @@ class _GraphBuilder:
     """Accumulates nodes and initializers; each helper returns the name of its output."""
 
     def __init__(self, state: dict[str, np.ndarray]) -> None:
+        from onnx import helper, numpy_helper
+
+        self.helper, self.numpy_helper = helper, numpy_helper
         self.state = state
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
@@ -119,7 +127,7 @@ class _GraphBuilder:
 
     def _const(self, prefix: str, value: np.ndarray) -> str:
         name = self._name(prefix)
-        self.initializers.append(numpy_helper.from_array(value.astype(np.float32), name))
+        self.initializers.append(self.numpy_helper.from_array(value.astype(np.float32), name))
         return name
 
     def conv_bn(
@@ -137,7 +145,7 @@ class _GraphBuilder:
         kernel = weight.shape[-1]
         out = self._name("conv")
         self.nodes.append(
-            helper.make_node(
+            self.helper.make_node(
                 "Conv",
                 [x, self._const("w", folded_w), self._const("b", folded_b)],
                 [out],
@@ -153,12 +161,12 @@ class _GraphBuilder:
         out = self._name("relu6")
         lo = self._const("zero", np.array(0.0))
         hi = self._const("six", np.array(6.0))
-        self.nodes.append(helper.make_node("Clip", [x, lo, hi], [out]))
+        self.nodes.append(self.helper.make_node("Clip", [x, lo, hi], [out]))
         return out
 
     def add(self, a: str, b: str) -> str:
         out = self._name("add")
-        self.nodes.append(helper.make_node("Add", [a, b], [out]))
+        self.nodes.append(self.helper.make_node("Add", [a, b], [out]))
         return out
 
     def mbconv(self, x: str, index: int, spec: BlockSpec) -> str:
@@ -176,6 +184,9 @@ class _GraphBuilder:
 
 def build_onnx(state: dict[str, np.ndarray], variant: LiteVariant) -> onnx.ModelProto:
     """Build the inference graph of ``variant`` with the weights in ``state``."""
+    import onnx
+    from onnx import TensorProto, helper
+
     specs = block_specs(variant)
     _check_shapes(state, specs)
     g = _GraphBuilder(state)
