@@ -8,6 +8,7 @@ while the collection changes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from lookalike.types import IndexCapabilities
 CAPABILITIES = IndexCapabilities(
     exact=True, filter=True, reconstruct=True, snapshot=True, persist=True
 )
+#: Up to this many queries at once, the top-k product runs on one BLAS thread.
+FEW_QUERIES = 8
 
 
 class _Buffer:
@@ -160,7 +163,10 @@ class ExactIndex:
             ids, vectors = ids[rows], vectors[rows]
         if len(ids) == 0 or k <= 0:
             return out_scores, out_ids
-        with blas.one_thread():  # memory-bound: one thread is as fast, none left spinning
+        # A few queries are bound by memory: one thread is as fast, and none is left spinning
+        # on the cores the next query's model needs. Many (eval) are arithmetic: all cores.
+        few = blas.one_thread() if n_queries <= FEW_QUERIES else contextlib.nullcontext()
+        with few:
             scores = queries @ vectors.T
         if exclude is not None:
             positions = np.searchsorted(ids, [-1 if e is None else e for e in exclude])
