@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -141,3 +142,73 @@ def test_vectors_of() -> None:
     assert not ivf.capabilities.reconstruct
     with pytest.raises(Unavailable):
         ivf.vectors_of(np.array([4]))
+
+
+@pytest.mark.parametrize("kind", ann_index.KINDS)
+def test_load_maps_the_file_and_reads_it_in_before_changes(kind: str, tmp_path) -> None:
+    vectors = clustered(3000, dims=64)
+    ids = np.arange(3000, dtype=np.int64)
+    index = built(kind, ids, vectors)
+    path = tmp_path / "c.db.ann"
+    index.save(path, {"generation": 1})
+    loaded = ann_index.load(path)
+    assert loaded is not None
+    mapped, _ = loaded
+    assert mapped.mapped  # opened in O(1): memory-mapped, not read whole
+    queries = clustered(5, dims=64, seed=3)
+    assert np.array_equal(mapped.search(queries, 5)[1], index.search(queries, 5)[1])
+    # Another process saves a newer index (the mapped file is unlinked); this one still
+    # reads its own file in before its first change, and FAISS can change it.
+    index.save(path, {"generation": 2})
+    assert not (tmp_path / loaded[1]["index_file"]).exists()
+    mapped.add(np.array([5000]), -vectors[:1])
+    assert not mapped.mapped and len(mapped) == 3001
+    assert mapped.search(-vectors[:1], 1)[1][0, 0] == 5000
+    mapped.remove(np.array([0, 1]))
+    assert len(mapped) == 2999
+    in_memory = ann_index.load(path, mmap=False)
+    assert in_memory is not None and not in_memory[0].mapped
+
+
+def test_torn_index_files_are_never_trusted(tmp_path) -> None:
+    vectors = clustered(6000, dims=128)
+    index = built("hnsw", np.arange(6000, dtype=np.int64), vectors)
+    path = tmp_path / "c.db.ann"
+    index.save(path, {"generation": 1})
+    header = json.loads(path.read_text())
+    assert header["format"] == 2 and header["index_bytes"] > 2 * ann_index.FINGERPRINT_BYTES
+    data = tmp_path / header["index_file"]
+    good = data.read_bytes()
+    for torn in (
+        good[: len(good) - 4096],  # truncated
+        good + b"\0" * 4096,  # extended
+        good[:-16] + bytes(16),  # same size, another ending
+        bytes(64) + good[64:],  # same size, another beginning
+    ):
+        data.write_bytes(torn)
+        assert ann_index.load(path) is None
+    data.write_bytes(good)
+    assert ann_index.load(path) is not None
+    ids = tmp_path / header["ids_file"]
+    ids.write_bytes(ids.read_bytes()[:-8])
+    assert ann_index.load(path) is None
+
+
+def test_format_1_header_is_verified_once_and_upgraded(tmp_path) -> None:
+    vectors = clustered(800)
+    index = built("hnsw", np.arange(800, dtype=np.int64), vectors)
+    path = tmp_path / "c.db.ann"
+    index.save(path, {"generation": 3})
+    header = json.loads(path.read_text())
+    data = tmp_path / header["index_file"]
+    new_keys = ("index_bytes", "index_fingerprint", "ids_bytes")
+    old = {k: v for k, v in header.items() if k not in new_keys}  # format 1: whole-file sums
+    old.update(format=1, index_sha256=hashlib.sha256(data.read_bytes()).hexdigest())
+    path.write_text(json.dumps(old))
+    loaded = ann_index.load(path)
+    assert loaded is not None and loaded[1]["generation"] == 3
+    assert json.loads(path.read_text())["format"] == 2  # upgraded in place, files kept
+    assert ann_index.load(path) is not None
+    old["index_sha256"] = "0" * 64  # a format-1 index failing its checksum is rebuilt
+    path.write_text(json.dumps(old))
+    assert ann_index.load(path) is None

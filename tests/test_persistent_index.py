@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lookalike import ann_index, config, persistent_index
+from lookalike import ann_index, config, fitting, persistent_index
 from lookalike.ann_index import AnnIndex
 from lookalike.cli import main
 from lookalike.collection import Collection
-from lookalike.persistent_index import FollowedIndex
+from lookalike.persistent_index import FollowedIndex, Target
 from lookalike.store import EmbeddedImage
 
 CENTRES = 12
@@ -188,3 +189,126 @@ def test_large_collections_cluster_a_sample_then_assign_in_batches(
         assert collection.clusters() == report.sizes  # every image got a cluster (or noise)
         assert report.quality is not None and report.quality.purity > 0.9
         assert report.noise < (840 if auto else 1)  # HDBSCAN leaves noisy images out
+
+
+class HeldRebuilds:
+    """Holds background rebuilds after they have read the store, until released: what is
+    written meanwhile must be caught up when the new index is swapped in."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.built = threading.Event()
+        self.release = threading.Event()
+        real = FollowedIndex._build
+
+        def build(index: FollowedIndex, target: Target):  # type: ignore[no-untyped-def]
+            result = real(index, target)
+            if threading.current_thread().name.startswith("rebuild-"):
+                self.built.set()
+                assert self.release.wait(60)
+            return result
+
+        monkeypatch.setattr(FollowedIndex, "_build", build)
+
+
+def test_rebuild_for_tombstones_runs_in_the_background(
+    tmp_path: Path, small_threshold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "c.db"
+    vectors, _ = vectors_like_images(1200)
+    with Collection.open(db) as collection:
+        write(collection, 0, vectors)
+        collection.refresh_models()
+        collection.sync_index()
+        followed = collection.snapshots.followed()
+        assert followed is not None and collection.index_kind() == "hnsw"
+        held = HeldRebuilds(monkeypatch)
+        # 400 images replaced by new versions: 400 tombstones in 1600 graph positions.
+        updated, _ = vectors_like_images(400, seed=5)
+        write(collection, 0, updated)
+        collection.sync_index()  # the writer starts the rebuild and returns at once
+        assert held.built.wait(60)
+        old = collection.index()
+        assert isinstance(old, AnnIndex) and old.positions == 1600 and old.needs_rebuild
+        assert collection.index_info()["rebuilding"]
+        # Writes and searches go on against the current index while the rebuild runs.
+        write(collection, 5000, vectors[:1] * -1)
+        collection.remove(["/photos/000900.jpg"])
+        (hit,) = collection.search_many([vectors[0] * -1], k=1)[0]
+        assert hit.path == "/photos/005000.jpg"
+        (hit,) = collection.search_many([updated[10]], k=1)[0]
+        assert hit.path == "/photos/000010.jpg"
+        assert collection.index() is old
+        held.release.set()
+        followed.wait_for_rebuild()
+        new = collection.index()
+        assert new is not old and isinstance(new, AnnIndex)
+        assert len(new) == 1200 and new.positions < 1210  # tombstones gone
+        (hit,) = collection.search_many([vectors[0] * -1], k=1)[0]  # caught up
+        assert hit.path == "/photos/005000.jpg"
+        found = collection.search_many([vectors[900]], k=5)[0]
+        assert "/photos/000900.jpg" not in {r.path for r in found}
+        queries, _ = vectors_like_images(20, seed=1)
+        assert recall_at_10(collection, queries) >= 0.9
+
+    def no_rebuild(self: FollowedIndex) -> None:
+        raise AssertionError("the rebuilt index should have been saved")
+
+    monkeypatch.setattr(FollowedIndex, "rebuild", no_rebuild)
+    with Collection.open(db) as collection:  # a new process loads the rebuilt index
+        index = collection.index()
+        assert isinstance(index, AnnIndex) and index.positions < 1210
+        (hit,) = collection.search_many([vectors[0] * -1], k=1)[0]
+        assert hit.path == "/photos/005000.jpg"
+
+
+def test_codec_refit_rebuilds_in_the_background(
+    tmp_path: Path, small_threshold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "c.db"
+    vectors, _ = vectors_like_images(1200)
+    with Collection.open(db) as collection:
+        write(collection, 0, vectors)
+        collection.refresh_models()
+        collection.sync_index()
+        followed = collection.snapshots.followed()
+        assert followed is not None and collection.index().dims == 256  # type: ignore[attr-defined]
+        held = HeldRebuilds(monkeypatch)
+        collection.set_compression(128)
+        collection.sync_index()
+        assert held.built.wait(60)
+        # Until the new index is ready, queries go through the codec of the index held.
+        snapshot = collection.snapshot()
+        assert snapshot.codec.dims == 256 and snapshot.index.dims == 256  # type: ignore[attr-defined]
+        (hit,) = collection.search_many([vectors[7]], k=1)[0]
+        assert hit.path == "/photos/000007.jpg"
+        held.release.set()
+        followed.wait_for_rebuild()
+        snapshot = collection.snapshot()
+        assert snapshot.codec.dims == 128 and snapshot.index.dims == 128  # type: ignore[attr-defined]
+        (hit,) = collection.search_many([vectors[7]], k=1)[0]
+        assert hit.path == "/photos/000007.jpg"
+
+
+def test_reader_searches_an_index_of_an_earlier_codec_without_rebuilding(
+    tmp_path: Path, small_threshold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "c.db"
+    vectors, _ = vectors_like_images(1200)
+    with Collection.open(db) as collection:
+        write(collection, 0, vectors)
+        collection.refresh_models()
+        collection.sync_index()
+    with Collection.open(db) as collection:  # the codec refitted, no index rebuilt yet
+        fitting.set_codec(collection.store, {"dims": 128, "whiten": False})
+        fitting.refresh(collection.store)
+
+    def no_rebuild(self: FollowedIndex) -> None:
+        raise AssertionError("a reader should search the saved index with its own codec")
+
+    monkeypatch.setattr(FollowedIndex, "rebuild", no_rebuild)
+    with Collection.open(db) as collection:
+        (hit,) = collection.search_many([vectors[7]], k=1)[0]
+        assert hit.path == "/photos/000007.jpg"
+        assert collection.snapshot().codec.dims == 256  # type: ignore[attr-defined]
+        followed = collection.snapshots.followed()
+        assert followed is not None and followed.rebuild_reason() == "hnsw:pca2 -> hnsw:pca4"

@@ -20,10 +20,12 @@ and its old one becomes a tombstone (removed from an IVF list at once). Filters
 filtered search walks one index, never per-category copies.
 
 Persistence (:meth:`AnnIndex.save` / :func:`load`): the FAISS index and the position map
-are written to new files, then a small JSON header naming them, with their SHA-256 and
-whatever the caller records (the store's change cursor), replaces the old header
-atomically. A crash mid-write leaves the old header and files (or a header whose checksums
-fail): :func:`load` then returns None and the caller rebuilds.
+are written whole to new files and fsynced, then a small JSON header naming them (with
+their sizes, fingerprints and whatever the caller records: the store's change cursor, the
+codec) replaces the old header atomically. A crash mid-write leaves the old header and its
+files. Loading checks sizes and fingerprints (O(1), not a read of the whole file) and
+memory-maps the FAISS data, so a cold process opens a million-image index in milliseconds;
+anything amiss (or FAISS failing to read it) returns None and the caller rebuilds.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import faiss
 import numpy as np
@@ -49,7 +52,12 @@ from lookalike.types import IndexCapabilities
 log = logging.getLogger(__name__)
 
 KINDS = ("ivf", "hnsw")
-FORMAT_VERSION = 1
+#: 2: data files checked by size and fingerprint, memory-mapped (1: whole-file SHA-256).
+FORMAT_VERSION = 2
+#: Header keys naming data files beside the header.
+DATA_FILES = ("index_file", "ids_file", "codec_file")
+#: Bytes at each end of the FAISS file that its fingerprint covers.
+FINGERPRINT_BYTES = 1 << 20
 #: Share of an HNSW index's positions that may be tombstones before it asks for a rebuild.
 MAX_DEAD_FRACTION = 0.2
 #: Vectors that train the IVF cells and the quantizer's ranges: a random sample of up to this
@@ -102,6 +110,7 @@ class AnnIndex:
         ids: np.ndarray,
         *,
         settings: SearchSettings | None = None,
+        mapped: BinaryIO | None = None,
     ) -> None:
         self.kind = kind
         self.index = index
@@ -111,6 +120,9 @@ class AnnIndex:
         self._position_of = _position_map(self._ids)
         self._live_bitmap: np.ndarray | None = None  # cached filter of HNSW tombstones
         self._lock = threading.Lock()
+        #: The open file a memory-mapped index came from (see :func:`load`), None once the
+        #: index is held in memory.
+        self._mapped = mapped
 
     # --- building ------------------------------------------------------------------------
 
@@ -192,6 +204,7 @@ class AnnIndex:
             return self
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with self._lock:
+            self._own_locked()
             self._remove_locked(ids)
             start = len(self._ids)
             positions = np.arange(start, start + len(ids), dtype=np.int64)
@@ -220,6 +233,7 @@ class AnnIndex:
         if len(positions) == 0:
             return 0
         if self.kind == "ivf":
+            self._own_locked()
             self.index.remove_ids(faiss.IDSelectorBatch(positions))
         self._ids[positions] = -1
         self._position_of[ids] = -1
@@ -301,64 +315,171 @@ class AnnIndex:
 
     # --- persistence ---------------------------------------------------------------------
 
-    def save(self, path: Path, extra: dict[str, Any] | None = None) -> None:
-        """Write the index to ``path`` (a header file; data files sit beside it) atomically:
-        the header, written last and renamed into place, commits the new files."""
+    def save(
+        self, path: Path, extra: dict[str, Any] | None = None, *, codec: bytes | None = None
+    ) -> None:
+        """Write the index to ``path`` (a header file; data files sit beside it) atomically.
+
+        The data files get fresh names, are written whole and fsynced; then the header naming
+        them (with their sizes and fingerprints, ``extra``: the store's change cursor, and
+        ``codec``: the fitted codec the vectors went through) is written to a temporary file,
+        fsynced and renamed over the old header. A crash at any point leaves either the old
+        header and its files or the new ones: a header never names a partly written file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
+            self._own_locked()  # a mapped index is written from memory like any other
             tag = hashlib.sha256(os.urandom(16)).hexdigest()[:12]
             index_file = path.with_name(f"{path.name}.{tag}.faiss")
             ids_file = path.with_name(f"{path.name}.{tag}.ids")
             faiss.write_index(self.index, str(index_file))
-            _write_synced(ids_file, self._ids.astype("<i8").tobytes())
             _fsync(index_file)
-            header = {
+            ids_bytes = self._ids.astype("<i8").tobytes()
+            _write_synced(ids_file, ids_bytes)
+            header: dict[str, Any] = {
                 "format": FORMAT_VERSION,
                 "kind": self.kind,
                 "dims": self.dims,
                 "count": self._count,
                 "index_file": index_file.name,
-                "index_sha256": _sha256(index_file),
+                "index_bytes": index_file.stat().st_size,
+                "index_fingerprint": _fingerprint(index_file),
                 "ids_file": ids_file.name,
-                "ids_sha256": _sha256(ids_file),
+                "ids_bytes": len(ids_bytes),
+                "ids_sha256": hashlib.sha256(ids_bytes).hexdigest(),
                 **(extra or {}),
             }
+        if codec is not None:
+            codec_file = path.with_name(f"{path.name}.{tag}.codec")
+            _write_synced(codec_file, codec)
+            header["codec_file"] = codec_file.name
+            header["codec_sha256"] = hashlib.sha256(codec).hexdigest()
+        _fsync_dir(path.parent)  # the new data files' names are durable before the header
         old = _read_header(path)
-        tmp = path.with_name(path.name + ".tmp")
-        _write_synced(tmp, json.dumps(header, indent=1).encode())
-        os.replace(tmp, path)
+        _write_header(path, header)
         if old is not None:
-            for name in (old.get("index_file"), old.get("ids_file")):
-                if name and name not in (index_file.name, ids_file.name):
+            for key in DATA_FILES:
+                name = old.get(key)
+                if name and name != header.get(key):
                     path.with_name(name).unlink(missing_ok=True)
+
+    def _own_locked(self) -> None:
+        """Read a memory-mapped index into memory before FAISS changes it (FAISS aborts the
+        process when asked to grow a mapped array). The file is read through the handle kept
+        open since loading: another process may have replaced (unlinked) it meanwhile."""
+        if self._mapped is None:
+            return
+        started = time.perf_counter()
+        self._mapped.seek(0)
+        reader = faiss.PyCallbackIOReader(self._mapped.read)  # type: ignore[attr-defined]
+        self.index = faiss.read_index(reader)
+        self._mapped.close()
+        self._mapped = None
+        log.info("index read into memory for changes in %.2f s", time.perf_counter() - started)
+
+    @property
+    def mapped(self) -> bool:
+        """True while the FAISS data is memory-mapped from its file (read-only use)."""
+        return self._mapped is not None
 
 
 def load(
-    path: Path, *, settings: SearchSettings | None = None
+    path: Path, *, settings: SearchSettings | None = None, mmap: bool = True
 ) -> tuple[AnnIndex, dict[str, Any]] | None:
-    """The index saved at ``path`` and its header, or None when there is none or it is torn
-    (a data file missing or failing its checksum): the caller then rebuilds it."""
+    """The index saved at ``path`` and its header, or None when there is none or it cannot be
+    trusted: a data file missing, of another size or fingerprint than the header says, or
+    unreadable by FAISS. The caller then rebuilds it.
+
+    Opening costs O(1) in the size of the index: the data file is memory-mapped (``mmap``;
+    pages are read as searches touch them, and shared with other processes through the page
+    cache), not read and checksummed whole. What makes that safe is how :meth:`AnnIndex.save`
+    writes (fresh names, fsync, then an atomic rename of the header): a header only ever
+    names complete files, so the checks here catch what else can happen to them (truncation,
+    a file replaced or lost); FAISS checks the graph's structure as it reads it.
+    A header of format 1 (whole-file SHA-256) is verified once the old way and rewritten."""
     path = Path(path)
     header = _read_header(path)
-    if header is None or header.get("format") != FORMAT_VERSION:
+    if header is None:
+        return None
+    if header.get("format") == 1:
+        header = _upgrade_header(path, header)
+        if header is None:
+            return None
+    if header.get("format") != FORMAT_VERSION:
         return None
     try:
         index_file = path.with_name(header["index_file"])
         ids_file = path.with_name(header["ids_file"])
-        if _sha256(index_file) != header["index_sha256"]:
-            log.warning("%s: checksum mismatch, rebuilding the index", index_file)
+        if index_file.stat().st_size != header["index_bytes"]:
+            log.warning("%s: not the size its header says, rebuilding the index", index_file)
+            return None
+        if _fingerprint(index_file) != header["index_fingerprint"]:
+            log.warning("%s: not the file its header names, rebuilding the index", index_file)
             return None
         ids_bytes = ids_file.read_bytes()
-        if hashlib.sha256(ids_bytes).hexdigest() != header["ids_sha256"]:
+        if (
+            len(ids_bytes) != header["ids_bytes"]
+            or hashlib.sha256(ids_bytes).hexdigest() != header["ids_sha256"]
+        ):
             log.warning("%s: checksum mismatch, rebuilding the index", ids_file)
             return None
-        index = faiss.read_index(str(index_file))
-    except (OSError, KeyError, RuntimeError) as error:
+        mapped = open(index_file, "rb") if mmap else None  # noqa: SIM115 (kept by the index)
+        try:
+            index = faiss.read_index(str(index_file), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
+        except BaseException:
+            if mapped is not None:
+                mapped.close()
+            raise
+    except (OSError, KeyError, TypeError, RuntimeError) as error:
         log.warning("%s: unreadable (%s), rebuilding the index", path, error)
         return None
     ids = np.frombuffer(ids_bytes, dtype="<i8").astype(np.int64)
-    return AnnIndex(header["kind"], index, ids, settings=settings), header
+    held = len(ids) if header["kind"] == "hnsw" else int((ids >= 0).sum())  # IVF deletes
+    if index.ntotal != held:
+        log.warning("%s: %d vectors for %d ids, rebuilding the index", path, index.ntotal, held)
+        if mapped is not None:
+            mapped.close()
+        return None
+    loaded = AnnIndex(header["kind"], index, ids, settings=settings, mapped=mapped)
+    return loaded, header
+
+
+def read_codec(path: Path, header: dict[str, Any]) -> bytes | None:
+    """The fitted codec saved with an index (None: none saved, or it fails its checksum)."""
+    name = header.get("codec_file")
+    if not name:
+        return None
+    try:
+        data = Path(path).with_name(name).read_bytes()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == header.get("codec_sha256") else None
+
+
+def _upgrade_header(path: Path, header: dict[str, Any]) -> dict[str, Any] | None:
+    """Verify a format-1 index (SHA-256 of the whole data files, as it was saved) once and
+    replace its header by a format-2 one naming the same files (no index is rewritten)."""
+    try:
+        index_file = path.with_name(header["index_file"])
+        ids_file = path.with_name(header["ids_file"])
+        if _sha256(index_file) != header["index_sha256"] or (
+            _sha256(ids_file) != header["ids_sha256"]
+        ):
+            log.warning("%s: checksum mismatch, rebuilding the index", path)
+            return None
+        upgraded = {k: v for k, v in header.items() if k != "index_sha256"}
+        upgraded.update(
+            format=FORMAT_VERSION,
+            index_bytes=index_file.stat().st_size,
+            index_fingerprint=_fingerprint(index_file),
+            ids_bytes=ids_file.stat().st_size,
+        )
+        _write_header(path, upgraded)
+    except (OSError, KeyError) as error:
+        log.warning("%s: unreadable (%s), rebuilding the index", path, error)
+        return None
+    log.info("%s: header upgraded to format %d", path, FORMAT_VERSION)
+    return upgraded
 
 
 def remove_files(path: Path) -> None:
@@ -366,7 +487,7 @@ def remove_files(path: Path) -> None:
     path = Path(path)
     header = _read_header(path)
     if header is not None:
-        for key in ("index_file", "ids_file"):
+        for key in DATA_FILES:
             if header.get(key):
                 path.with_name(header[key]).unlink(missing_ok=True)
     path.unlink(missing_ok=True)
@@ -378,6 +499,27 @@ def _read_header(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return header if isinstance(header, dict) else None
+
+
+def _write_header(path: Path, header: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    _write_synced(tmp, json.dumps(header, indent=1).encode())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fingerprint(path: Path) -> str:
+    """SHA-256 of a file's size, first and last MiB: O(1), and tells a file from a truncated,
+    extended or different one (what can befall complete, never rewritten files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        digest.update(size.to_bytes(8, "little"))
+        digest.update(f.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(f.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -398,6 +540,21 @@ def _write_synced(path: Path, data: bytes) -> None:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames and new names in ``folder`` durable (POSIX; a no-op where folders cannot
+    be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _position_map(ids: np.ndarray) -> np.ndarray:

@@ -117,8 +117,14 @@ class Collection:
         return cls(store, spec, encoders=encoders, name=name, location=str(target))
 
     def close(self) -> None:
-        """Finish the writes already queued, then close the store."""
-        self.writer.close(self.store.close)
+        """Finish the writes already queued and a background rebuild of the index, if one
+        runs (it is saved, not lost), then close the store."""
+
+        def last() -> None:
+            self.snapshots.finish_rebuilds()
+            self.store.close()
+
+        self.writer.close(last)
 
     def __enter__(self) -> Collection:
         return self

@@ -20,8 +20,8 @@ import numpy as np
 
 from lookalike import codecs, indexes, persistent_index, rerank
 from lookalike.categories import CategoryModel, CategoryProjection
-from lookalike.interfaces import MetadataStore, VectorCodec, VectorIndex
-from lookalike.persistent_index import FollowedIndex
+from lookalike.interfaces import IdentityCodec, MetadataStore, VectorCodec, VectorIndex
+from lookalike.persistent_index import FollowedIndex, Target
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class SearchSnapshot:
     codec: VectorCodec
     classifier: CategoryModel | None
     partition: CategoryPartition | None
-    #: (store generation, classifier key, codec generation) it was built at.
+    #: (store generation, classifier key, codec generation, index version) it was built at.
     key: tuple[object, ...]
     #: The store's change cursor it has read up to (opaque).
     cursor: object
@@ -155,6 +155,12 @@ class SnapshotCache:
         self.current()
         if self._followed is not None:
             self._followed.save()
+            self._followed.maintain()
+
+    def finish_rebuilds(self) -> None:
+        """Wait for a background rebuild of the index to finish and save it (closing)."""
+        if self._followed is not None:
+            self._followed.wait_for_rebuild()
 
     def followed(self) -> FollowedIndex | None:
         return self._followed
@@ -169,7 +175,7 @@ class SnapshotCache:
         Readers never wait for a build while a snapshot exists: if another thread is
         building the next one (the writer does, right after each change and before
         acknowledging it), they take the previous one."""
-        key = (self.store.generation(), *models_key(self.store))
+        key = self._key()
         snapshot = self._snapshot
         if snapshot is not None and snapshot.key == key:
             return snapshot
@@ -191,20 +197,29 @@ class SnapshotCache:
 
     def _refresh_locked(self) -> SearchSnapshot:
         snapshot = self._snapshot
-        key = (self.store.generation(), *models_key(self.store))
+        key = self._key()
         if snapshot is None or snapshot.key != key:
             snapshot = self._build(snapshot, key)
             self._snapshot = snapshot  # one assignment: readers see the old or the new
         return snapshot
 
+    def _key(self) -> tuple[object, ...]:
+        """(store generation, classifier key, codec generation, index version): a snapshot
+        is current while these are unchanged (the last counts background rebuilds)."""
+        followed = self._followed
+        version = followed.version if followed is not None else 0
+        return (self.store.generation(), *models_key(self.store), version)
+
     def _build(self, previous: SearchSnapshot | None, key: tuple[object, ...]) -> SearchSnapshot:
         kind = self.index_kind()
         if kind != "exact":
             return self._build_approximate(previous, key, kind)
+        if self._followed is not None:
+            self._followed.cancel()
         self._followed = None
         if (
             previous is not None
-            and previous.key[1:] == key[1:]
+            and previous.key[1:3] == key[1:3]
             and previous.index.capabilities.exact
         ):
             return self._follow(previous, key)
@@ -294,14 +309,16 @@ class SnapshotCache:
         batches; never every vector in memory at once)."""
         settings = json.loads(self.store.get_meta("pca") or "{}")
         codec = codecs.load_codec(settings, self.store.get_artifact("pca"))
-        codec_key = f"{kind}:pca{key[2] or 0}"
-        if self._followed is None or self._followed.codec_key != codec_key:
-            self._followed = FollowedIndex(
-                self.store,  # type: ignore[arg-type]
-                kind,
-                codec if settings else None,
-                codec_key,
-            )
+        wanted = Target(
+            kind,
+            codec if settings else None,
+            f"{kind}:pca{key[2] or 0}",
+            settings.get("kind", "pca") if settings else None,
+        )
+        if self._followed is None:
+            self._followed = FollowedIndex(self.store, wanted)  # type: ignore[arg-type]
+        else:
+            self._followed.retarget(wanted)
         index = self._followed.current()
         data = self.store.get_artifact("classifier")
         classifier = CategoryModel.from_bytes(data) if data else None
@@ -312,7 +329,10 @@ class SnapshotCache:
                 index.ids,
                 previous.partition if previous is not None and previous.key[1] == key[1] else None,
             )
-        snapshot = SearchSnapshot(index, codec, classifier, partition, key, self._followed.cursor)
+        # Queries go through the codec of the index held, which is the wanted one except while
+        # a rebuild for a refitted codec runs in the background.
+        serving = self._followed.codec or IdentityCodec()
+        snapshot = SearchSnapshot(index, serving, classifier, partition, key, self._followed.cursor)
         if previous is not None:  # a changed codec changes every vector: all recomputed
             snapshot._augmentations.seed = previous._augmentations.to_follow(previous.index)
         return snapshot
