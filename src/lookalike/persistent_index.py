@@ -130,6 +130,7 @@ class FollowedIndex:
         self._rebuilding: threading.Thread | None = None
         self._ready: _Built | None = None
         self._cancelled = threading.Event()
+        self._swapped_unsaved = False  # a rebuilt index swapped in, not saved since
 
     @property
     def kind(self) -> str:
@@ -310,7 +311,10 @@ class FollowedIndex:
         if built.target != self.wanted:  # maintain() starts the next one
             log.info("%s: rebuilt for %s, now %s is wanted", self.path, built.target, self.wanted)
         self._install(built)
-        self.saved_generation = built.generation
+        # Saved by the rebuild, but a writer may have saved the old index over it meanwhile:
+        # the next save (a writer's, or closing) writes it again.
+        self.saved_generation = -2
+        self._swapped_unsaved = True
 
     def cancel(self) -> None:
         """Stop a background rebuild (the collection no longer uses this index) and wait."""
@@ -326,6 +330,7 @@ class FollowedIndex:
             thread.join()
         if self._ready is not None:
             self.current()
+        if self._swapped_unsaved:
             self.save()
 
     # --- saving ------------------------------------------------------------------------------
@@ -338,6 +343,7 @@ class FollowedIndex:
             generation = self.generation
             self._save(self.index, self.target, generation, self.cursor, self.build_seconds)
             self.saved_generation = generation
+            self._swapped_unsaved = False
 
     def _save(
         self,
