@@ -343,3 +343,61 @@ def test_a_killed_writer_loses_nothing_committed(pg_uri: str, tmp_path: Path) ->
         assert report.unchanged == done
         assert report.added == total - done
         assert len(collection) == total
+
+
+def test_lookalike_serve_process_on_a_postgresql_url(
+    photos: Path, pg_uri: str, tmp_path: Path
+) -> None:
+    """`lookalike serve --db postgresql://...` as a user starts it: the process comes up on
+    the URL (not mistaken for a missing file) and answers a search from the database."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with Collection.open(pg_uri) as collection:
+        collection.add([photos])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "lookalike.cli", "serve", "--db", pg_uri),
+            *("--port", str(port), "--collections", str(tmp_path / "uploads")),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    name = split_uri(pg_uri)[1]
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/collections/{name}") as r:
+                    assert json.load(r)["images"] == 30
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.2)
+        query = sorted(photos.rglob("*.jpg"))[0].read_bytes()
+        boundary = "lookalike-test"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="q.jpg"\r\n'
+                "Content-Type: image/jpeg\r\n\r\n"
+            ).encode()
+            + query
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/collections/{name}/search?k=1",
+            data=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        with urllib.request.urlopen(request) as r:
+            assert json.load(r)["results"][0]["score"] > 0.99
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -585,7 +585,7 @@ def _serve(args: argparse.Namespace) -> int:
     db = args.db
     if db is None and config.default_db().is_file():
         db = config.default_db()  # what `lookalike index` filled, as for every other command
-    if db is not None and not db.expanduser().is_file():
+    if isinstance(db, Path) and not db.expanduser().is_file():  # a URL is checked by its store
         from lookalike.errors import NoCollectionError
 
         raise NoCollectionError(db.expanduser())
