@@ -10,7 +10,8 @@ import os
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from lookalike import __version__, config
@@ -381,9 +382,7 @@ def _eval(args: argparse.Namespace) -> int:
                 precision=args.precision,
             )
         ]
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = args.cache_dir or Path(tmp)
-        cache.mkdir(parents=True, exist_ok=True)
+    with _eval_cache(args.cache_dir) as cache:
         results = compare(
             root,
             labels,
@@ -430,9 +429,7 @@ def _eval_instances(args: argparse.Namespace, root: Path) -> int:
     queries = read_instance_queries(args.queries)
     labels = read_labels(root, args.labels) if args.labels else None
     configs = [EvalConfig.parse(text) for text in args.compare or ["model=lite0"]]
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = args.cache_dir or Path(tmp)
-        cache.mkdir(parents=True, exist_ok=True)
+    with _eval_cache(args.cache_dir) as cache:
         results = compare_instances(
             root,
             queries,
@@ -573,6 +570,16 @@ def _demo(args: argparse.Namespace) -> int:
         "  lookalike index ~/Pictures    # your own photos, into the default collection"
     )
     return 0
+
+
+@contextmanager
+def _eval_cache(cache_dir: Path | None) -> Iterator[Path]:
+    """``eval``'s collections folder: the one named (kept for the next run), else a
+    temporary one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = cache_dir or Path(tmp)
+        cache.mkdir(parents=True, exist_ok=True)
+        yield cache
 
 
 def _serve(args: argparse.Namespace) -> int:
