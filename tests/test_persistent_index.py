@@ -312,3 +312,48 @@ def test_reader_searches_an_index_of_an_earlier_codec_without_rebuilding(
         assert collection.snapshot().codec.dims == 256  # type: ignore[attr-defined]
         followed = collection.snapshots.followed()
         assert followed is not None and followed.rebuild_reason() == "hnsw:pca2 -> hnsw:pca4"
+
+
+def test_writers_save_the_index_now_and_then_and_when_closing(
+    tmp_path: Path, small_threshold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change is searchable at once, but the index file (the whole index) is not rewritten
+    for every upload: a process that opens the collection meanwhile loads the last save and
+    catches up from its cursor (no rebuild); closing saves what is left."""
+    db = tmp_path / "c.db"
+    vectors, _ = vectors_like_images(1200)
+    odd = vectors[:1] * -1  # an image unlike any other
+    with Collection.open(db) as writer:
+        index_file = persistent_index.path_for(writer.store)
+        write(writer, 0, vectors)
+        writer.refresh_models()
+        writer.sync_index()
+        saved = index_file.read_bytes()  # the header, naming the data files of this save
+        write(writer, 5000, odd)
+        writer.sync_index()
+        (hit,) = writer.search_many([odd[0]], k=1)[0]
+        assert hit.path == "/photos/005000.jpg"
+        assert index_file.read_bytes() == saved  # within ANN_SAVE_SECONDS: not written again
+
+        def no_rebuild(self: FollowedIndex) -> None:
+            raise AssertionError("the saved index should have been loaded and caught up")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(FollowedIndex, "rebuild", no_rebuild)
+            with Collection.open(db) as reader:  # like a process started now
+                (hit,) = reader.search_many([odd[0]], k=1)[0]
+                assert hit.path == "/photos/005000.jpg"
+            assert index_file.read_bytes() == saved  # a reader closing saves nothing
+
+        monkeypatch.setattr(config, "ANN_SAVE_SECONDS", 0.0)  # the interval has passed
+        write(writer, 5001, odd * 0.5 + vectors[1:2])
+        writer.sync_index()
+        assert index_file.read_bytes() != saved
+        saved = index_file.read_bytes()
+        monkeypatch.setattr(config, "ANN_SAVE_SECONDS", 3600.0)
+        writer.store.remove(["/photos/000003.jpg"])
+        writer.sync_index()
+        assert index_file.read_bytes() == saved
+    assert index_file.read_bytes() != saved  # closing saved the removal
+    with Collection.open(db) as again:
+        assert json.loads(index_file.read_bytes())["generation"] == again.store.generation()

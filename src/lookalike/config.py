@@ -76,6 +76,11 @@ ANN_KIND = "hnsw"
 #: HNSW candidates per query; IVF cells scanned per query.
 ANN_EF_SEARCH = 128
 ANN_NPROBE = 64
+#: A writer saves the approximate index at most this often (and when the collection closes).
+#: A saved index records the store's change cursor and is caught up from it when loaded, so
+#: a save behind the store costs a few milliseconds at the next open, while a save after
+#: every upload would write the whole index (536 MB at a million images) each time.
+ANN_SAVE_SECONDS = 60.0
 #: Vectors PCA is fitted on (a random sample: never the whole collection at once).
 PCA_SAMPLE = 50_000
 

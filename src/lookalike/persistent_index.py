@@ -131,6 +131,8 @@ class FollowedIndex:
         self._ready: _Built | None = None
         self._cancelled = threading.Event()
         self._swapped_unsaved = False  # a rebuilt index swapped in, not saved since
+        self._unsaved = False  # a writer's changes followed, not saved since
+        self._saved_at = time.monotonic()  # of the last save, or of loading
 
     @property
     def kind(self) -> str:
@@ -324,13 +326,14 @@ class FollowedIndex:
             thread.join()
 
     def wait_for_rebuild(self) -> None:
-        """Let a running background rebuild finish, swap it in and save it (closing)."""
+        """Closing: let a running background rebuild finish and swap it in, then save what
+        this process changed since its last save."""
         thread = self._rebuilding
         if thread is not None:
             thread.join()
         if self._ready is not None:
             self.current()
-        if self._swapped_unsaved:
+        if self._swapped_unsaved or self._unsaved:
             self.save()
 
     # --- saving ------------------------------------------------------------------------------
@@ -338,12 +341,25 @@ class FollowedIndex:
     def save(self) -> None:
         """Write the index and the cursor it is current to (a no-op when already saved)."""
         with self._lock:
+            self._saved_at = time.monotonic()
             if self.index is None or self.saved_generation == self.generation:
                 return
             generation = self.generation
             self._save(self.index, self.target, generation, self.cursor, self.build_seconds)
             self.saved_generation = generation
-            self._swapped_unsaved = False
+            self._swapped_unsaved = self._unsaved = False
+
+    def save_after_change(self) -> None:
+        """A writer changed the store: save now if the last save is
+        :data:`~lookalike.config.ANN_SAVE_SECONDS` old, else leave it to a later writer or
+        to closing (:meth:`wait_for_rebuild`)."""
+        with self._lock:
+            if self.index is None or self.saved_generation == self.generation:
+                return
+            self._unsaved = True
+            if time.monotonic() - self._saved_at < config.ANN_SAVE_SECONDS:
+                return
+            self.save()
 
     def _save(
         self,

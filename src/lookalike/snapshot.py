@@ -148,17 +148,18 @@ class SnapshotCache:
         return persistent_index.kind_for(setting, self.store.count())
 
     def save_index(self) -> None:
-        """Save the approximate index beside the store, if the collection has one (writers
-        call this after their changes, so that the next process loads it, not rebuilds it)."""
+        """Follow the store with the approximate index, if the collection has one, and save
+        it beside the store now and then and when closing (writers call this after their
+        changes, so that the next process loads it and catches up, not rebuilds it)."""
         if self.index_kind() == "exact":
             return
         self.current()
         if self._followed is not None:
-            self._followed.save()
+            self._followed.save_after_change()
             self._followed.maintain()
 
     def finish_rebuilds(self) -> None:
-        """Wait for a background rebuild of the index to finish and save it (closing)."""
+        """Closing: wait for a background rebuild of the index, and save what is unsaved."""
         if self._followed is not None:
             self._followed.wait_for_rebuild()
 
