@@ -125,6 +125,7 @@ def test_names_that_are_not_utf8_round_trip(tmp_path: Path) -> None:
     assert set(states) == {name, other, "/photos/good.jpg"}
     assert set(store.file_states("/photos")) == set(states)
     assert set(store.file_states(os.fsdecode(b"/photos/caf\xe9"))) == {other}
+    assert store.file_states("/photo") == {} and store.file_states("/photos/bad") == {}
     assert [s.path for s in store.skipped_files()] == [other]
     ids = store.vectors_since(None).ids
     assert sorted(store.paths(ids).values()) == sorted([name, "/photos/good.jpg"])

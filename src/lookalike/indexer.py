@@ -27,7 +27,7 @@ from lookalike.decode import FULL_SIZE, DecodeError, load_image
 from lookalike.models import Embedder
 from lookalike.paths import printable
 from lookalike.preprocess import shrink
-from lookalike.store import Box, EmbeddedImage, SkippedFile, Store
+from lookalike.store import Box, EmbeddedImage, FileState, SkippedFile, Store
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +208,25 @@ def candidates_for(
     return found, folders
 
 
+def _known_states(
+    store: Store, candidates: list[Candidate], folders: list[str]
+) -> dict[str, FileState]:
+    """What the store knows of the folders' files and of the other candidates: ranges of
+    its path index (the candidates' own folders), never every file of the collection,
+    which took seconds per upload at a million images."""
+    known: dict[str, FileState] = {}
+    for folder in folders:
+        known.update(store.file_states(folder))
+    prefixes = tuple(folder.rstrip("/") + "/" for folder in folders)
+    for parent in sorted({os.path.dirname(c.path) for c in candidates} - {""}):
+        if not (parent + "/").startswith(prefixes):
+            known.update(store.file_states(parent))
+    return known
+
+
 def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
     """Compare candidates with the store: what is new or changed, what vanished."""
-    known = store.file_states()
+    known = _known_states(store, candidates, folders)
     todo: list[Candidate] = []
     unchanged = 0
     skipped_before = 0

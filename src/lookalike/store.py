@@ -256,9 +256,12 @@ class Store:
                         f"SELECT path, size, mtime_ns FROM {table} WHERE path >= ? AND path < ?",
                         (text_prefix, text_prefix[:-1] + "0"),
                     )
-                # Names stored as bytes (not UTF-8) sort apart from text: few, so scanned.
+                # Names stored as bytes (not UTF-8) sort after all text, by their bytes: the
+                # same range of the index, in bytes.
+                raw = text_prefix if isinstance(text_prefix, bytes) else str(text_prefix).encode()
                 rows += self._query(
-                    f"SELECT path, size, mtime_ns FROM {table} WHERE typeof(path) = 'blob'"
+                    f"SELECT path, size, mtime_ns FROM {table} WHERE path >= ? AND path < ?",
+                    (raw, raw[:-1] + b"0"),
                 )
             for raw, size, mtime in rows:
                 path = _path_from_db(raw)
@@ -418,20 +421,23 @@ class Store:
             self._db.execute("BEGIN")  # deferred: one read snapshot across the queries
             try:
                 latest = int(self.get_meta("change_seq") or 0)
-                all_rows = self._db.execute("SELECT id FROM images ORDER BY id").fetchall()
-                changed = self._db.execute(
-                    "SELECT id, vector FROM images WHERE seq > ? ORDER BY id",
-                    (-1 if cursor is None else int(cursor),),
-                ).fetchall()
+                # No ORDER BY id: SQLite would walk the whole table in id order (seconds at a
+                # million rows of vectors) instead of the small seq index; sorted below.
+                all_rows = self._db.execute("SELECT id FROM images INDEXED BY images_seq")
+                all_ids = np.fromiter((r[0] for r in all_rows), dtype=np.int64)
+                changed = (
+                    self._db.execute("SELECT id, vector FROM images").fetchall()
+                    if cursor is None
+                    else self._db.execute(
+                        "SELECT id, vector FROM images INDEXED BY images_seq WHERE seq > ?",
+                        (int(cursor),),
+                    ).fetchall()
+                )
             finally:
                 self._db.execute("COMMIT")
+        changed.sort(key=lambda row: int(row[0]))
         ids, vectors = _ids_and_vectors(changed)
-        return VectorChanges(
-            all_ids=np.fromiter((r[0] for r in all_rows), dtype=np.int64, count=len(all_rows)),
-            ids=ids,
-            vectors=vectors,
-            latest=latest,
-        )
+        return VectorChanges(all_ids=np.sort(all_ids), ids=ids, vectors=vectors, latest=latest)
 
     def lookup(self, path: str) -> tuple[int, np.ndarray] | None:
         """Id and vector of an indexed file, if it is indexed and unchanged on disk since."""
@@ -496,9 +502,12 @@ class Store:
 
     def labelled_ids(self) -> tuple[np.ndarray, list[str]]:
         """Ids of indexed images that have a category, and those categories (id order)."""
+        # From the labels (none, or far fewer than the images, in most collections) to the
+        # images by path, not a scan of every image: CROSS JOIN keeps that order.
         rows = self._query(
-            "SELECT i.id, l.category FROM images i JOIN labels l ON l.path = i.path ORDER BY i.id"
+            "SELECT i.id, l.category FROM labels l CROSS JOIN images i ON i.path = l.path"
         )
+        rows.sort(key=lambda row: int(row[0]))
         return np.array([r[0] for r in rows], dtype=np.int64), [str(r[1]) for r in rows]
 
     def category_counts(self) -> dict[str, int]:
