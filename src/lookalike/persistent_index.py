@@ -249,7 +249,11 @@ class FollowedIndex:
             self.rebuild()
             return
         changes = self.store.vectors_since(self.cursor)
-        gone = np.setdiff1d(self.index.ids, changes.all_ids, assume_unique=True)
+        gone = (
+            np.setdiff1d(self.index.ids, changes.all_ids, assume_unique=True)
+            if changes.all_ids is not None
+            else ()
+        )
         if len(gone):
             self.index.remove(gone)
         if changes.vectors is not None:

@@ -264,13 +264,20 @@ class SnapshotCache:
         no longer indexed taken out; the same codec and classifier."""
         changes = self.store.vectors_since(previous.cursor)  # type: ignore[arg-type]
         old = previous.index
-        gone = old.ids[~np.isin(old.ids, changes.all_ids)]
+        nothing = np.empty(0, dtype=np.int64)  # no image removed since the cursor
+        gone = (
+            old.ids[~np.isin(old.ids, changes.all_ids)] if changes.all_ids is not None else nothing
+        )
         index = old.remove(gone) if len(gone) else old
         if changes.vectors is not None:
             index = index.add(changes.ids, previous.codec.transform(changes.vectors))
         projected = previous.projected
         if projected is not None and previous.projection is not None:
-            gone_projected = projected.ids[~np.isin(projected.ids, changes.all_ids)]
+            gone_projected = (
+                projected.ids[~np.isin(projected.ids, changes.all_ids)]
+                if changes.all_ids is not None
+                else nothing
+            )
             if len(gone_projected):
                 projected = projected.remove(gone_projected)
             if changes.vectors is not None:

@@ -77,11 +77,12 @@ class FileState:
 
 @dataclass(frozen=True)
 class VectorChanges:
-    """What :meth:`Store.vectors_since` found: the ids now indexed, the rows (ids ascending,
-    vectors; None if no row) written after the given cursor, and ``latest``, the cursor to
-    pass next time (the store's change sequence number at the time of the read)."""
+    """What :meth:`Store.vectors_since` found: the ids now indexed (None when no image was
+    removed after the cursor: the ids held plus the rows are all there is), the rows (ids
+    ascending, vectors; None if no row) written after the given cursor, and ``latest``, the
+    cursor to pass next time (the store's change sequence number at the time of the read)."""
 
-    all_ids: np.ndarray
+    all_ids: np.ndarray | None
     ids: np.ndarray
     vectors: np.ndarray | None
     latest: int
@@ -278,8 +279,9 @@ class Store:
         """Insert or replace a batch of results in one transaction; ``forget``: files whose
         earlier record (vector or skip) no longer holds and that are not recorded anew."""
         with self._transaction():
+            removed = 0
             for path in map(_db_path, forget):
-                self._db.execute("DELETE FROM images WHERE path = ?", (path,))
+                removed += self._db.execute("DELETE FROM images WHERE path = ?", (path,)).rowcount
                 self._db.execute("DELETE FROM skipped WHERE path = ?", (path,))
             now = time.time()  # informational only: the change feed follows ``seq``
             seq = self._next_seq()
@@ -308,13 +310,20 @@ class Store:
                 )
             for bad in skipped:
                 path = _db_path(bad.path)
-                self._db.execute("DELETE FROM images WHERE path = ?", (path,))
+                removed += self._db.execute("DELETE FROM images WHERE path = ?", (path,)).rowcount
                 self._db.execute(
                     "INSERT OR REPLACE INTO skipped (path, size, mtime_ns, reason)"
                     " VALUES (?, ?, ?, ?)",
                     (path, bad.size, bad.mtime_ns, bad.reason),
                 )
+            if removed:
+                self._note_removal(seq)
             self._bump_generation()
+
+    def _note_removal(self, seq: int) -> None:
+        """Images were removed in change ``seq``: readers behind it need every id again
+        (see :meth:`vectors_since`)."""
+        self.set_meta("removed_seq", str(seq))
 
     def _next_seq(self) -> int:
         """The next number of the change sequence (call inside a transaction).
@@ -333,6 +342,8 @@ class Store:
             for path in map(_db_path, paths):
                 removed += self._db.execute("DELETE FROM images WHERE path = ?", (path,)).rowcount
                 self._db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+            if removed:
+                self._note_removal(self._next_seq())
             self._bump_generation()
         return removed
 
@@ -421,10 +432,12 @@ class Store:
             self._db.execute("BEGIN")  # deferred: one read snapshot across the queries
             try:
                 latest = int(self.get_meta("change_seq") or 0)
-                # No ORDER BY id: SQLite would walk the whole table in id order (seconds at a
-                # million rows of vectors) instead of the small seq index; sorted below.
-                all_rows = self._db.execute("SELECT id FROM images INDEXED BY images_seq")
-                all_ids = np.fromiter((r[0] for r in all_rows), dtype=np.int64)
+                all_ids = None
+                if cursor is None or int(self.get_meta("removed_seq") or 0) > int(cursor):
+                    # No ORDER BY id: SQLite would walk the whole table in id order (seconds
+                    # at a million rows of vectors), not the small seq index; sorted below.
+                    all_rows = self._db.execute("SELECT id FROM images INDEXED BY images_seq")
+                    all_ids = np.sort(np.fromiter((r[0] for r in all_rows), dtype=np.int64))
                 changed = (
                     self._db.execute("SELECT id, vector FROM images").fetchall()
                     if cursor is None
@@ -437,7 +450,7 @@ class Store:
                 self._db.execute("COMMIT")
         changed.sort(key=lambda row: int(row[0]))
         ids, vectors = _ids_and_vectors(changed)
-        return VectorChanges(all_ids=np.sort(all_ids), ids=ids, vectors=vectors, latest=latest)
+        return VectorChanges(all_ids=all_ids, ids=ids, vectors=vectors, latest=latest)
 
     def lookup(self, path: str) -> tuple[int, np.ndarray] | None:
         """Id and vector of an indexed file, if it is indexed and unchanged on disk since."""
