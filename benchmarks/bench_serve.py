@@ -116,7 +116,13 @@ def noise_jpeg(seed: int) -> bytes:
     return out.getvalue()
 
 
-def writer(port: int, worker: int, until: float, done: list[str], errors: list[str]) -> None:
+#: New images in every run (an image the collection already holds is "unchanged", not added).
+RUN_SEED = time.time_ns() % 10**12
+
+
+def writer(
+    port: int, worker: int, until: float, done: list[str], errors: list[str], name: str = "bench"
+) -> None:
     """Upload new images and delete some of them until ``until``; ``done`` gets one entry per
     acknowledged write."""
     connection = http.client.HTTPConnection(HOST, port, timeout=60)
@@ -124,11 +130,11 @@ def writer(port: int, worker: int, until: float, done: list[str], errors: list[s
     i = 0
     while time.monotonic() < until:
         i += 1
-        body, content_type = multipart("files", "w.jpg", noise_jpeg(worker * 10**6 + i))
+        body, content_type = multipart("files", "w.jpg", noise_jpeg(RUN_SEED + worker * 10**6 + i))
         try:
             connection.request(
                 "POST",
-                "/collections/bench/images",
+                f"/collections/{name}/images",
                 body=body,
                 headers={"Content-Type": content_type, "Content-Length": str(len(body))},
             )
@@ -140,7 +146,7 @@ def writer(port: int, worker: int, until: float, done: list[str], errors: list[s
             uploaded.append(json.loads(payload)["results"][0]["id"])
             done.append("upload")
             if i % 3 == 0:
-                connection.request("DELETE", f"/collections/bench/images/{uploaded.pop(0)}")
+                connection.request("DELETE", f"/collections/{name}/images/{uploaded.pop(0)}")
                 response = connection.getresponse()
                 payload = response.read()
                 if response.status != 204:
@@ -185,7 +191,7 @@ def run_load(
         for _ in range(clients)
     ]
     threads += [
-        threading.Thread(target=writer, args=(port, w, until, writes, errors))
+        threading.Thread(target=writer, args=(port, w, until, writes, errors, name))
         for w in range(writers)
         if writes is not None
     ]
