@@ -53,6 +53,7 @@ from lookalike.store import (
     VectorChanges,
     _box_text,
     _parse_box,
+    unchanged_on_disk,
 )
 from lookalike.types import IndexCapabilities
 
@@ -447,16 +448,9 @@ class PostgresStore:
         rows = self._query(
             "SELECT id, vector, size, mtime_ns FROM images WHERE path = %s", (_db(path),)
         )
-        if not rows:
+        if not rows or not unchanged_on_disk(path, rows[0][2], rows[0][3]):
             return None
-        row = rows[0]
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return None
-        if (stat.st_size, stat.st_mtime_ns) != (row[2], row[3]):
-            return None
-        return int(row[0]), row[1].to_numpy().astype(np.float32)
+        return int(rows[0][0]), rows[0][1].to_numpy().astype(np.float32)
 
     def paths(self, ids: Iterable[int]) -> dict[int, str]:
         return {i: r.path for i, r in self.records(ids).items()}

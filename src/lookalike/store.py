@@ -457,16 +457,9 @@ class Store:
         rows = self._query(
             "SELECT id, vector, size, mtime_ns FROM images WHERE path = ?", (_db_path(path),)
         )
-        if not rows:
+        if not rows or not unchanged_on_disk(path, rows[0][2], rows[0][3]):
             return None
-        row = rows[0]
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return None
-        if (stat.st_size, stat.st_mtime_ns) != (row[2], row[3]):
-            return None
-        return int(row[0]), np.frombuffer(row[1], dtype="<f4").astype(np.float32)
+        return int(rows[0][0]), np.frombuffer(rows[0][1], dtype="<f4").astype(np.float32)
 
     def paths(self, ids: Iterable[int]) -> dict[int, str]:
         return {i: r.path for i, r in self.records(ids).items()}
@@ -563,6 +556,16 @@ def _db_path(path: str) -> str | bytes:
         except UnicodeEncodeError:  # surrogates no file name can have: matches no file
             return path.encode("utf-8", "surrogatepass")
     return path
+
+
+def unchanged_on_disk(path: str, size: int, mtime_ns: int) -> bool:
+    """Whether the file still has the size and modification time recorded (a store's
+    ``lookup`` gives a stored vector only for a file that has not changed since)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns)
 
 
 def _path_from_db(value: str | bytes) -> str:
