@@ -118,7 +118,7 @@ def leave_one_out(
     counts = np.bincount(codes, minlength=len(names))
     snapshot = evaluation_snapshot(vectors, names, codes, codec)
     n = len(vectors)
-    aps, p10, top1, curves = [], [], [], []
+    scores = _ScoreSums(curves=True)
     for start in range(0, len(queries), chunk):
         rows = queries[start : start + chunk]
         allowed = None
@@ -134,21 +134,43 @@ def leave_one_out(
         )
         retrieved = ranked >= 0
         relevant = (codes[np.maximum(ranked, 0)] == codes[rows][:, None]) & retrieved
-        positives = counts[codes[rows]] - 1
-        aps.append(average_precisions(relevant, positives))
-        p10.append(relevant[:, :10].sum(axis=1) / 10)
-        top1.append(relevant[:, 0])
-        curves.append(_interpolated_precision(relevant, positives))
-    if not aps:
-        raise ValueError("no queries: every labelled image is a distractor")
-    return RetrievalScores(
-        mean_average_precision=float(np.concatenate(aps).mean()),
-        precision_at_10=float(np.concatenate(p10).mean()),
-        top1_accuracy=float(np.concatenate(top1).mean()),
-        queries=len(queries),
-        database=len(vectors),
-        precision_at_recall=tuple(float(v) for v in np.concatenate(curves).mean(axis=0)),
-    )
+        scores.add(relevant, counts[codes[rows]] - 1)
+    return scores.result(database=len(vectors))
+
+
+class _ScoreSums:
+    """Per-query measures gathered a block of queries at a time (a block's relevance
+    matrix is queries x database: never all of them at once), averaged at the end."""
+
+    def __init__(self, *, curves: bool = False) -> None:
+        self.aps: list[np.ndarray] = []
+        self.p10: list[np.ndarray] = []
+        self.top1: list[np.ndarray] = []
+        self.curves: list[np.ndarray] | None = [] if curves else None
+
+    def add(self, relevant: np.ndarray, positives: np.ndarray) -> None:
+        """``relevant``: queries x ranks, whether each result is of the query's category;
+        ``positives``: how many such images each query could find."""
+        self.aps.append(average_precisions(relevant, positives))
+        self.p10.append(relevant[:, :10].sum(axis=1) / 10)
+        self.top1.append(relevant[:, 0])
+        if self.curves is not None:
+            self.curves.append(_interpolated_precision(relevant, positives))
+
+    def result(self, *, database: int) -> RetrievalScores:
+        if not self.aps:
+            raise ValueError("no queries: every labelled image is a distractor")
+        aps = np.concatenate(self.aps)
+        return RetrievalScores(
+            mean_average_precision=float(aps.mean()),
+            precision_at_10=float(np.concatenate(self.p10).mean()),
+            top1_accuracy=float(np.concatenate(self.top1).mean()),
+            queries=len(aps),
+            database=database,
+            precision_at_recall=()
+            if self.curves is None
+            else tuple(float(v) for v in np.concatenate(self.curves).mean(axis=0)),
+        )
 
 
 def evaluation_snapshot(
@@ -180,7 +202,7 @@ def held_out(
     names, codes = np.unique(np.asarray(labels), return_inverse=True)
     is_distractor = np.isin(names, list(distractors))[codes]
     fold_of = np.random.default_rng(0).permutation(len(vectors)) % folds
-    aps, p10, top1 = [], [], []
+    scores = _ScoreSums()
     for fold in range(folds):
         db_rows = np.flatnonzero(fold_of != fold)
         q_rows = np.flatnonzero((fold_of == fold) & ~is_distractor)
@@ -193,19 +215,8 @@ def held_out(
         else:
             order = np.argsort(-(queries @ database.T), axis=1, kind="stable")
         relevant = codes[db_rows][order] == codes[q_rows][:, None]
-        positives = np.bincount(codes[db_rows], minlength=len(names))[codes[q_rows]]
-        aps.append(average_precisions(relevant, positives))
-        p10.append(relevant[:, :10].sum(axis=1) / 10)
-        top1.append(relevant[:, 0])
-    if not aps:
-        raise ValueError("no queries: every labelled image is a distractor")
-    return RetrievalScores(
-        mean_average_precision=float(np.concatenate(aps).mean()),
-        precision_at_10=float(np.concatenate(p10).mean()),
-        top1_accuracy=float(np.concatenate(top1).mean()),
-        queries=int(sum(len(a) for a in aps)),
-        database=len(vectors),
-    )
+        scores.add(relevant, np.bincount(codes[db_rows], minlength=len(names))[codes[q_rows]])
+    return scores.result(database=len(vectors))
 
 
 def _scores(query_vectors: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
