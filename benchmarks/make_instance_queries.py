@@ -39,17 +39,15 @@ The generated images derive from Caltech-101 (CC BY 4.0) and are not committed.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from benchmarks.make_scene_queries import COLUMNS, SCENE_H, SCENE_W, load_rgb
+from benchmarks.make_scene_queries import SCENE_H, SCENE_W, load_rgb, write_query_set
 from benchmarks.make_scene_queries import plan as scene_plan
 
 TRANSFORMS = ("rotate", "crop", "colour", "light", "combo")
@@ -259,25 +257,9 @@ def main() -> None:
     collection, jobs = plan(
         args.caltech, args.out, args.set, args.per_category, args.count, args.seed
     )
-    queries_dir = args.out / "queries"
-    queries_dir.mkdir(parents=True, exist_ok=True)
-    for stale in queries_dir.glob("*.jpg"):
-        stale.unlink()
-    with open(args.out / "collection.txt", "w") as f:
-        f.writelines(path + "\n" for path, _ in collection)
-    with open(args.out / "collection_labels.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "class_name"])
-        writer.writerows(collection)
-    if args.workers > 1:
-        with ProcessPoolExecutor(args.workers) as pool:
-            rows = list(pool.map(make_query, jobs, chunksize=16))
-    else:
-        rows = [make_query(job) for job in jobs]
-    with open(args.out / "queries.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
+    rows = write_query_set(
+        args.out, collection, jobs, make_query, args.workers, chunksize=16, stale="*.jpg"
+    )
     kinds = {k: sum(r[-1] == k for r in rows) for k in sorted({r[-1] for r in rows})}
     print(
         f"{len(rows)} queries ({', '.join(f'{k}: {v}' for k, v in kinds.items())}), "

@@ -51,9 +51,11 @@ import csv
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
@@ -258,6 +260,44 @@ def plan(
     return [(str(images / rel), labels[rel]) for rel in collection], jobs
 
 
+AnyJob = TypeVar("AnyJob")
+
+
+def write_query_set(
+    out: Path,
+    collection: list[tuple[str, str]],
+    jobs: Sequence[AnyJob],
+    make: Callable[[AnyJob], list[str]],
+    workers: int,
+    *,
+    chunksize: int,
+    stale: str,
+) -> list[list[str]]:
+    """Write a query set: ``collection.txt`` and ``collection_labels.csv`` (the database and
+    its categories), the query photos (``make`` each job, in ``workers`` processes; old
+    photos matching ``stale`` removed first) and ``queries.csv``; returns its rows."""
+    queries_dir = out / "queries"
+    queries_dir.mkdir(parents=True, exist_ok=True)
+    for old in queries_dir.glob(stale):
+        old.unlink()
+    with open(out / "collection.txt", "w") as f:
+        f.writelines(path + "\n" for path, _ in collection)
+    with open(out / "collection_labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "class_name"])
+        writer.writerows(collection)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            rows = list(pool.map(make, jobs, chunksize=chunksize))
+    else:
+        rows = [make(job) for job in jobs]
+    with open(out / "queries.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--caltech", type=Path, required=True, help="the caltech101 folder")
@@ -269,28 +309,9 @@ def main() -> None:
 
     start = time.perf_counter()
     collection, jobs = plan(args.caltech, args.out, args.per_category, args.seed)
-    queries_dir = args.out / "queries"
-    queries_dir.mkdir(parents=True, exist_ok=True)
-    for stale in queries_dir.glob("*__*__*.jpg"):
-        stale.unlink()
-
-    with open(args.out / "collection.txt", "w") as f:
-        f.writelines(path + "\n" for path, _ in collection)
-    with open(args.out / "collection_labels.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "class_name"])
-        writer.writerows(collection)
-
-    if args.workers > 1:
-        with ProcessPoolExecutor(args.workers) as pool:
-            rows = list(pool.map(make_query, jobs, chunksize=8))
-    else:
-        rows = [make_query(job) for job in jobs]
-    with open(args.out / "queries.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
-
+    rows = write_query_set(
+        args.out, collection, jobs, make_query, args.workers, chunksize=8, stale="*__*__*.jpg"
+    )
     kinds = {kind: sum(row[-1] == kind for row in rows) for kind in sorted({r[-1] for r in rows})}
     print(
         f"{len(rows)} queries ({', '.join(f'{k}: {v}' for k, v in kinds.items())}), "
