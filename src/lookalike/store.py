@@ -432,24 +432,29 @@ class Store:
             self._db.execute("BEGIN")  # deferred: one read snapshot across the queries
             try:
                 latest = int(self.get_meta("change_seq") or 0)
-                all_ids = None
-                if cursor is None or int(self.get_meta("removed_seq") or 0) > int(cursor):
-                    # No ORDER BY id: SQLite would walk the whole table in id order (seconds
-                    # at a million rows of vectors), not the small seq index; sorted below.
-                    all_rows = self._db.execute("SELECT id FROM images INDEXED BY images_seq")
-                    all_ids = np.sort(np.fromiter((r[0] for r in all_rows), dtype=np.int64))
-                changed = (
-                    self._db.execute("SELECT id, vector FROM images").fetchall()
-                    if cursor is None
-                    else self._db.execute(
+                # None after a cursor: no image removed since, the ids held and the rows are
+                # all there is; for everything (no cursor): the ids of the rows
+                all_ids: np.ndarray | None = None
+                if cursor is None:  # everything, in the table's own (id) order
+                    changed = self._db.execute(
+                        "SELECT id, vector FROM images ORDER BY id"
+                    ).fetchall()
+                else:
+                    # The seq index, not ORDER BY id, which would make SQLite walk the whole
+                    # table in id order (seconds at a million rows of vectors).
+                    changed = self._db.execute(
                         "SELECT id, vector FROM images INDEXED BY images_seq WHERE seq > ?",
                         (int(cursor),),
                     ).fetchall()
-                )
+                    changed.sort(key=lambda row: int(row[0]))
+                    if int(self.get_meta("removed_seq") or 0) > int(cursor):
+                        rows = self._db.execute("SELECT id FROM images INDEXED BY images_seq")
+                        all_ids = np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64))
             finally:
                 self._db.execute("COMMIT")
-        changed.sort(key=lambda row: int(row[0]))
         ids, vectors = _ids_and_vectors(changed)
+        if cursor is None:
+            all_ids = ids
         return VectorChanges(all_ids=all_ids, ids=ids, vectors=vectors, latest=latest)
 
     def lookup(self, path: str) -> tuple[int, np.ndarray] | None:
