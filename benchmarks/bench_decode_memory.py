@@ -27,8 +27,8 @@ FILES = {
 
 _DECODE = """
 import sys, time
-from lookalike.decode import DecodeError, load_image
-from lookalike.preprocess import to_pixels
+from lookalike.image.decode import DecodeError, load_image
+from lookalike.image.preprocess import to_pixels
 
 def hwm():
     with open("/proc/self/status") as status:

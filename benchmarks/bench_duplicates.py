@@ -4,8 +4,8 @@
 
 1. in memory: random unit vectors (float32, 0.51 GB at the defaults) with planted
    near-duplicates (pairs and triples at cosine ~0.95), then
-   :func:`lookalike.duplicates.find_duplicates` at the default threshold; wall time, and the
-   process's peak resident memory (VmHWM) before and after the search. Checks that exactly
+   :func:`lookalike.analysis.duplicates.find_duplicates` at the default threshold; wall time, and
+   the process's peak resident memory (VmHWM) before and after the search. Checks that exactly
    the planted groups come back.
 2. ``--cli``: the same vectors written to a collection file, then a fresh
    ``lookalike duplicates --json`` process on it: wall time and that process's VmHWM (this
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.duplicates import BLOCK_ELEMENTS, DEFAULT_THRESHOLD, find_duplicates
+from lookalike.analysis.duplicates import BLOCK_ELEMENTS, DEFAULT_THRESHOLD, find_duplicates
 
 
 def vm_hwm_mb() -> float:
@@ -71,7 +71,7 @@ def make_vectors(n: int, dim: int, planted: int, seed: int = 0) -> tuple[np.ndar
 
 def write_collection(db: Path, vectors: np.ndarray) -> None:
     from lookalike import Collection
-    from lookalike.store import EmbeddedImage
+    from lookalike.store.records import EmbeddedImage
 
     with Collection.open(db) as collection:
         for start in range(0, len(vectors), 5000):

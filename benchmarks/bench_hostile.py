@@ -33,8 +33,8 @@ from pathlib import Path
 
 from hostile_corpus import Entry, make_corpus
 
-from lookalike.indexer import IMAGE_EXTENSIONS
-from lookalike.store import Store
+from lookalike.image.files import IMAGE_EXTENSIONS
+from lookalike.store.sqlite import Store
 
 
 def fingerprint(folder: Path) -> dict[bytes, tuple[object, ...]]:
@@ -58,7 +58,7 @@ def fingerprint(folder: Path) -> dict[bytes, tuple[object, ...]]:
 
 
 def considered(entry: Entry) -> bool:
-    """What `lookalike index` should account for: the rule of indexer.walk_images."""
+    """What `lookalike index` should account for: the rule of image.files.walk_images."""
     parts = Path(entry.path).parts
     if any(part.startswith(".") for part in parts[1:]):
         return False

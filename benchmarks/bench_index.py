@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from lookalike import config
-from lookalike.decode import load_image
-from lookalike.indexer import walk_images
-from lookalike.models import Embedder, builtin_spec
+from lookalike.encode.models import Embedder, builtin_spec
+from lookalike.image.decode import load_image
+from lookalike.image.files import walk_images
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "caltech101"

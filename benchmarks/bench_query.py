@@ -36,9 +36,9 @@ import numpy as np
 from common import make_collection, query_jpeg, wall_query_jpeg
 
 from lookalike import Collection, config
-from lookalike.decode import load_image
-from lookalike.localization import find_object
-from lookalike.models import builtin_spec
+from lookalike.encode.models import builtin_spec
+from lookalike.image.decode import load_image
+from lookalike.image.localization import find_object
 
 T = TypeVar("T")
 

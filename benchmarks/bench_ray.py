@@ -64,7 +64,7 @@ def main() -> None:
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     ray_start_s = time.perf_counter() - started
     worker_cpu = _WorkerCpu()
-    runner_log = logging.getLogger("lookalike.ray_runner")
+    runner_log = logging.getLogger("lookalike.pipeline.ray_runner")
     runner_log.addHandler(worker_cpu)
     runner_log.setLevel(logging.INFO)
     times: dict[str, list[float]] = {"local": [], "ray": []}

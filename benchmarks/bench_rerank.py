@@ -8,7 +8,7 @@ whether an approximate index's candidate pool keeps the exact re-ranking's quali
     # quality: Caltech-101 features of benchmarks/feature_cache.py, one held-out fold
     .venv/bin/python benchmarks/bench_rerank.py quality /tmp/quality11/caltech-lite0.npz
 
-``cost`` prints, per size and index: the seconds :class:`lookalike.rerank.AugmentedVectors`
+``cost`` prints, per size and index: the seconds :class:`lookalike.search.rerank.AugmentedVectors`
 took to build (the neighbour pass: one batched search of the index; the exact index
 compares every pair, an approximate one does N searches), the memory it holds (N x d
 float32, beside the index), and the median per-query milliseconds of a plain and of a
@@ -16,7 +16,7 @@ re-ranked search (one query at a time, k=10), and for the exact index the second
 following a change of 10 added and 10 removed images (the next snapshot's vectors).
 ``quality`` compares precision@10 and the
 overlap of the top 10 of plain search, exact re-ranking (every augmented vector) and
-re-ranking of the HNSW index's candidate pool (:data:`lookalike.rerank.POOL`).
+re-ranking of the HNSW index's candidate pool (:data:`lookalike.search.rerank.POOL`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike import indexes, search
-from lookalike.models import normalize
-from lookalike.snapshot import SearchSnapshot
+from lookalike.encode.models import normalize
+from lookalike.index import registry as indexes
+from lookalike.search import engine as search
+from lookalike.search.snapshot import SearchSnapshot
 
 
 def snapshot_of(kind: str, vectors: np.ndarray) -> SearchSnapshot:
-    from lookalike.interfaces import IdentityCodec
+    from lookalike.index.base import IdentityCodec
 
     index = indexes.build_index(kind, np.arange(len(vectors), dtype=np.int64), vectors)
     return SearchSnapshot(index, IdentityCodec(), None, None, (), None)

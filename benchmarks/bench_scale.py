@@ -36,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike import Collection, parquet_io
-from lookalike.models import builtin_spec
+from lookalike import Collection
+from lookalike.encode.models import builtin_spec
+from lookalike.pipeline import parquet_io
 
 CALTECH = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "caltech101"
 
@@ -210,7 +211,7 @@ def build(args: argparse.Namespace) -> None:
 
 def reindex(args: argparse.Namespace) -> None:
     """(Re)build the collection's index as its settings now say (e.g. after changing kind)."""
-    from lookalike import persistent_index
+    from lookalike.index import persistent as persistent_index
 
     with Collection.open(args.db) as collection:
         if args.index:
@@ -233,8 +234,8 @@ def photo_files(folder: Path, count: int) -> list[Path]:
 
 
 def measure(args: argparse.Namespace) -> None:
-    from lookalike.ann_index import AnnIndex, SearchSettings
-    from lookalike.persistent_index import exact_search
+    from lookalike.index.ann import AnnIndex, SearchSettings
+    from lookalike.index.persistent import exact_search
 
     report: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "

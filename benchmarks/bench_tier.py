@@ -6,12 +6,12 @@ projection (LDA) on a labelled collection.
         --caltech ../shared/datasets/caltech101
 
 Decodes 64 Caltech-101 images once (at the side the tier decodes: 260), then describes them
-with each encoder (``lookalike.encoders.load_encoder``: Lite0, and the tier's
+with each encoder (``lookalike.encode.encoders.load_encoder``: Lite0, and the tier's
 CompositeEncoder running Lite0 at 224 and Lite2 at 260 on the same decoded images), in
 batches of 8 on one core (as each indexing run does, ``Collection.index_embedder``), the
 encoders alternating, 3 rounds; reports the median ms/image of each and the tier's ratio to
 Lite0 at the same precision. Model graphs are built (and int8 ones quantized) before the
-clock starts. Then fits lookalike.categories.fit_projection on 6,000 random unit vectors in
+clock starts. Then fits lookalike.search.categories.fit_projection on 6,000 random unit vectors in
 1,280 dimensions with 101 labels (the size of Caltech-101's train split), 3 times, median.
 """
 
@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from lookalike import config
-from lookalike.categories import fit_projection
-from lookalike.decode import load_image
-from lookalike.encoders import load_encoder
-from lookalike.interfaces import ImageEncoder
-from lookalike.models import Precision, builtin_spec, normalize
+from lookalike.encode.base import ImageEncoder
+from lookalike.encode.encoders import load_encoder
+from lookalike.encode.models import Precision, builtin_spec, normalize
+from lookalike.image.decode import load_image
+from lookalike.search.categories import fit_projection
 
 MODELS = ("lite0", "lite0+lite2")
 

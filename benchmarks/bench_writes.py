@@ -23,7 +23,7 @@ import numpy as np
 from common import make_collection, query_jpeg
 from PIL import Image
 
-from lookalike.decode import load_image
+from lookalike.image.decode import load_image
 from lookalike.service import ServiceSettings
 from lookalike.service.core import Service
 

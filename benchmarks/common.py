@@ -10,8 +10,8 @@ from PIL import Image
 
 import lookalike
 from lookalike import Collection
-from lookalike.models import ModelSpec, normalize
-from lookalike.store import EmbeddedImage
+from lookalike.encode.models import ModelSpec, normalize
+from lookalike.store.records import EmbeddedImage
 
 SAMPLE_QUERY = Path(lookalike.__file__).parent / "sample" / "queries" / "query_panda.jpg"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike import Collection
-from lookalike.evaluate import read_labels
+from lookalike.analysis.evaluate import read_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CALTECH = ROOT.parent / "shared" / "datasets" / "caltech101"

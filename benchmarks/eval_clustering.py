@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike import Collection
-from lookalike.clustering import NOISE, cluster_quality, cluster_vectors
+from lookalike.analysis.clustering import NOISE, cluster_quality, cluster_vectors
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "caltech101"
 BACKGROUND = "BACKGROUND_Google"

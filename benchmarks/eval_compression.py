@@ -21,8 +21,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from lookalike import compression
-from lookalike.evaluate import leave_one_out
+from lookalike.analysis.evaluate import leave_one_out
+from lookalike.index import pca as compression
 
 
 def quantized(vectors: np.ndarray, kind: str) -> np.ndarray:

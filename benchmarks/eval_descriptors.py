@@ -22,7 +22,7 @@ Benchmarks (see docs/EVALUATION.md):
 Descriptors: ``avg`` (global average, the default before issue 11), ``gem`` (GeM, p = 3),
 ``rmac``; ``+pca`` projects to 256 dimensions (fewer when the database is smaller) with a
 PCA fitted on the benchmark's database only; ``+rerank`` adds database-side augmentation
-and alpha query expansion (lookalike.rerank). Models ``lite0+lite2`` concatenate the two
+and alpha query expansion (lookalike.search.rerank). Models ``lite0+lite2`` concatenate the two
 models' vectors (each centred or PCA-projected when asked), each scaled by 1/sqrt(2);
 ``+centerall`` centres the concatenation as a whole instead (what ``--model lite0+lite2``
 stores and its default codec does).
@@ -39,9 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike import compression, rerank
-from lookalike.evaluate import average_precisions, leave_one_out, read_labels
-from lookalike.models import normalize
+from lookalike.analysis.evaluate import average_precisions, leave_one_out, read_labels
+from lookalike.encode.models import normalize
+from lookalike.index import pca as compression
+from lookalike.search import rerank
 
 DISTRACTOR = "BACKGROUND_Google"
 
@@ -203,7 +204,7 @@ def run_labels(
     """Category-aware search learned from labels, on held-out queries against a labelled
     database: plain search, category-first (the logistic classifier's partition, as
     ``--by-category`` did), the LDA projection, and both."""
-    from lookalike.categories import choose_categories, fit_classifier, fit_projection
+    from lookalike.search.categories import choose_categories, fit_classifier, fit_projection
 
     names = sorted(set(labels.values()))
     code = {n: i for i, n in enumerate(names)}

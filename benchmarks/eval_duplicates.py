@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from lookalike import Collection
-from lookalike.decode import load_image
-from lookalike.duplicates import DEFAULT_THRESHOLD, duplicate_pairs
-from lookalike.vector_index import ExactIndex
+from lookalike.analysis.duplicates import DEFAULT_THRESHOLD, duplicate_pairs
+from lookalike.image.decode import load_image
+from lookalike.index.exact import ExactIndex
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "caltech101"
 THRESHOLDS = (0.85, 0.88, 0.90, 0.92, 0.94, 0.95, 0.96)
@@ -118,7 +118,7 @@ def draw_pairs(
     """24 seeded random pairs per cosine band, side by side, for judging by eye."""
     from PIL import ImageDraw
 
-    from lookalike.plots import font, thumbnail
+    from lookalike.analysis.plots import font, thumbnail
 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from lookalike import Collection
-from lookalike.decode import load_image
-from lookalike.evaluate import EvalConfig, average_precisions
-from lookalike.models import Embedder
+from lookalike.analysis.evaluate import EvalConfig, average_precisions
+from lookalike.encode.models import Embedder
+from lookalike.image.decode import load_image
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

@@ -12,7 +12,7 @@ network runs once (at the model's input size, centre crop, as lookalike indexes)
 last feature map is pooled three ways, each L2-normalised:
 
 * ``avg``: global average pooling (lookalike's descriptor before issue 11);
-* ``gem``: generalized mean, p = 3 (:func:`lookalike.features.pool`);
+* ``gem``: generalized mean, p = 3 (:func:`lookalike.encode.features.pool`);
 * ``rmac``: regional maximum activations (Tolias et al., 2016), regions at 3 scales, each
   region max-pooled and L2-normalised, summed (no per-region whitening).
 
@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike.decode import DecodeError, load_image
-from lookalike.features import pool
-from lookalike.localization import crop_to, find_object
-from lookalike.models import CROP_MARGIN, Embedder, Precision, builtin_spec, normalize
+from lookalike.encode.features import pool
+from lookalike.encode.models import CROP_MARGIN, Embedder, Precision, builtin_spec, normalize
+from lookalike.image.decode import DecodeError, load_image
+from lookalike.image.localization import crop_to, find_object
 
 KINDS = ("avg", "gem", "rmac")
 
@@ -73,7 +73,7 @@ def load(path: Path) -> dict[str, np.ndarray]:
 def located(
     embedder: Embedder, images: list[Image.Image], method: str
 ) -> tuple[list[Image.Image], list[tuple[float, float, float, float] | None]]:
-    """The images cropped by query localization ``method`` (border: lookalike.localization;
+    """The images cropped by query localization ``method`` (border: lookalike.image.localization;
     crop: the activation-map crop of ``--localize crop``), and the boxes found."""
     if method == "border":
         boxes = [find_object(image) for image in images]

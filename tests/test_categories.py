@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from lookalike import Collection
-from lookalike.categories import CategoryModel, choose_categories, fit_classifier
+from lookalike.analysis.evaluate import read_labels
 from lookalike.cli import main
-from lookalike.compression import Pca, fit, is_stale
-from lookalike.evaluate import read_labels
-from lookalike.models import normalize
+from lookalike.encode.models import normalize
+from lookalike.index.pca import Pca, fit, is_stale
+from lookalike.search.categories import CategoryModel, choose_categories, fit_classifier
 
 
 def _blobs(n: int = 40, classes: int = 3, dim: int = 16) -> tuple[np.ndarray, list[str]]:

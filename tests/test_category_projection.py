@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from lookalike import Collection
-from lookalike.categories import CategoryProjection, fit_projection
-from lookalike.evaluate import read_labels
-from lookalike.models import normalize
+from lookalike.analysis.evaluate import read_labels
+from lookalike.encode.models import normalize
+from lookalike.search.categories import CategoryProjection, fit_projection
 
 
 def _labelled_blobs(n: int = 240, classes: int = 6, dim: int = 40) -> tuple[np.ndarray, list]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.checkpoint import CheckpointError, load_state_dict
-from lookalike.models import _checkpoint_path
+from lookalike.encode.checkpoint import CheckpointError, load_state_dict
+from lookalike.encode.models import _checkpoint_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -11,17 +11,17 @@ import pytest
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.cli import main
-from lookalike.clustering import (
+from lookalike.analysis.clustering import (
     NOISE,
     cluster_images,
     cluster_quality,
     cluster_vectors,
     relabel_by_size,
 )
-from lookalike.evaluate import read_labels
-from lookalike.models import normalize
-from lookalike.plots import write_contact_sheets
+from lookalike.analysis.evaluate import read_labels
+from lookalike.analysis.plots import write_contact_sheets
+from lookalike.cli import main
+from lookalike.encode.models import normalize
 from tests.conftest import SAMPLE
 
 
@@ -48,9 +48,9 @@ def test_kmeans_recovers_separated_blobs(pca_dims: int) -> None:
 
 
 def test_large_collections_use_mini_batch_kmeans(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lookalike.clustering
+    import lookalike.analysis.clustering
 
-    monkeypatch.setattr(lookalike.clustering, "MINIBATCH_ABOVE", 10)
+    monkeypatch.setattr(lookalike.analysis.clustering, "MINIBATCH_ABOVE", 10)
     vectors, truth = blobs([40, 30, 20], dim=32)
     labels = cluster_vectors(vectors, k=3)
     assert cluster_quality(labels, truth.astype(str)).nmi == pytest.approx(1.0)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike import Collection, compression, config
-from lookalike.models import normalize
-from lookalike.store import EmbeddedImage
+from lookalike import Collection, config
+from lookalike.encode.models import normalize
+from lookalike.index import pca as compression
+from lookalike.store.records import EmbeddedImage
 
 
 def _add(collection: Collection, start: int, count: int, rng: np.random.Generator) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.evaluate import read_labels
+from lookalike.analysis.evaluate import read_labels
 from lookalike.service import ServiceSettings, create_app
 from tests.conftest import SAMPLE
 from tests.live_server import live_server

@@ -1,4 +1,4 @@
-"""Tests for lookalike.decode: every image is made in tmp_path by the test itself."""
+"""Tests for lookalike.image.decode: every image is made in tmp_path by the test itself."""
 
 from __future__ import annotations
 
@@ -18,8 +18,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from lookalike import config, decode
-from lookalike.decode import FULL_SIZE, SUPPORTED_FORMATS, DecodeError, decode_cost, load_image
+from lookalike import config
+from lookalike.image import decode
+from lookalike.image.decode import (
+    FULL_SIZE,
+    SUPPORTED_FORMATS,
+    DecodeError,
+    decode_cost,
+    load_image,
+)
 
 RED = (220, 20, 30)
 GREEN = (20, 200, 40)

@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.cli import main
-from lookalike.duplicates import (
+from lookalike.analysis.duplicates import (
     DEFAULT_THRESHOLD,
     DuplicateGroup,
     duplicate_pairs,
@@ -22,8 +21,9 @@ from lookalike.duplicates import (
     group_pairs,
     with_records,
 )
-from lookalike.models import normalize
-from lookalike.store import ImageRecord
+from lookalike.cli import main
+from lookalike.encode.models import normalize
+from lookalike.store.records import ImageRecord
 from tests.conftest import SAMPLE
 
 
@@ -206,7 +206,7 @@ def test_large_collections_find_duplicates_from_index_neighbours(
     are those of the all-pairs search on the same vectors."""
     from lookalike import config
     from lookalike.collection import Collection
-    from lookalike.store import EmbeddedImage
+    from lookalike.store.records import EmbeddedImage
 
     monkeypatch.setattr(config, "ANN_MIN_IMAGES", 1000)
     rng = np.random.default_rng(5)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.checkpoint import load_state_dict
-from lookalike.efficientnet_lite import VARIANTS, block_specs, build_onnx
-from lookalike.models import Embedder, _checkpoint_path, builtin_spec
+from lookalike.encode.checkpoint import load_state_dict
+from lookalike.encode.efficientnet_lite import VARIANTS, block_specs, build_onnx
+from lookalike.encode.models import Embedder, _checkpoint_path, builtin_spec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

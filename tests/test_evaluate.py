@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.evaluate import average_precisions, leave_one_out, read_labels
+from lookalike.analysis.evaluate import average_precisions, leave_one_out, read_labels
 
 
 def test_average_precision_by_hand() -> None:
@@ -48,7 +48,7 @@ def test_read_labels_from_csv_and_folders(tmp_path: Path) -> None:
 
 
 def test_eval_config_parse() -> None:
-    from lookalike.evaluate import EvalConfig
+    from lookalike.analysis.evaluate import EvalConfig
 
     config = EvalConfig.parse(
         "model=lite2,pool=gem,loc=mask,scales=160+320,pca=64,whiten=1,qe=2,bycat=1"
@@ -60,7 +60,7 @@ def test_eval_config_parse() -> None:
 
 
 def test_compare_configurations_and_plot(photos: Path, tmp_path: Path) -> None:
-    from lookalike.evaluate import EvalConfig, compare, plot_precision_recall
+    from lookalike.analysis.evaluate import EvalConfig, compare, plot_precision_recall
 
     configs = [
         EvalConfig.parse(t) for t in ("model=lite0", "model=lite0,pca=8", "model=lite0,bycat=1")

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.features import cell_masks, mask_boxes, object_masks, pool
-from lookalike.models import Embedder, builtin_spec, normalize
+from lookalike.encode.features import cell_masks, mask_boxes, object_masks, pool
+from lookalike.encode.models import Embedder, builtin_spec, normalize
 
 
 def test_gem_is_at_least_the_average() -> None:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from lookalike import Collection
 from lookalike.cli import main
-from lookalike.models import Embedder
+from lookalike.encode.models import Embedder
 from tests.conftest import make_image
 
 BAD_NAME = b"bad\xff.jpg"  # Latin-1 "bad\xff", not UTF-8
@@ -145,7 +145,7 @@ def test_a_permission_fault_is_not_remembered(
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    from lookalike import decode
+    from lookalike.image import decode
 
     monkeypatch.setattr(decode, "open", denied, raising=False)
     with Collection.open(tmp_path / "c.db") as collection:

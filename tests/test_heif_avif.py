@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.decode import load_image
+from lookalike.image.decode import load_image
 from lookalike.service import ServiceSettings, create_app
 from tests.conftest import SAMPLE
 

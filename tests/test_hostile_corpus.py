@@ -14,7 +14,7 @@ import pytest
 from benchmarks.hostile_corpus import make_corpus
 from lookalike import Collection
 from lookalike.cli import main
-from lookalike.indexer import IMAGE_EXTENSIONS
+from lookalike.image.files import IMAGE_EXTENSIONS
 
 
 def _fingerprint(folder: Path) -> dict[bytes, tuple[object, ...]]:

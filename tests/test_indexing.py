@@ -101,7 +101,7 @@ def test_other_model_on_existing_collection_is_refused(tmp_path: Path) -> None:
 
 _SLOW_INDEX = """
 import sys, time
-import lookalike.indexer as indexer
+import lookalike.pipeline.indexer as indexer
 original = indexer._decode_one
 def slow(embedder, candidate):
     time.sleep(0.03)

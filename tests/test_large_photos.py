@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.indexer import Candidate, _decode_one
-from lookalike.models import Embedder, builtin_spec
-from lookalike.preprocess import shrink
+from lookalike.encode.models import Embedder, builtin_spec
+from lookalike.image.files import Candidate
+from lookalike.image.preprocess import shrink
+from lookalike.pipeline.indexer import _decode_one
 from tests.conftest import SAMPLE
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lookalike import Collection
-from lookalike.localization import find_object, fuse
+from lookalike.image.localization import find_object, fuse
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

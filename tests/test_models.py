@@ -11,8 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.models import Embedder, ModelError, ModelSpec, builtin_spec, onnx_spec
-from lookalike.preprocess import fit_square, normalize_batch
+from lookalike.encode.models import Embedder, ModelError, ModelSpec, builtin_spec, onnx_spec
+from lookalike.image.preprocess import fit_square, normalize_batch
 from tests.conftest import make_image
 
 
@@ -105,7 +105,7 @@ def test_normalize_batch() -> None:
 def test_graph_is_built_once_into_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lookalike import models
+    from lookalike.encode import models
 
     monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
     first = models.builtin_graph_path("efficientnet-lite0")

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lookalike import parquet_io
 from lookalike.cli import main
 from lookalike.collection import Collection
-from lookalike.models import builtin_spec
+from lookalike.encode.models import builtin_spec
+from lookalike.pipeline import parquet_io
 from tests.conftest import make_image
 
 

@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike import ann_index, config, fitting, persistent_index
-from lookalike.ann_index import AnnIndex
+from lookalike import config
 from lookalike.cli import main
 from lookalike.collection import Collection
-from lookalike.persistent_index import FollowedIndex, Target
-from lookalike.store import EmbeddedImage
+from lookalike.index import ann as ann_index
+from lookalike.index import persistent as persistent_index
+from lookalike.index.ann import AnnIndex
+from lookalike.index.persistent import FollowedIndex, Target
+from lookalike.search import fitting
+from lookalike.store.records import EmbeddedImage
 
 CENTRES = 12
 

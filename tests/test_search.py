@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.models import normalize
-from lookalike.vector_index import ExactIndex
+from lookalike.encode.models import normalize
+from lookalike.index.exact import ExactIndex
 
 
 def test_exact_index_matches_brute_force() -> None:
@@ -119,7 +119,7 @@ def test_changed_indexed_file_is_embedded_afresh(indexed: Collection, photos: Pa
 def test_index_follows_changes_incrementally(tmp_path: Path) -> None:
     """After adds, re-embeds and removals, the live index equals one built from scratch,
     and it was brought up to date by reading only the rows written since the last load."""
-    from lookalike.store import EmbeddedImage
+    from lookalike.store.records import EmbeddedImage
 
     rng = np.random.default_rng(0)
 
@@ -197,7 +197,7 @@ def test_an_unlabelled_upload_keeps_the_classifier_and_the_index_follows(
 ) -> None:
     """Failure 2: every upload changed the classifier's key, so every search after it
     reloaded every vector and rebuilt the category partition."""
-    from lookalike.evaluate import read_labels
+    from lookalike.analysis.evaluate import read_labels
     from tests.conftest import make_image
 
     with Collection.open(tmp_path / "c.db") as collection:

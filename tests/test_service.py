@@ -19,7 +19,7 @@ from PIL import Image
 
 from lookalike import Collection
 from lookalike.cli import main
-from lookalike.models import builtin_spec
+from lookalike.encode.models import builtin_spec
 from lookalike.service import (
     Job,
     Jobs,

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.saliency import model_path as saliency_model_path
+from lookalike.encode.saliency import model_path as saliency_model_path
 from lookalike.service import ServiceSettings, create_app
 from tests.conftest import SAMPLE, make_image
 from tests.live_server import live_server
@@ -353,7 +353,7 @@ def test_an_upload_is_stored_as_indexing_its_file_would_store_it(
 ) -> None:
     """Uploads are embedded on the request thread and only written on the writer: the row
     must be the one indexing the stored file gives (an index run finds it unchanged)."""
-    from lookalike.decode import load_image
+    from lookalike.image.decode import load_image
 
     data = noise_jpeg(11, size=(300, 200))
     (result,) = client.post("/collections/c/images", files={"files": ("a.jpg", data)}).json()[

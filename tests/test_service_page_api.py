@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.region import crop, parse_box
+from lookalike.image.region import crop, parse_box
 from lookalike.service import ServiceSettings, create_app
 from tests.conftest import SAMPLE
 

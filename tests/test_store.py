@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike import store as store_module
-from lookalike.store import SCHEMA_VERSION, EmbeddedImage, SkippedFile, Store, StoreError
+from lookalike.store import sqlite as store_module
+from lookalike.store.records import EmbeddedImage, SkippedFile, StoreError
+from lookalike.store.sqlite import SCHEMA_VERSION, Store
 
 
 def _image(path: str, value: float) -> EmbeddedImage:

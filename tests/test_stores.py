@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.store import EmbeddedImage, SkippedFile, Store
-from lookalike.stores import open_store
+from lookalike.store.records import EmbeddedImage, SkippedFile
+from lookalike.store.registry import open_store
+from lookalike.store.sqlite import Store
 
 #: The vectors_since cursor that reads everything.
 EVERYTHING = None

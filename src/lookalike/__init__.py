@@ -1,19 +1,19 @@
 """lookalike: search a folder of images by image, offline and fast.
 
-The pipeline, one module per stage: :mod:`~lookalike.decode` (files -> images),
-:mod:`~lookalike.preprocess` and :mod:`~lookalike.models` (images -> vectors),
-:mod:`~lookalike.indexer` (folders -> store, incrementally), :mod:`~lookalike.store`
-(SQLite), :mod:`~lookalike.snapshot`, :mod:`~lookalike.vector_index` and
-:mod:`~lookalike.search` (query -> encoder -> codec -> index -> records),
-:mod:`~lookalike.evaluate` (retrieval quality), :mod:`~lookalike.cli` and
+The pipeline, one module per stage: :mod:`~lookalike.image.decode` (files -> images),
+:mod:`~lookalike.image.preprocess` and :mod:`~lookalike.encode.models` (images -> vectors),
+:mod:`~lookalike.pipeline.indexer` (folders -> store, incrementally), :mod:`~lookalike.store.sqlite`
+(SQLite), :mod:`~lookalike.search.snapshot`, :mod:`~lookalike.index.exact` and
+:mod:`~lookalike.search.engine` (query -> encoder -> codec -> index -> records),
+:mod:`~lookalike.analysis.evaluate` (retrieval quality), :mod:`~lookalike.cli` and
 :mod:`~lookalike.service`. The replaceable parts (encoder, codec, index, store) are the
 protocols of :mod:`~lookalike.interfaces`.
 """
 
 from lookalike.collection import Collection
-from lookalike.decode import DecodeError
-from lookalike.indexer import IndexReport
-from lookalike.search import SearchResult
+from lookalike.image.decode import DecodeError
+from lookalike.pipeline.indexer import IndexReport
+from lookalike.search.engine import SearchResult
 
 __all__ = ["Collection", "DecodeError", "IndexReport", "SearchResult"]
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lookalike import __version__, config
-from lookalike.paths import one_line, printable
+from lookalike.image.files import one_line, printable
 
 log = logging.getLogger("lookalike")
 
@@ -64,7 +64,7 @@ def _floats3(text: str) -> tuple[float, float, float]:
 
 def _db(text: str) -> Path | str:
     """A collection file's path, or a store URL such as postgresql://... (kept as it is)."""
-    from lookalike.stores import is_url
+    from lookalike.store.registry import is_url
 
     return text if is_url(text) else Path(text)
 
@@ -152,7 +152,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _model_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from lookalike.models import builtin_spec, onnx_spec
+    from lookalike.encode.models import builtin_spec, onnx_spec
 
     options = (args.pooling, args.scales, args.localize, args.precision, args.calibration)
     if args.model is None and options == (None,) * len(options):
@@ -182,8 +182,8 @@ def _open(args: argparse.Namespace, *, with_model: bool = False, create: bool = 
 
 
 def _index(args: argparse.Namespace) -> int:
-    from lookalike.evaluate import read_labels
-    from lookalike.paths import existing_paths
+    from lookalike.analysis.evaluate import read_labels
+    from lookalike.image.files import existing_paths
 
     existing_paths(args.paths)  # a typo'd folder stops here, before a collection is created
     with _open(args, with_model=True, create=True) as collection:
@@ -249,8 +249,8 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
 
 
 def _search(args: argparse.Namespace) -> int:
-    from lookalike.decode import DecodeError
-    from lookalike.rerank import MIN_IMAGES as MIN_RERANK_IMAGES
+    from lookalike.image.decode import DecodeError
+    from lookalike.search.rerank import MIN_IMAGES as MIN_RERANK_IMAGES
 
     status = 0
     with _open(args) as collection:
@@ -332,7 +332,7 @@ def _print_hits(results) -> None:  # type: ignore[no-untyped-def]
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from lookalike.decode import DecodeError
+    from lookalike.image.decode import DecodeError
 
     status = 0
     with _open(args) as collection:
@@ -361,7 +361,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from lookalike.evaluate import EvalConfig, compare, plot_precision_recall, read_labels
+    from lookalike.analysis.evaluate import EvalConfig, compare, plot_precision_recall, read_labels
     from lookalike.extras import require
 
     if args.plot:
@@ -418,7 +418,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _eval_instances(args: argparse.Namespace, root: Path) -> int:
     """``eval --queries``: each query photo must find its source image (instance top-1/mAP)."""
-    from lookalike.evaluate import (
+    from lookalike.analysis.evaluate import (
         EvalConfig,
         compare_instances,
         database_paths,
@@ -460,8 +460,8 @@ def _embed(args: argparse.Namespace) -> int:
     """Embed images into a Parquet file (path, vector), no collection involved."""
     from tqdm import tqdm
 
-    from lookalike import parquet_io
-    from lookalike.models import builtin_spec
+    from lookalike.encode.models import builtin_spec
+    from lookalike.pipeline import parquet_io
 
     spec = _model_spec(args) or builtin_spec(config.DEFAULT_MODEL)
     with tqdm(unit="img", desc="embedding", disable=not sys.stderr.isatty()) as bar:
@@ -490,8 +490,8 @@ def _import(args: argparse.Namespace) -> int:
     """Add the vectors of Parquet files (lookalike embed, or other machines) to a collection."""
     from tqdm import tqdm
 
-    from lookalike import parquet_io
     from lookalike.collection import Collection
+    from lookalike.pipeline import parquet_io
 
     spec = parquet_io.read_spec(args.files[0])
     with Collection.open(args.db, model=spec) as collection:
@@ -621,7 +621,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _plot_query(out: Path, number: int, query: str, results) -> None:  # type: ignore[no-untyped-def]
-    from lookalike.plots import numbered_path, plot_results
+    from lookalike.analysis.plots import numbered_path, plot_results
 
     path = plot_results(
         query, results, numbered_path(out, number), title=f"{query}: top {len(results)}"
@@ -644,7 +644,7 @@ def _cluster(args: argparse.Namespace) -> int:
         report = collection.cluster(args.k, auto=args.auto, min_cluster_size=args.min_cluster_size)
         sheets = []
         if args.sheets is not None:
-            from lookalike.plots import write_contact_sheets
+            from lookalike.analysis.plots import write_contact_sheets
 
             sheets = write_contact_sheets(collection, args.sheets, per_cluster=args.per_cluster)
     if args.json:
@@ -931,8 +931,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_serve)
 
-    from lookalike.clustering import MIN_CLUSTER_SIZE
-    from lookalike.duplicates import DEFAULT_THRESHOLD
+    from lookalike.analysis.clustering import MIN_CLUSTER_SIZE
+    from lookalike.analysis.duplicates import DEFAULT_THRESHOLD
 
     p = command("cluster", help="group the collection; store each image's cluster")
     how = p.add_mutually_exclusive_group(required=True)

@@ -6,11 +6,12 @@
 ...     for hit in photos.search("query.jpg", k=5):
 ...         print(hit.score, hit.path)
 
-A thin front of the parts: a :class:`~lookalike.interfaces.MetadataStore` (opened from a
-``--db`` string by :mod:`lookalike.stores`), encoders (:mod:`lookalike.encoders`), a writer
-thread through which every change goes (:mod:`lookalike.writer`), the models fitted on the
-collection (:mod:`lookalike.fitting`), search snapshots (:mod:`lookalike.snapshot`) and the
-one search path (:mod:`lookalike.search`). Safe to share between threads.
+A thin front of the parts: a :class:`~lookalike.store.base.MetadataStore` (opened from a
+``--db`` string by :mod:`lookalike.store.registry`), encoders
+(:mod:`lookalike.encode.encoders`), a writer thread through which every change goes
+(:mod:`lookalike.pipeline.writer`), the models fitted on the collection
+(:mod:`lookalike.search.fitting`), search snapshots (:mod:`lookalike.search.snapshot`) and the
+one search path (:mod:`lookalike.search.engine`). Safe to share between threads.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from typing import Any, TypeVar, cast
 import numpy as np
 from PIL import Image
 
-from lookalike import clustering, config, duplicates, fitting, indexer, persistent_index, search
-from lookalike.categories import CategoryModel, CategoryProjection
-from lookalike.compression import Pca
-from lookalike.encoders import EncoderPool
+from lookalike import config
+from lookalike.analysis import clustering, duplicates
+from lookalike.encode.base import ImageEncoder
+from lookalike.encode.encoders import EncoderPool
+from lookalike.encode.features import Localize
+from lookalike.encode.models import DESCRIPTOR_VERSION, Embedder, ModelSpec, builtin_spec
 from lookalike.errors import (
     EmptyCollectionError,
     InvalidInput,
@@ -41,17 +44,22 @@ from lookalike.errors import (
     NotInCollectionError,
     Unavailable,
 )
-from lookalike.features import Localize
-from lookalike.indexer import IndexReport, Plan
-from lookalike.interfaces import ImageEncoder, MetadataStore, VectorIndex
-from lookalike.models import DESCRIPTOR_VERSION, Embedder, ModelSpec, builtin_spec
-from lookalike.paths import existing_paths, expand_paths
-from lookalike.persistent_index import StoreScan
-from lookalike.search import Query, QueryOutcome, SearchResult
-from lookalike.snapshot import SearchSnapshot, SnapshotCache
-from lookalike.store import Store
-from lookalike.stores import is_url, open_store
-from lookalike.writer import Writer
+from lookalike.image.files import candidates_for, existing_paths, expand_paths
+from lookalike.index import persistent as persistent_index
+from lookalike.index.base import VectorIndex
+from lookalike.index.pca import Pca
+from lookalike.index.persistent import StoreScan
+from lookalike.pipeline import indexer
+from lookalike.pipeline.indexer import IndexReport, Plan
+from lookalike.pipeline.writer import Writer
+from lookalike.search import engine as search
+from lookalike.search import fitting
+from lookalike.search.categories import CategoryModel, CategoryProjection
+from lookalike.search.engine import Query, QueryOutcome, SearchResult
+from lookalike.search.snapshot import SearchSnapshot, SnapshotCache
+from lookalike.store.base import MetadataStore
+from lookalike.store.registry import is_url, open_store
+from lookalike.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +99,7 @@ class Collection:
         create: bool = True,
     ) -> Collection:
         """Open or create the collection at ``path`` (default: :func:`config.default_db`):
-        a SQLite file, or a store URL (see :mod:`lookalike.stores`).
+        a SQLite file, or a store URL (see :mod:`lookalike.store.registry`).
 
         With ``create=False`` a missing collection raises
         :class:`~lookalike.errors.NoCollectionError` and nothing is created on disk.
@@ -161,7 +169,7 @@ class Collection:
         """The query model; ``localize`` other than the collection's localizes the queries
         only (the collection's vectors stay as they are: same model, same pooling).
         ``border`` describes the whole photo here; the object's view is added by
-        :func:`lookalike.search.describe_queries`."""
+        :func:`lookalike.search.engine.describe_queries`."""
         if localize is None or localize in (self.spec.localize, "border"):
             return self.embedder
         return self.encoders.get(self.spec.with_options(localize=localize))
@@ -188,7 +196,7 @@ class Collection:
         :class:`~lookalike.errors.MissingPathError` (a ``FileNotFoundError``) naming it.
         """
         left_out: Counter[str] = Counter()
-        candidates, folders = indexer.candidates_for(
+        candidates, folders = candidates_for(
             existing_paths(paths), all_files=all_files, left_out=left_out
         )
         work = indexer.plan(cast(Store, self.store), candidates, folders)
@@ -208,7 +216,7 @@ class Collection:
         changed ones re-embedded, and files gone from a given folder are removed.
 
         ``ray``: decode and embed on the Ray cluster at that address ("": a local Ray), see
-        :mod:`lookalike.ray_runner`; None: on this machine's cores.
+        :mod:`lookalike.pipeline.ray_runner`; None: on this machine's cores.
 
         Decoding and the model run on this thread (and the indexer's workers); each batch's
         write goes through the writer."""
@@ -289,7 +297,7 @@ class Collection:
         self.write(change)
 
     def refresh_models(self) -> None:
-        """Refit what the collection's changes made stale (see :mod:`lookalike.fitting`)."""
+        """Refit what the collection's changes made stale (see :mod:`lookalike.search.fitting`)."""
         self.write(lambda: fitting.refresh(self.store))
 
     # --- the search index: exact, or approximate for large collections ---------------------
@@ -368,7 +376,7 @@ class Collection:
     def describe(
         self, queries: Sequence[Query], *, localize: Localize | None = None
     ) -> search.DescribedQueries:
-        """Raw vectors of the queries (see :func:`lookalike.search.describe_queries`); ``~``
+        """Raw vectors of the queries (see :func:`lookalike.search.engine.describe_queries`); ``~``
         in a path is expanded."""
         queries = [expand_paths([q])[0] if isinstance(q, str | os.PathLike) else q for q in queries]
         localize = self.query_localization(localize)
@@ -404,8 +412,8 @@ class Collection:
         :meth:`search_detailed`); ``expand`` > 0 turns on query expansion: the query is
         averaged with its top ``expand`` results and searched again. ``rerank`` re-ranks
         by database-side augmentation and alpha query expansion: for collections of
-        categories, not for finding one exact item (:mod:`lookalike.rerank`).
-        Raises :class:`lookalike.decode.DecodeError` if a query is not a usable image.
+        categories, not for finding one exact item (:mod:`lookalike.search.rerank`).
+        Raises :class:`lookalike.image.decode.DecodeError` if a query is not a usable image.
         ``localize`` ("mask" or "crop") finds the object in each query photo before describing
         it, whatever the collection does: for photos of an object in a scene searched against
         clean catalogue images (see docs/EVALUATION.md).
@@ -676,9 +684,9 @@ class _WritesThroughWriter:
 
 
 def _ray_runner():  # type: ignore[no-untyped-def]
-    """lookalike.ray_runner, or a clear error naming the extra it needs."""
+    """lookalike.pipeline.ray_runner, or a clear error naming the extra it needs."""
     try:
-        from lookalike import ray_runner
+        from lookalike.pipeline import ray_runner
     except ImportError as exc:
         raise Unavailable(
             f"--ray needs the ray extra: pip install 'lookalike[ray]' ({exc})"

@@ -93,7 +93,7 @@ CATEGORY_COVERAGE = 0.8
 MAX_CATEGORIES = 3
 #: Query localization when none is asked for (on a collection indexed without one): "border"
 #: also searches with the object cut from the photo when its background is plain
-#: (lookalike.localization), each result at its better score. Clean photos measured
+#: (lookalike.image.localization), each result at its better score. Clean photos measured
 #: unchanged; photos of pictures on walls and objects in scenes improved (EVALUATION.md).
 QUERY_LOCALIZE: Literal["none", "border"] = "border"
 #: PCA dimensions of a compressed index (`index --pca` without a number).

@@ -24,7 +24,7 @@ class Description:
 
 @dataclass(frozen=True)
 class IndexCapabilities:
-    """What a :class:`lookalike.interfaces.VectorIndex` can do, so that callers can choose.
+    """What a :class:`lookalike.index.base.VectorIndex` can do, so that callers can choose.
 
     ``exact``: results are the true top-k (False for an approximate index).
     ``filter``: ``search(filter=...)`` is honoured inside the index (else the caller must

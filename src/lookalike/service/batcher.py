@@ -2,7 +2,7 @@
 
 ``workers`` threads each take every query waiting (up to ``max_batch``), run the model on them
 with one core, and search each collection once for all of that batch's queries, through the
-library's one search path (:func:`lookalike.search.search`) on the collection's current
+library's one search path (:func:`lookalike.search.engine.search`) on the collection's current
 snapshot. Nothing waits for a batch to fill: a lone query runs at once, and queries arriving
 while the workers are busy are batched together. Letting ONNX Runtime, or BLAS for the top-k,
 spread each query over every core instead makes concurrent queries fight for the same cores;
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from lookalike import search
 from lookalike.collection import Collection
-from lookalike.interfaces import ImageEncoder
-from lookalike.models import ModelSpec
-from lookalike.search import SearchResult
+from lookalike.encode.base import ImageEncoder
+from lookalike.encode.models import ModelSpec
+from lookalike.search import engine as search
+from lookalike.search.engine import SearchResult
 
 log = logging.getLogger(__name__)
 

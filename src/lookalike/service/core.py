@@ -22,14 +22,15 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from lookalike import config, fitting
+from lookalike import config
 from lookalike.collection import Collection
-from lookalike.decode import DecodeError, load_image
-from lookalike.encoders import EncoderPool
+from lookalike.encode.encoders import EncoderPool
+from lookalike.encode.features import Localize
+from lookalike.encode.models import ModelSpec, builtin_models, builtin_name, builtin_spec
 from lookalike.errors import Conflict, Forbidden, InvalidInput, NotFound
-from lookalike.features import Localize
-from lookalike.models import ModelSpec, builtin_models, builtin_name, builtin_spec
-from lookalike.search import QueryOutcome, SearchResult
+from lookalike.image.decode import DecodeError, load_image
+from lookalike.search import fitting
+from lookalike.search.engine import QueryOutcome, SearchResult
 from lookalike.service.batcher import QueryBatcher
 from lookalike.service.errors import BadUpload
 from lookalike.service.files import (
@@ -45,7 +46,7 @@ from lookalike.service.metrics import Metrics
 from lookalike.service.registry import Collections
 from lookalike.service.schemas import CollectionInfo, Hit, UploadOutcome, UploadReport
 from lookalike.service.settings import ServiceSettings
-from lookalike.store import EmbeddedImage
+from lookalike.store.records import EmbeddedImage
 from lookalike.types import Box
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Domain errors -> HTTP, in one place. Library and service code raise
-:mod:`lookalike.errors` (and :class:`~lookalike.decode.DecodeError`); only this module knows
+:mod:`lookalike.errors` (and :class:`~lookalike.image.decode.DecodeError`); only this module knows
 status codes. Every error body is ``{"detail": "<one string>"}`` (the ``Problem`` schema),
 request validation errors included.
 """
@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lookalike import errors
-from lookalike.decode import DecodeError
+from lookalike.image.decode import DecodeError
 from lookalike.service.files import DISK_ERRNOS
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from lookalike.decode import SUPPORTED_FORMATS, load_image
 from lookalike.errors import NotFound, StorageError
+from lookalike.image.decode import SUPPORTED_FORMATS, load_image
 
 #: Suffix and media type of stored and served files, by decoded format.
 SUFFIXES = {

@@ -19,11 +19,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from lookalike.collection import Collection
-from lookalike.encoders import EncoderPool
+from lookalike.encode.encoders import EncoderPool
+from lookalike.encode.models import ModelSpec
 from lookalike.errors import AlreadyExists, Forbidden, NotFound
-from lookalike.models import ModelSpec
 from lookalike.service.settings import NAME_PATTERN, NAME_RE
-from lookalike.stores import is_url
+from lookalike.store.registry import is_url
 
 log = logging.getLogger(__name__)
 

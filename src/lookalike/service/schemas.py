@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from lookalike.config import WEAK_MATCH
-from lookalike.models import builtin_models
+from lookalike.encode.models import builtin_models
 from lookalike.service.settings import NAME_PATTERN
 
 

@@ -9,7 +9,7 @@ from fastapi import Path as PathParam
 from fastapi.security import HTTPBearer
 
 from lookalike.errors import InvalidInput
-from lookalike.region import parse_box
+from lookalike.image.region import parse_box
 from lookalike.service.core import Service
 from lookalike.service.errors import TooLarge
 from lookalike.service.schemas import Problem

@@ -10,8 +10,8 @@ from fastapi import APIRouter, File, Header, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
-from lookalike.decode import DecodeError
 from lookalike.errors import NotFound
+from lookalike.image.decode import DecodeError
 from lookalike.service.errors import TooLarge
 from lookalike.service.files import MEDIA_TYPES, sniff_format
 from lookalike.service.routes.common import ERRORS, WRITE, ImageId, Name, ServiceDep, read_upload

@@ -10,10 +10,10 @@ from fastapi import APIRouter, File, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from lookalike import config
-from lookalike.decode import DecodeError, load_image
 from lookalike.errors import Conflict, NotFound
-from lookalike.region import crop
-from lookalike.search import QueryOutcome
+from lookalike.image.decode import DecodeError, load_image
+from lookalike.image.region import crop
+from lookalike.search.engine import QueryOutcome
 from lookalike.service.routes.common import (
     ERRORS,
     ByCategory,

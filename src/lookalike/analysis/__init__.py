@@ -1,0 +1,1 @@
+"""Beside the flow: clustering, near-duplicates, the quality protocol and plots."""

@@ -1,0 +1,312 @@
+"""Near-duplicate groups: a blocked range self-join over unit vectors, then connected pieces.
+
+Large collections (those searched with an approximate index) use the index's neighbours
+instead: :func:`find_duplicates_by_neighbours`.
+
+Every image is compared with every later image by matrix products over blocks of rows, and
+only the pairs at or above the cosine ``threshold`` are kept. A block holds at most
+``block_elements`` scores (64 MiB of float32 by default), so memory is the vectors plus one
+block, never an N x N matrix: 100,000 x 1280 vectors take about 0.7 GB in all
+(BENCHMARKS.md). Each image keeps at most ``max_neighbours`` pairs, its best, which bounds the
+pair list when thousands of copies of one picture make every pair a duplicate; groups stay
+connected through those kept pairs. Groups are the connected components of the kept pairs.
+
+Default threshold: :data:`DEFAULT_THRESHOLD`, chosen on Caltech-101 with re-encoded, resized,
+cropped and brightened copies (docs/EVALUATION.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from lookalike import config
+from lookalike.index.base import VectorIndex
+from lookalike.store.records import ImageRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = config.DUPLICATE_THRESHOLD
+#: Pairs kept per image at most (its best ones).
+MAX_NEIGHBOURS = 10
+#: HNSW candidate list when the index looks for near-duplicates (see _neighbour_search).
+DUPLICATE_EF_SEARCH = 32
+#: Scores held at once: 16 Mi float32 = 64 MiB, plus a 16 MiB mask.
+BLOCK_ELEMENTS = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Images that are near-duplicates of each other.
+
+    ``scores[i]`` is image ``ids[i]``'s best cosine with another member; ``min_score`` is the
+    weakest pair that holds the group together, ``max_score`` the strongest. ``paths`` (and the
+    order of members) are filled in by :meth:`lookalike.Collection.duplicates`.
+    """
+
+    ids: tuple[int, ...]
+    scores: tuple[float, ...]
+    min_score: float
+    max_score: float
+    paths: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def as_dict(self) -> dict[str, object]:
+        images = [
+            {"id": i, "score": round(s, 6), **({"path": self.paths[n]} if self.paths else {})}
+            for n, (i, s) in enumerate(zip(self.ids, self.scores, strict=True))
+        ]
+        return {
+            "size": len(self.ids),
+            "min_score": round(self.min_score, 6),
+            "max_score": round(self.max_score, 6),
+            "images": images,
+        }
+
+
+def duplicate_pairs(
+    vectors: np.ndarray,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_neighbours: int = MAX_NEIGHBOURS,
+    block_elements: int = BLOCK_ELEMENTS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row pairs (i < j) with cosine >= ``threshold``: arrays ``first``, ``second``, ``score``.
+
+    At most ``max_neighbours`` pairs per first row, its best.
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = len(vectors)
+    firsts: list[np.ndarray] = []
+    seconds: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    start = 0
+    while start < n:
+        # Rows i in [start, stop) against columns j in [start, n): the upper triangle only.
+        # Later blocks have fewer columns, so they take more rows.
+        columns = n - start
+        stop = min(n, start + max(1, block_elements // columns))
+        block = vectors[start:stop] @ vectors[start:].T
+        rows = stop - start
+        block[:, :rows][np.tri(rows, dtype=bool)] = -np.inf  # j <= i
+        r, c = np.nonzero(block >= threshold)
+        s = block[r, c]
+        del block
+        r, c, s = _best_per_row(r, c, s, max_neighbours)
+        firsts.append(r + start)
+        seconds.append(c + start)
+        scores.append(s)
+        start = stop
+    empty_i = np.empty(0, dtype=np.int64)
+    first = np.concatenate(firsts).astype(np.int64) if firsts else empty_i
+    second = np.concatenate(seconds).astype(np.int64) if seconds else empty_i
+    score = np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
+    return first, second, score.astype(np.float32)
+
+
+def _best_per_row(
+    rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, limit: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if len(rows) == 0 or np.bincount(rows).max() <= limit:
+        return rows, cols, scores
+    order = np.lexsort((-scores, rows))  # by row, best first within a row
+    rows, cols, scores = rows[order], cols[order], scores[order]
+    row_start = np.searchsorted(rows, rows, side="left")
+    keep = np.arange(len(rows)) - row_start < limit
+    return rows[keep], cols[keep], scores[keep]
+
+
+def group_pairs(
+    n: int, first: np.ndarray, second: np.ndarray, score: np.ndarray
+) -> list[DuplicateGroup]:
+    """Connected components (of 2 or more rows) of the pair graph, as groups of row positions.
+
+    Tightest groups first (by their weakest pair), then by first row: a long list can be
+    reviewed from the top until the groups get loose.
+    """
+    if len(first) == 0:
+        return []
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(first), dtype=np.int8), (first, second)), shape=(n, n))
+    count, component = connected_components(graph, directed=False)
+    best = np.full(n, -np.inf, dtype=np.float32)
+    np.maximum.at(best, first, score)
+    np.maximum.at(best, second, score)
+    weakest = np.full(count, np.inf, dtype=np.float32)
+    strongest = np.full(count, -np.inf, dtype=np.float32)
+    np.minimum.at(weakest, component[first], score)
+    np.maximum.at(strongest, component[first], score)
+    members = np.unique(np.concatenate([first, second]))
+    by_component = members[np.argsort(component[members], kind="stable")]
+    splits = np.flatnonzero(np.diff(component[by_component])) + 1
+    groups: list[DuplicateGroup] = []
+    for rows in np.split(by_component, splits):
+        c = component[rows[0]]
+        groups.append(
+            DuplicateGroup(
+                ids=tuple(int(r) for r in rows),
+                scores=tuple(float(best[r]) for r in rows),
+                min_score=float(weakest[c]),
+                max_score=float(strongest[c]),
+            )
+        )
+    groups.sort(key=lambda g: (-g.min_score, g.ids[0]))
+    return groups
+
+
+def find_duplicates(
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_neighbours: int = MAX_NEIGHBOURS,
+    block_elements: int = BLOCK_ELEMENTS,
+) -> list[DuplicateGroup]:
+    """Groups of near-duplicate images among unit ``vectors`` (one per id), by id."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) != len(vectors):
+        raise ValueError("ids and vectors differ in length")
+    started = time.perf_counter()
+    first, second, score = duplicate_pairs(
+        vectors, threshold=threshold, max_neighbours=max_neighbours, block_elements=block_elements
+    )
+    groups = group_pairs(len(ids), first, second, score)
+    log.info(
+        "%d pairs, %d groups among %d vectors at cosine >= %.3f in %.2f s",
+        len(first),
+        len(groups),
+        len(ids),
+        threshold,
+        time.perf_counter() - started,
+    )
+    return [
+        DuplicateGroup(
+            ids=tuple(int(ids[r]) for r in g.ids),
+            scores=g.scores,
+            min_score=g.min_score,
+            max_score=g.max_score,
+        )
+        for g in groups
+    ]
+
+
+#: Candidates from the index's neighbours are kept down to ``threshold - CANDIDATE_MARGIN`` in
+#: the index's space (PCA-256, 8-bit codes), then scored again on the stored vectors.
+CANDIDATE_MARGIN = 0.1
+
+
+def _neighbour_search() -> object:
+    """How hard the approximate index looks for near-duplicates: they are an image's very
+    closest neighbours, which a short HNSW candidate list finds (100,000 Lite0-shaped
+    vectors, 20,000 queries: efSearch 32 found the same 509 candidate pairs as 128, in 2.5x
+    less time). IVF scans its default cells."""
+    from lookalike.index.ann import SearchSettings
+
+    return SearchSettings(nprobe=config.ANN_NPROBE, ef_search=DUPLICATE_EF_SEARCH)
+
+
+def find_duplicates_by_neighbours(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    all_ids: np.ndarray,
+    index: VectorIndex,
+    encode: Callable[[np.ndarray], np.ndarray],
+    vectors_of: Callable[[np.ndarray], np.ndarray],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_neighbours: int = MAX_NEIGHBOURS,
+) -> list[DuplicateGroup]:
+    """Near-duplicate groups of a large collection from its (approximate) index: each image's
+    ``max_neighbours`` nearest neighbours are the candidates, not all N(N-1)/2 pairs.
+
+    ``batches`` yields (ids, stored vectors) of every image; ``encode`` maps stored vectors
+    to the index's space; ``vectors_of`` reads stored vectors by id. A candidate pair within
+    :data:`CANDIDATE_MARGIN` of ``threshold`` in the index's space is scored again on the
+    stored vectors, so the threshold means what it means for :func:`find_duplicates`.
+    Memory: one batch, the pairs found and the ids, never the whole matrix.
+    """
+    started = time.perf_counter()
+    all_ids = np.asarray(all_ids, dtype=np.int64)
+    firsts: list[np.ndarray] = []
+    seconds: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    search: Callable[..., tuple[np.ndarray, np.ndarray]] = index.search
+    if hasattr(index, "settings"):  # an approximate index (lookalike.index.ann.AnnIndex)
+        search = functools.partial(index.search, settings=_neighbour_search())  # type: ignore[call-arg]
+    for ids, vectors in batches:
+        found_scores, found = search(encode(vectors), max_neighbours + 1)
+        rows, cols = np.nonzero((found >= 0) & (found != ids[:, None]))
+        keep = found_scores[rows, cols] >= threshold - CANDIDATE_MARGIN
+        rows, cols = rows[keep], cols[keep]
+        if not len(rows):
+            continue
+        others = found[rows, cols]
+        unique_others, where = np.unique(others, return_inverse=True)
+        other_vectors = vectors_of(unique_others)
+        exact = np.einsum("ij,ij->i", vectors[rows], other_vectors[where])
+        good = exact >= threshold
+        a, b = ids[rows[good]], others[good]
+        firsts.append(np.minimum(a, b))
+        seconds.append(np.maximum(a, b))
+        scores.append(exact[good].astype(np.float32))
+    if not firsts:
+        return []
+    first, second, score = (np.concatenate(x) for x in (firsts, seconds, scores))
+    # Each pair once (found from both ends, or from one).
+    pairs, unique_rows = np.unique(np.stack([first, second], axis=1), axis=0, return_index=True)
+    first_rows = np.searchsorted(all_ids, pairs[:, 0])
+    second_rows = np.searchsorted(all_ids, pairs[:, 1])
+    first_rows, second_rows, pair_scores = _best_per_row(
+        first_rows, second_rows, score[unique_rows], max_neighbours
+    )
+    groups = group_pairs(len(all_ids), first_rows, second_rows, pair_scores)
+    log.info(
+        "%d pairs, %d groups among %d images from index neighbours in %.1f s",
+        len(first_rows),
+        len(groups),
+        len(all_ids),
+        time.perf_counter() - started,
+    )
+    return [
+        DuplicateGroup(
+            ids=tuple(int(all_ids[r]) for r in g.ids),
+            scores=g.scores,
+            min_score=g.min_score,
+            max_score=g.max_score,
+        )
+        for g in groups
+    ]
+
+
+def with_records(
+    groups: list[DuplicateGroup], records: Mapping[int, ImageRecord]
+) -> list[DuplicateGroup]:
+    """Groups with their paths, the image with the most pixels first (the one to keep), then
+    the others by best score; images no longer indexed are left out (and groups left with
+    fewer than two images)."""
+    out: list[DuplicateGroup] = []
+    for group in groups:
+        members = [
+            (records[i], s) for i, s in zip(group.ids, group.scores, strict=True) if i in records
+        ]
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda m: (-m[0].width * m[0].height, -m[1], m[0].path))
+        out.append(
+            dataclasses.replace(
+                group,
+                ids=tuple(r.id for r, _ in members),
+                scores=tuple(s for _, s in members),
+                paths=tuple(r.path for r, _ in members),
+            )
+        )
+    return out

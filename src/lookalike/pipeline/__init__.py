@@ -1,0 +1,2 @@
+"""The one write path: folders, uploads, Ray and Parquet imports into a store, through one
+writer thread per collection."""

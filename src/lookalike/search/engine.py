@@ -1,0 +1,336 @@
+"""The one search path: query -> encoder -> codec -> index -> records.
+
+The CLI, the Python API (:class:`lookalike.Collection`), the service and ``eval`` all search
+through these functions, so what is measured is what users get:
+
+1. :func:`describe_queries`: files, bytes, images or vectors -> raw unit vectors (an indexed,
+   unchanged file uses its stored vector and is left out of its own results);
+2. :func:`choose_categories_for`: with category-first search, which categories each query
+   searches (from a classifier: the collection's, or in ``eval`` a cross-fitted one);
+3. :func:`rank`: codec -> index top-k (filtered to those categories), with optional query
+   expansion or re-ranking (:mod:`lookalike.search.rerank`), all on one
+   :class:`~lookalike.search.snapshot.SearchSnapshot`;
+4. :func:`results_for`: ids -> records of the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from lookalike import config
+from lookalike.encode.base import ImageEncoder
+from lookalike.errors import InvalidInput, Unavailable
+from lookalike.image.decode import load_image
+from lookalike.image.localization import crop_to, find_object, fuse
+from lookalike.index.base import VectorIndex
+from lookalike.search.categories import CategoryModel, choose_categories
+from lookalike.search.rerank import MIN_IMAGES, AugmentedVectors
+from lookalike.search.snapshot import SearchSnapshot
+from lookalike.store.base import MetadataStore
+from lookalike.types import Box
+
+log = logging.getLogger(__name__)
+
+#: Results fetched beyond ``k`` (see :func:`search`).
+DELETED_SLACK = 4
+
+#: What can be searched with: a file path (an indexed file searches "more like this" with
+#: its stored vector), encoded image bytes, a decoded image, or a vector.
+Query = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    id: int
+    path: str
+    score: float
+    category: str | None = None
+    cluster: int | None = None
+    box: Box | None = None  # object box (x0, y0, x1, y1, fractions), if localization is on
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"id": self.id, "path": self.path, "score": round(self.score, 6)}
+        if self.category is not None:
+            out["category"] = self.category
+        if self.cluster is not None:
+            out["cluster"] = self.cluster
+        if self.box is not None:
+            out["box"] = [round(v, 4) for v in self.box]
+        return out
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """One query's results, and with category-first search, what was searched."""
+
+    results: list[SearchResult]
+    searched: list[str] | None = None  # categories searched; None: the whole collection
+    predictions: list[tuple[str, float]] | None = None  # top predicted categories
+    query_box: Box | None = None  # where the object was found in the query, if localized
+    reranked: bool = False  # re-ranked (asked for, and the collection was large enough)
+
+
+@dataclass(frozen=True)
+class DescribedQueries:
+    """Raw query vectors, the indexed image each query is (if any), and the object boxes."""
+
+    vectors: np.ndarray
+    own_ids: list[int | None]
+    boxes: list[Box | None]
+    #: Raw vectors of the objects that border localization cut from query photos, by query.
+    views: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def decode_query(query: str | os.PathLike[str] | bytes, encoder: ImageEncoder) -> Image.Image:
+    source = query if isinstance(query, bytes) else os.fspath(query)
+    return load_image(source, min_side=encoder.decode_side)
+
+
+def describe_queries(
+    queries: Sequence[Query],
+    encoder: Callable[[], ImageEncoder],
+    store: MetadataStore | None,
+    *,
+    object_views: bool = False,
+) -> DescribedQueries:
+    """Raw vectors of the queries; ``encoder`` is called only if some query needs the model.
+
+    ``object_views``: where :func:`lookalike.image.localization.find_object` finds an object on a
+    plain background in a query photo, the object cut from it is described too (a second
+    view, searched alongside the whole photo) and its box returned."""
+    vectors: list[np.ndarray | None] = [None] * len(queries)
+    own_ids: list[int | None] = [None] * len(queries)
+    boxes: list[Box | None] = [None] * len(queries)
+    to_embed: list[tuple[int, Image.Image]] = []
+    for i, query in enumerate(queries):
+        if isinstance(query, np.ndarray):
+            vectors[i] = np.asarray(query, dtype=np.float32).ravel()
+            continue
+        if isinstance(query, (str, os.PathLike)) and store is not None:
+            found = store.lookup(os.path.abspath(query))
+            if found is not None:
+                own_ids[i], vectors[i] = found
+                continue
+        image = query if isinstance(query, Image.Image) else decode_query(query, encoder())
+        to_embed.append((i, image.convert("RGB")))
+    views: dict[int, np.ndarray] = {}
+    if to_embed:
+        photos = [image for _, image in to_embed]
+        objects = [find_object(image) for image in photos] if object_views else []
+        crops = [(j, box) for j, box in enumerate(objects) if box is not None]
+        # One network run for the photos and the objects cut from them (ONNX Runtime gives
+        # each image the same vector in a batch as alone).
+        described = encoder().describe(photos + [crop_to(photos[j], box) for j, box in crops])
+        n = len(photos)
+        whole = zip(to_embed, described.vectors[:n], described.boxes[:n], strict=True)
+        for (i, _), vector, box in whole:
+            vectors[i], boxes[i] = vector, box
+        for (j, box), vector in zip(crops, described.vectors[n:], strict=True):
+            i = to_embed[j][0]
+            views[i], boxes[i] = vector, box
+    stacked = np.stack([v for v in vectors if v is not None])
+    return DescribedQueries(stacked, own_ids, boxes, views)
+
+
+@dataclass(frozen=True)
+class CategoryChoice:
+    """The categories a query searches (None: all) and its top predictions."""
+
+    searched: list[str] | None
+    predictions: list[tuple[str, float]]
+
+
+def choose_categories_for(
+    classifier: CategoryModel,
+    raw: np.ndarray,
+    *,
+    coverage: float = config.CATEGORY_COVERAGE,
+    max_categories: int = config.MAX_CATEGORIES,
+) -> list[CategoryChoice]:
+    """Per query, the top categories whose probabilities add up to ``coverage``, unless that
+    takes more than ``max_categories``: then the prediction is unsure and everything is
+    searched."""
+    choices = []
+    for probabilities in classifier.predict_proba(raw):
+        top = np.argsort(-probabilities)[:5]
+        predictions = [(classifier.classes[j], float(probabilities[j])) for j in top]
+        chosen = choose_categories(probabilities, coverage=coverage, max_categories=max_categories)
+        searched = None if chosen is None else [classifier.classes[j] for j in chosen]
+        choices.append(CategoryChoice(searched, predictions))
+    return choices
+
+
+def expand_queries(index: VectorIndex, queries: np.ndarray, top_ids: np.ndarray) -> np.ndarray:
+    """Average query expansion: each query plus its top results' vectors, renormalised."""
+    if not index.capabilities.reconstruct:
+        raise Unavailable("query expansion needs an index that returns stored vectors")
+    expanded = queries.astype(np.float32, copy=True)
+    for row, ids in enumerate(top_ids):
+        found = ids[ids >= 0]
+        if len(found):
+            expanded[row] += index.vectors_of(found).sum(axis=0)
+    norms = np.linalg.norm(expanded, axis=1, keepdims=True)
+    return (expanded / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def rank(
+    snapshot: SearchSnapshot,
+    vectors: np.ndarray,
+    k: int,
+    *,
+    exclude: Sequence[int | None] | None = None,
+    searched: Sequence[list[str] | None] | None = None,
+    expand: int = 0,
+    index: VectorIndex | None = None,
+    augmented: AugmentedVectors | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, ids)`` of the top ``k`` for index-space query ``vectors`` (of ``index``,
+    by default the snapshot's).
+
+    ``searched[i]``: the categories query ``i`` may return (None: all). ``expand`` > 0: each
+    query is averaged with its top ``expand`` results and searched again. ``augmented``
+    (``snapshot.augmented(index)``): re-ranked instead, by alpha query expansion against
+    the database-side augmented vectors (:mod:`lookalike.search.rerank`); scores are those of the
+    re-ranked vectors.
+    """
+    index = snapshot.index if index is None else index
+    n = len(vectors)
+    exclude = list(exclude) if exclude is not None else [None] * n
+    if augmented is not None:
+        partition = snapshot.partition
+        filters = [
+            None if partition is None or s is None else partition.ids_of(s)
+            for s in (searched if searched is not None else [None] * n)
+        ]
+        return augmented.search(index, vectors, k, filters=filters, exclude=exclude)
+    if searched is None or snapshot.partition is None or all(s is None for s in searched):
+        scores, ids = index.search(vectors, k, exclude=exclude)
+        if expand > 0:
+            vectors = expand_queries(index, vectors, ids[:, :expand])
+            scores, ids = index.search(vectors, k, exclude=exclude)
+        return scores, ids
+    partition = snapshot.partition
+    out_scores = np.full((n, k), -np.inf, dtype=np.float32)
+    out_ids = np.full((n, k), -1, dtype=np.int64)
+    for i in range(n):
+        allowed = None if searched[i] is None else partition.ids_of(searched[i])  # type: ignore[arg-type]
+        query, mine = vectors[i : i + 1], exclude[i : i + 1]
+        scores, ids = index.search(query, k, filter=allowed, exclude=mine)
+        if expand > 0:
+            query = expand_queries(index, query, ids[:, :expand])
+            scores, ids = index.search(query, k, filter=allowed, exclude=mine)
+        out_scores[i], out_ids[i] = scores[0], ids[0]
+    return out_scores, out_ids
+
+
+def search(
+    snapshot: SearchSnapshot,
+    store: MetadataStore,
+    queries: DescribedQueries,
+    *,
+    k: int = config.DEFAULT_K,
+    min_score: float | None = None,
+    by_category: bool = False,
+    expand: int = 0,
+    rerank: bool = False,
+    coverage: float = config.CATEGORY_COVERAGE,
+    max_categories: int = config.MAX_CATEGORIES,
+) -> list[QueryOutcome]:
+    """Described queries -> outcomes, on one snapshot (see the module's steps).
+
+    ``rerank``: database-side augmentation + alpha query expansion (for collections of
+    categories, not for finding one exact item; it replaces ``expand``); a no-op, said in
+    the outcomes' ``reranked``, below :data:`lookalike.search.rerank.MIN_IMAGES` images.
+
+    Category-aware search (``by_category``) ranks in the space learned from the labels
+    (the snapshot's LDA projection) when there is one. A query with an object view
+    (``queries.views``: border localization) is searched twice, every result at its better
+    score (:func:`lookalike.image.localization.fuse`)."""
+    encode: Callable[[np.ndarray], np.ndarray] = snapshot.encode
+    index = None
+    if by_category and snapshot.projection is not None and snapshot.projected is not None:
+        encode, index = snapshot.projection.transform, snapshot.projected
+    if rerank and expand:
+        raise InvalidInput("re-ranking expands the query itself: use rerank or expand, not both")
+    augmented = snapshot.augmented(index) if rerank else None
+    if rerank and augmented is None:
+        log.info("too few images to re-rank (fewer than %d): plain search", MIN_IMAGES)
+    vectors = encode(queries.vectors)
+    choices: list[CategoryChoice] | None = None
+    if by_category:
+        if snapshot.classifier is None:
+            log.info("no category classifier: searching everything")
+        else:
+            choices = choose_categories_for(
+                snapshot.classifier,
+                queries.vectors,
+                coverage=coverage,
+                max_categories=max_categories,
+            )
+    # A few more than asked: an image deleted after the snapshot was taken has no record any
+    # more and is left out, and the next one takes its place.
+    searched = [c.searched for c in choices] if choices else None
+    scores, ids = rank(
+        snapshot,
+        vectors,
+        k + DELETED_SLACK,
+        exclude=queries.own_ids,
+        searched=searched,
+        expand=expand,
+        index=index,
+        augmented=augmented,
+    )
+    for i, view in queries.views.items():
+        view_scores, view_ids = rank(
+            snapshot,
+            encode(view[None]),
+            k + DELETED_SLACK,
+            exclude=[queries.own_ids[i]],
+            searched=[searched[i]] if searched else None,
+            expand=expand,
+            index=index,
+            augmented=augmented,
+        )
+        fused_ids, fused_scores = fuse(
+            (ids[i : i + 1], scores[i : i + 1]), (view_ids, view_scores), k + DELETED_SLACK
+        )
+        ids[i], scores[i] = fused_ids[0], fused_scores[0]
+    rows = results_for(store, ids, scores, min_score)
+    return [
+        QueryOutcome(
+            row[:k],
+            choices[i].searched if choices else None,
+            choices[i].predictions if choices else [],
+            queries.boxes[i],
+            augmented is not None,
+        )
+        for i, row in enumerate(rows)
+    ]
+
+
+def results_for(
+    store: MetadataStore, ids: np.ndarray, scores: np.ndarray, min_score: float | None = None
+) -> list[list[SearchResult]]:
+    """Turn rows of (id, score) into results with the images' metadata. An id the store no
+    longer has (deleted since the snapshot was taken) is left out."""
+    records = store.records(int(i) for i in np.unique(ids) if i >= 0)
+    results: list[list[SearchResult]] = []
+    for row_ids, row_scores in zip(ids, scores, strict=True):
+        row = []
+        for i, s in zip(row_ids, row_scores, strict=True):
+            record = records.get(int(i))
+            if record is None or (min_score is not None and s < min_score):
+                continue
+            row.append(
+                SearchResult(
+                    record.id, record.path, float(s), record.category, record.cluster, record.box
+                )
+            )
+        results.append(row)
+    return results

@@ -1,0 +1,130 @@
+"""Models fitted on a collection's own vectors: the vector codec (PCA) and the category
+classifier, refitted when the collection's changes made them stale.
+
+Run on the collection's writer thread (they write to the store). Each refit changes a meta
+key that search snapshots compare (:mod:`lookalike.search.snapshot`), so the next search builds a
+snapshot with the new model and an index made with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+
+import numpy as np
+
+from lookalike import config
+from lookalike.index import codec as codecs
+from lookalike.index import persistent as persistent_index
+from lookalike.search.categories import fit_classifier, fit_projection
+from lookalike.search.snapshot import CLASSIFIER_KEY, CODEC_GENERATION
+from lookalike.store.base import MetadataStore
+
+Vectors = Callable[[], tuple[np.ndarray, np.ndarray]]
+
+
+def set_codec(store: MetadataStore, settings: dict[str, object]) -> None:
+    """Choose the collection's codec (``{}``: none); fitted by the next :func:`refresh`."""
+    store.set_meta("pca", json.dumps(settings))
+    store.put_artifact("pca", None)
+    bump_codec_generation(store)
+
+
+def bump_codec_generation(store: MetadataStore) -> None:
+    """Tell loaded snapshots (this process's and others') that the codec changed. A store
+    that searches in its database (PostgreSQL) recomputes the reduced vectors it searches."""
+    store.set_meta(CODEC_GENERATION, str(int(store.get_meta(CODEC_GENERATION) or 0) + 1))
+    reduce = getattr(store, "reduce", None)
+    if reduce is not None:
+        reduce()
+
+
+def refresh(store: MetadataStore) -> None:
+    """Refit what is stale: the codec (when the collection grew or shrank by over 10%) and the
+    classifier (when labels, or the set of labelled images, changed).
+
+    The codec is fitted on a random sample of :data:`config.PCA_SAMPLE` vectors and the
+    classifier on the labelled images' vectors only, where the store can read those (the
+    SQLite store): a large collection is never loaded whole."""
+    loaded: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def vectors() -> tuple[np.ndarray, np.ndarray]:
+        """All stored vectors, read once however many models need them."""
+        if not loaded:
+            loaded.append(store.load_vectors())
+        return loaded[0]
+
+    _default_codec_for_approximate_search(store)
+    _refresh_codec(store, vectors)
+    _refresh_classifier(store, vectors)
+
+
+def _default_codec_for_approximate_search(store: MetadataStore) -> None:
+    """A collection that reaches the size of approximate search and never chose a codec gets
+    PCA-256 (docs/EVALUATION.md: the same or better retrieval figures, a fifth of the size;
+    the approximate index holds 8-bit codes of these vectors). The default codec of a new
+    collection (centring, no reduction) counts as not chosen: PCA centres too."""
+    chosen = store.get_meta("pca")
+    if getattr(store, "path", None) is None:
+        return
+    if chosen is not None and json.loads(chosen) != config.DEFAULT_CODEC:
+        return
+    kind = persistent_index.kind_for(persistent_index.setting(store), store.count())  # type: ignore[arg-type]
+    if kind != "exact":
+        set_codec(store, {"dims": config.PCA_DIMS, "whiten": False})
+
+
+def _refresh_codec(store: MetadataStore, vectors: Vectors) -> None:
+    settings = json.loads(store.get_meta("pca") or "{}")
+    if not settings:
+        return
+    count = store.count()
+    data = store.get_artifact("pca")
+    if count < config.CODEC_MIN_IMAGES:  # too few images: raw cosine until there are more
+        if data:
+            store.put_artifact("pca", None)
+            bump_codec_generation(store)
+        return
+    if data:
+        current = codecs.load_codec(settings, data)
+        fitted_on = getattr(current, "fitted_on", None)  # codecs fitted on the vectors have it
+        if fitted_on is None or abs(count - fitted_on) <= config.PCA_REFIT_FRACTION * max(
+            fitted_on, 1
+        ):
+            return
+    if count < 2:
+        return
+    sample = getattr(store, "sample_vectors", None)
+    if sample is not None:
+        fitted = codecs.fit_codec(settings, sample(config.PCA_SAMPLE))
+        if hasattr(fitted, "fitted_on"):  # staleness counts the collection, not the sample
+            fitted = dataclasses.replace(fitted, fitted_on=count)  # type: ignore[type-var]
+    else:
+        fitted = codecs.fit_codec(settings, vectors()[1])
+    store.put_artifact("pca", fitted.to_bytes())
+    bump_codec_generation(store)
+
+
+def _refresh_classifier(store: MetadataStore, vectors: Vectors) -> None:
+    """The classifier is trained on the labelled images only: adding unlabelled images (an
+    upload) leaves it, and so the search snapshot's partition, as it is."""
+    ids, labels = store.labelled_ids()
+    digest = hashlib.sha256(ids.tobytes()).hexdigest()[:16]
+    key = f"{store.labels_generation()}:{digest}"
+    if store.get_meta(CLASSIFIER_KEY) == key:
+        return
+    model, projection = None, None
+    if len(set(labels)) >= 2:
+        read = getattr(store, "vectors_of", None)
+        if read is not None:
+            labelled = read(ids)
+        else:
+            all_ids, stored = vectors()
+            labelled = stored[np.searchsorted(all_ids, ids)]
+        model = fit_classifier(labelled, labels)
+        projection = fit_projection(labelled, labels)
+    store.put_artifact("classifier", model.to_bytes() if model else None)
+    store.put_artifact("category_projection", projection.to_bytes() if projection else None)
+    store.set_meta(CLASSIFIER_KEY, key)

@@ -1,0 +1,585 @@
+"""The embedded store: one SQLite file (WAL mode) holding image metadata and vectors.
+
+Every write is one transaction, so a killed process leaves the file as it was after the
+last committed batch. Files that could not be decoded are remembered too (with their size,
+mtime and reason), so an unchanged bad file is not decoded again on the next run.
+
+Tables: ``images`` (one row per indexed file: size, mtime, vector, object box, cluster, and
+the change sequence number of the write that stored it), ``skipped`` (bad files and why),
+``labels`` (user-given categories by path, kept even for files not indexed yet) and ``meta``
+(model spec, fitted classifier and PCA, counters).
+
+Paths are stored as text when the name is valid UTF-8, else as the raw bytes of the name
+(a BLOB), so that a name from another locale (``bad\\xff.jpg``) round-trips exactly to the
+file on disk; :func:`_db_path` and :func:`_path_from_db` are the only conversions.
+
+Older files are upgraded in place, one schema version at a time (:data:`_MIGRATIONS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.store.records import (
+    EmbeddedImage,
+    FileState,
+    ImageRecord,
+    SkippedFile,
+    StoreError,
+    VectorChanges,
+)
+from lookalike.types import Box
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
+
+#: The current schema, for new files; existing ones are brought to it by _MIGRATIONS.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    indexed_at REAL NOT NULL,
+    vector BLOB NOT NULL,
+    box TEXT,
+    cluster INTEGER,
+    seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS images_cluster ON images (cluster);
+CREATE INDEX IF NOT EXISTS images_seq ON images (seq);
+CREATE TABLE IF NOT EXISTS labels (path TEXT PRIMARY KEY, category TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS artifacts (name TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS skipped (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+class Store:
+    """SQLite-backed metadata and vector store of one collection."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder, not a collection file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by threads (indexing jobs and searches in the service):
+        # the lock keeps a transaction and the statements of other threads apart.
+        self._lock = threading.RLock()
+        self._count: tuple[int, int] | None = None  # (generation, images), see count()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._create_or_migrate()
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(
+                    f"{self.path} is not a lookalike collection or is damaged: {exc}"
+                ) from exc
+            raise
+
+    def _create_or_migrate(self) -> None:
+        """Create the current schema in a new file, or upgrade an older one step by step."""
+        with self._transaction():
+            exists = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'images'"
+            ).fetchone()
+            if not exists:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
+                return
+        version = self._schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema {version}, made by a newer lookalike "
+                f"(this one reads up to {SCHEMA_VERSION})"
+            )
+        while version < SCHEMA_VERSION:
+            with self._transaction():
+                _MIGRATIONS[version](self._db)
+                version += 1
+                self.set_meta("schema_version", str(version))
+            log.info("%s upgraded to schema %d", self.path, version)
+
+    def _schema_version(self) -> int:
+        has_meta = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        value = self.get_meta("schema_version") if has_meta else None
+        return int(value) if value is not None else 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    # --- metadata ------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def put_artifact(self, name: str, data: bytes | None) -> None:
+        """Save (or with None, delete) a fitted model: classifier, PCA."""
+        with self._transaction():
+            if data is None:
+                self._db.execute("DELETE FROM artifacts WHERE name = ?", (name,))
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO artifacts (name, data) VALUES (?, ?)", (name, data)
+                )
+
+    def get_artifact(self, name: str) -> bytes | None:
+        rows = self._query("SELECT data FROM artifacts WHERE name = ?", (name,))
+        return bytes(rows[0][0]) if rows else None
+
+    def generation(self) -> int:
+        """A number that changes whenever the set of vectors changes."""
+        return int(self.get_meta("generation") or 0)
+
+    def _bump_generation(self) -> None:
+        self.set_meta("generation", str(self.generation() + 1))
+
+    # --- files -----------------------------------------------------------------------------
+
+    def file_states(self, under: str | None = None) -> dict[str, FileState]:
+        """Known files (indexed or skipped), optionally only those below folder ``under``."""
+        prefix = None if under is None else under.rstrip("/") + "/"
+        text_prefix = None if prefix is None else _db_path(prefix)
+        states: dict[str, FileState] = {}
+        for table, skipped in (("images", False), ("skipped", True)):
+            if prefix is None:
+                rows = self._query(f"SELECT path, size, mtime_ns FROM {table}")
+            else:
+                rows = []
+                if isinstance(text_prefix, str):
+                    # A range on the unique index instead of LIKE, which would need escaping
+                    # of % and _ in folder names.
+                    rows = self._query(
+                        f"SELECT path, size, mtime_ns FROM {table} WHERE path >= ? AND path < ?",
+                        (text_prefix, text_prefix[:-1] + "0"),
+                    )
+                # Names stored as bytes (not UTF-8) sort after all text, by their bytes: the
+                # same range of the index, in bytes.
+                raw = text_prefix if isinstance(text_prefix, bytes) else str(text_prefix).encode()
+                rows += self._query(
+                    f"SELECT path, size, mtime_ns FROM {table} WHERE path >= ? AND path < ?",
+                    (raw, raw[:-1] + b"0"),
+                )
+            for raw, size, mtime in rows:
+                path = _path_from_db(raw)
+                if prefix is None or path.startswith(prefix):
+                    states[path] = FileState(size, mtime, skipped=skipped)
+        return states
+
+    def write_batch(
+        self,
+        embedded: Iterable[EmbeddedImage],
+        skipped: Iterable[SkippedFile],
+        forget: Iterable[str] = (),
+    ) -> None:
+        """Insert or replace a batch of results in one transaction; ``forget``: files whose
+        earlier record (vector or skip) no longer holds and that are not recorded anew."""
+        with self._transaction():
+            removed = 0
+            for path in map(_db_path, forget):
+                removed += self._db.execute("DELETE FROM images WHERE path = ?", (path,)).rowcount
+                self._db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+            now = time.time()  # informational only: the change feed follows ``seq``
+            seq = self._next_seq()
+            for image in embedded:
+                path = _db_path(image.path)
+                self._db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+                self._db.execute(
+                    "INSERT INTO images"
+                    " (path, size, mtime_ns, width, height, indexed_at, vector, box, seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET"
+                    " size = excluded.size, mtime_ns = excluded.mtime_ns,"
+                    " width = excluded.width, height = excluded.height,"
+                    " indexed_at = excluded.indexed_at, vector = excluded.vector,"
+                    " box = excluded.box, cluster = NULL, seq = excluded.seq",
+                    (
+                        path,
+                        image.size,
+                        image.mtime_ns,
+                        image.width,
+                        image.height,
+                        now,
+                        np.asarray(image.vector, dtype="<f4").tobytes(),
+                        _box_text(image.box),
+                        seq,
+                    ),
+                )
+            for bad in skipped:
+                path = _db_path(bad.path)
+                removed += self._db.execute("DELETE FROM images WHERE path = ?", (path,)).rowcount
+                self._db.execute(
+                    "INSERT OR REPLACE INTO skipped (path, size, mtime_ns, reason)"
+                    " VALUES (?, ?, ?, ?)",
+                    (path, bad.size, bad.mtime_ns, bad.reason),
+                )
+            if removed:
+                self._note_removal(seq)
+            self._bump_generation()
+
+    def _note_removal(self, seq: int) -> None:
+        """Images were removed in change ``seq``: readers behind it need every id again
+        (see :meth:`vectors_since`)."""
+        self.set_meta("removed_seq", str(seq))
+
+    def _next_seq(self) -> int:
+        """The next number of the change sequence (call inside a transaction).
+
+        A counter in ``meta`` rather than MAX(seq) + 1, which would hand out a number
+        again once the rows that carried it are deleted; never the clock, which can step
+        back."""
+        seq = int(self.get_meta("change_seq") or 0) + 1
+        self.set_meta("change_seq", str(seq))
+        return seq
+
+    def remove(self, paths: Iterable[str]) -> int:
+        """Forget these files; returns how many indexed images were removed."""
+        removed = 0
+        with self._transaction():
+            for path in map(_db_path, paths):
+                removed += self._db.execute("DELETE FROM images WHERE path = ?", (path,)).rowcount
+                self._db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+            if removed:
+                self._note_removal(self._next_seq())
+            self._bump_generation()
+        return removed
+
+    def skipped_files(self) -> list[SkippedFile]:
+        rows = self._query("SELECT path, size, mtime_ns, reason FROM skipped ORDER BY path")
+        return [SkippedFile(_path_from_db(row[0]), *row[1:]) for row in rows]
+
+    # --- vectors ---------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """Indexed images. Cached per generation: ``COUNT(*)`` walks a whole index (5 ms at a
+        million images), and every search asks; the generation is read first, so a count
+        is never cached under a generation newer than itself."""
+        generation = self.generation()
+        cached = self._count
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        count = int(self._query("SELECT COUNT(*) FROM images")[0][0])
+        self._count = (generation, count)
+        return count
+
+    def load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """All ids (int64, ascending) and vectors (float32, N x D)."""
+        rows = self._query("SELECT id, vector FROM images ORDER BY id")
+        ids, vectors = _ids_and_vectors(rows)
+        return ids, np.empty((0, 0), dtype=np.float32) if vectors is None else vectors
+
+    def cursor(self) -> int:
+        """The change cursor as of now: :meth:`vectors_since` of it returns no row until
+        something is written (a whole-collection scan taken after it misses nothing)."""
+        return int(self.get_meta("change_seq") or 0)
+
+    def vector_batches(self, batch_size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every (ids, vectors) in id order, ``batch_size`` rows at a time: whole-collection
+        jobs at millions of images never hold every vector at once."""
+        last = -1
+        while True:
+            rows = self._query(
+                "SELECT id, vector FROM images WHERE id > ? ORDER BY id LIMIT ?",
+                (last, batch_size),
+            )
+            ids, vectors = _ids_and_vectors(rows)
+            if vectors is None:
+                return
+            yield ids, vectors
+            last = int(ids[-1])
+
+    def ids(self) -> np.ndarray:
+        """Every indexed id, ascending (the primary key alone: no vector is read)."""
+        rows = self._query("SELECT id FROM images ORDER BY id")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """Vectors of these ids, in their order (every id must be indexed)."""
+        wanted = [int(i) for i in ids]
+        found: dict[int, bytes] = {}
+        for start in range(0, len(wanted), 500):  # stay under SQLite's variable limit
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(f"SELECT id, vector FROM images WHERE id IN ({marks})", chunk):
+                found[int(row[0])] = row[1]
+        if len(found) < len(set(wanted)):
+            raise KeyError("some ids are not indexed")
+        if not wanted:
+            return np.empty((0, 0), dtype=np.float32)
+        return (
+            np.frombuffer(b"".join(found[i] for i in wanted), dtype="<f4")
+            .reshape(len(wanted), -1)
+            .astype(np.float32)
+        )
+
+    def sample_vectors(self, size: int, *, seed: int = 0) -> np.ndarray:
+        """Vectors of up to ``size`` images drawn at random (fitting PCA and the like)."""
+        ids = self.ids()
+        if len(ids) > size:
+            ids = np.sort(np.random.default_rng(seed).choice(ids, size, replace=False))
+        return self.vectors_of(ids)
+
+    def vectors_since(self, cursor: int | None) -> VectorChanges:
+        """Every indexed id, and the rows written after ``cursor`` (the ``latest`` of an
+        earlier call; None for everything), in one snapshot.
+
+        Rows carry the change sequence number of the write that stored them, a counter
+        that only grows (wall-clock stamps lose rows when the clock steps back)."""
+        with self._lock:
+            self._db.execute("BEGIN")  # deferred: one read snapshot across the queries
+            try:
+                latest = int(self.get_meta("change_seq") or 0)
+                # None after a cursor: no image removed since, the ids held and the rows are
+                # all there is; for everything (no cursor): the ids of the rows
+                all_ids: np.ndarray | None = None
+                if cursor is None:  # everything, in the table's own (id) order
+                    changed = self._db.execute(
+                        "SELECT id, vector FROM images ORDER BY id"
+                    ).fetchall()
+                else:
+                    # The seq index, not ORDER BY id, which would make SQLite walk the whole
+                    # table in id order (seconds at a million rows of vectors).
+                    changed = self._db.execute(
+                        "SELECT id, vector FROM images INDEXED BY images_seq WHERE seq > ?",
+                        (int(cursor),),
+                    ).fetchall()
+                    changed.sort(key=lambda row: int(row[0]))
+                    if int(self.get_meta("removed_seq") or 0) > int(cursor):
+                        rows = self._db.execute("SELECT id FROM images INDEXED BY images_seq")
+                        all_ids = np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64))
+            finally:
+                self._db.execute("COMMIT")
+        ids, vectors = _ids_and_vectors(changed)
+        if cursor is None:
+            all_ids = ids
+        return VectorChanges(all_ids=all_ids, ids=ids, vectors=vectors, latest=latest)
+
+    def lookup(self, path: str) -> tuple[int, np.ndarray] | None:
+        """Id and vector of an indexed file, if it is indexed and unchanged on disk since."""
+        rows = self._query(
+            "SELECT id, vector, size, mtime_ns FROM images WHERE path = ?", (_db_path(path),)
+        )
+        if not rows or not unchanged_on_disk(path, rows[0][2], rows[0][3]):
+            return None
+        return int(rows[0][0]), np.frombuffer(rows[0][1], dtype="<f4").astype(np.float32)
+
+    def paths(self, ids: Iterable[int]) -> dict[int, str]:
+        return {i: r.path for i, r in self.records(ids).items()}
+
+    def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
+        """Metadata of indexed images by id (unknown ids are left out)."""
+        wanted = [int(i) for i in ids]
+        found: dict[int, ImageRecord] = {}
+        for start in range(0, len(wanted), 500):  # stay under SQLite's variable limit
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(
+                "SELECT i.id, i.path, i.width, i.height, l.category, i.cluster, i.box"
+                f" FROM images i LEFT JOIN labels l ON l.path = i.path WHERE i.id IN ({marks})",
+                chunk,
+            ):
+                found[int(row[0])] = ImageRecord(
+                    int(row[0]),
+                    _path_from_db(row[1]),
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5],
+                    _parse_box(row[6]),
+                )
+        return found
+
+    def set_labels(self, labels: dict[str, str]) -> int:
+        """Set the category of files by absolute path; returns how many changed."""
+        changed = 0
+        with self._transaction():
+            for path, category in labels.items():
+                changed += self._db.execute(
+                    "INSERT INTO labels (path, category) VALUES (?, ?) ON CONFLICT(path)"
+                    " DO UPDATE SET category = excluded.category"
+                    " WHERE category IS NOT excluded.category",
+                    (_db_path(path), category),
+                ).rowcount
+            if changed:
+                self.set_meta("labels_generation", str(self.labels_generation() + 1))
+        return changed
+
+    def labels_generation(self) -> int:
+        """Changes whenever labels change (a trained classifier records the one it saw)."""
+        return int(self.get_meta("labels_generation") or 0)
+
+    def labelled_ids(self) -> tuple[np.ndarray, list[str]]:
+        """Ids of indexed images that have a category, and those categories (id order)."""
+        # From the labels (none, or far fewer than the images, in most collections) to the
+        # images by path, not a scan of every image: CROSS JOIN keeps that order.
+        rows = self._query(
+            "SELECT i.id, l.category FROM labels l CROSS JOIN images i ON i.path = l.path"
+        )
+        rows.sort(key=lambda row: int(row[0]))
+        return np.array([r[0] for r in rows], dtype=np.int64), [str(r[1]) for r in rows]
+
+    def category_counts(self) -> dict[str, int]:
+        rows = self._query(
+            "SELECT l.category, COUNT(*) FROM images i JOIN labels l ON l.path = i.path"
+            " GROUP BY l.category ORDER BY l.category"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    # --- clusters --------------------------------------------------------------------------
+
+    def set_clusters(self, clusters: dict[int, int]) -> None:
+        """Replace every image's cluster (images not given get none; -1 means noise)."""
+        with self._transaction():
+            self._db.execute("UPDATE images SET cluster = NULL")
+            self._db.executemany(
+                "UPDATE images SET cluster = ? WHERE id = ?",
+                [(int(c), int(i)) for i, c in clusters.items()],
+            )
+
+    def cluster_counts(self) -> dict[int, int]:
+        rows = self._query(
+            "SELECT cluster, COUNT(*) FROM images WHERE cluster IS NOT NULL"
+            " GROUP BY cluster ORDER BY cluster"
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+
+def _db_path(path: str) -> str | bytes:
+    """A path as stored: text if the name is valid UTF-8, else the raw bytes of the name.
+
+    Python gives undecodable bytes of a file name as lone surrogates (``os.fsdecode``),
+    which SQLite text cannot hold; ``os.fsencode`` turns them back into the exact bytes.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return os.fsencode(path)
+        except UnicodeEncodeError:  # surrogates no file name can have: matches no file
+            return path.encode("utf-8", "surrogatepass")
+    return path
+
+
+def unchanged_on_disk(path: str, size: int, mtime_ns: int) -> bool:
+    """Whether the file still has the size and modification time recorded (a store's
+    ``lookup`` gives a stored vector only for a file that has not changed since)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns)
+
+
+def _path_from_db(value: str | bytes) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    """Schema 1 lacked the box and cluster columns and the labels, artifacts and skipped
+    tables."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(images)")}
+    if "box" not in columns:
+        db.execute("ALTER TABLE images ADD COLUMN box TEXT")
+    if "cluster" not in columns:
+        db.execute("ALTER TABLE images ADD COLUMN cluster INTEGER")
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS images_cluster ON images (cluster)")
+    db.execute("CREATE TABLE IF NOT EXISTS labels (path TEXT PRIMARY KEY, category TEXT NOT NULL)")
+    db.execute("CREATE TABLE IF NOT EXISTS artifacts (name TEXT PRIMARY KEY, data BLOB NOT NULL)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+        " mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL)"
+    )
+
+
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    """Schema 3 orders changes by a sequence number instead of the wall clock: the rows
+    already there become change 1 (cursors of the old kind never outlive a process)."""
+    db.execute("ALTER TABLE images ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+    if db.execute("SELECT 1 FROM images LIMIT 1").fetchone():
+        db.execute("UPDATE images SET seq = 1")
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('change_seq', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+        )
+    db.execute("DROP INDEX IF EXISTS images_indexed_at")
+    db.execute("CREATE INDEX IF NOT EXISTS images_seq ON images (seq)")
+
+
+#: Upgrades by the schema version they start from; each runs in its own transaction.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+}
+
+
+def _ids_and_vectors(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows of (id, vector blob, ...) -> ids and an (N, D) float32 matrix (None if no row)."""
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    if not rows:
+        return ids, None
+    vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4")
+    return ids, vectors.reshape(len(rows), -1).astype(np.float32, copy=False)
+
+
+def _box_text(box: Box | None) -> str | None:
+    return None if box is None else ",".join(f"{v:.5f}" for v in box)
+
+
+def _parse_box(text: str | None) -> Box | None:
+    if not text:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    return x0, y0, x1, y1
