@@ -75,12 +75,12 @@ def test_import_is_resumable_idempotent_and_rejects_bad_rows(tmp_path: Path, mon
         calls = 0
         real = collection.store.write_batch
 
-        def crash_on_third(embedded, skipped):  # type: ignore[no-untyped-def]
+        def crash_on_third(embedded, skipped, forget=()):  # type: ignore[no-untyped-def]
             nonlocal calls
             calls += 1
             if calls == 3:
                 raise KeyboardInterrupt
-            real(embedded, skipped)
+            real(embedded, skipped, forget)
 
         monkeypatch.setattr(collection.store, "write_batch", crash_on_third)
         with pytest.raises(KeyboardInterrupt):

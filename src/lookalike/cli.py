@@ -497,8 +497,6 @@ def _import(args: argparse.Namespace) -> int:
     with Collection.open(args.db, model=spec) as collection:
         with tqdm(unit="row", desc="importing", disable=not sys.stderr.isatty()) as bar:
             report = parquet_io.import_files(collection, args.files, progress=bar.update)
-        collection.refresh_models()
-        collection.sync_index()
         summary = {**report.as_dict(), "images": len(collection)}
     if args.json:
         print(json.dumps(summary))

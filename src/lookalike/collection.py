@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import numpy as np
 from PIL import Image
@@ -41,8 +41,6 @@ from lookalike.errors import (
     EmptyCollectionError,
     InvalidInput,
     NoCollectionError,
-    NotInCollectionError,
-    Unavailable,
 )
 from lookalike.image.files import candidates_for, existing_paths, expand_paths
 from lookalike.index import persistent as persistent_index
@@ -51,7 +49,7 @@ from lookalike.index.pca import Pca
 from lookalike.index.persistent import StoreScan
 from lookalike.pipeline import indexer
 from lookalike.pipeline.indexer import IndexReport, Plan
-from lookalike.pipeline.writer import Writer
+from lookalike.pipeline.write_path import WritePath
 from lookalike.search import engine as search
 from lookalike.search import fitting
 from lookalike.search.categories import CategoryModel, CategoryProjection
@@ -86,8 +84,9 @@ class Collection:
         #: Where the collection lives, for messages: the --db path or store URL.
         self.location = location or name
         self.encoders = encoders or EncoderPool()
-        self.writer = Writer(name)
         self.snapshots = SnapshotCache(store)
+        #: The one way changes reach the collection (:mod:`lookalike.pipeline.write_path`).
+        self.writes = WritePath(store, self.snapshots, name)
 
     @classmethod
     def open(
@@ -128,11 +127,7 @@ class Collection:
         """Finish the writes already queued and a background rebuild of the index, if one
         runs (it is saved, not lost), then close the store."""
 
-        def last() -> None:
-            self.snapshots.finish_rebuilds()
-            self.store.close()
-
-        self.writer.close(last)
+        self.writes.close(self.store.close)
 
     def __enter__(self) -> Collection:
         return self
@@ -178,16 +173,9 @@ class Collection:
 
     def write(self, change: Callable[[], T]) -> T:
         """Run ``change`` on the collection's writer thread, after the changes queued before;
-        the search snapshot is brought up to date before it returns (searches do not wait)."""
-        if self.writer.on_writer_thread():
-            return change()
-
-        def change_and_publish() -> T:
-            result = change()
-            self.snapshots.refresh()
-            return result
-
-        return self.writer.run(change_and_publish)
+        the search snapshot is brought up to date before it returns (searches do not wait).
+        See :meth:`lookalike.pipeline.write_path.WritePath.change`."""
+        return self.writes.change(change)
 
     def plan(self, paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False) -> Plan:
         """What ``add`` would do: new or changed files to embed, vanished ones to drop.
@@ -221,27 +209,14 @@ class Collection:
         Decoding and the model run on this thread (and the indexer's workers); each batch's
         write goes through the writer."""
         work = work or self.plan(paths, all_files=all_files)
-        if not work.todo and not work.vanished:
-            report = work.report()
-        else:
-            writes = cast(Store, _WritesThroughWriter(self.store, self.write))
-            if ray is not None:
-                report = _ray_runner().run(
-                    writes,
-                    self.spec,
-                    work,
-                    address=ray or None,
-                    batch_size=batch_size,
-                    progress=progress,
-                )
-            else:
-                embedder = cast(Embedder, self.index_embedder)
-                report = indexer.run(
-                    writes, embedder, work, batch_size=batch_size, progress=progress
-                )
-        self.refresh_models()
-        self.sync_index()
-        return report
+        return self.writes.index(
+            work,
+            self.spec,
+            lambda: cast(Embedder, self.index_embedder),
+            ray=ray,
+            batch_size=batch_size,
+            progress=progress,
+        )
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Remove files, or every file below folders, from the index; returns the count.
@@ -250,38 +225,12 @@ class Collection:
         holding indexed files) raise :class:`~lookalike.errors.NotInCollectionError`, and
         nothing is removed.
         """
-        absolute = expand_paths(paths)
-
-        def change() -> int:
-            doomed: list[str] = []
-            unknown: list[str] = []
-            for path in absolute:
-                below = self.store.file_states(path)
-                if not below and path not in self.store.file_states(os.path.dirname(path)):
-                    unknown.append(path)
-                doomed.append(path)
-                doomed.extend(below)
-            if unknown:
-                raise NotInCollectionError(unknown)
-            removed = self.store.remove(doomed)
-            fitting.refresh(self.store)
-            return removed
-
-        removed = self.write(change)
-        self.sync_index()
-        return removed
+        return self.writes.remove_files(expand_paths(paths))
 
     def set_labels(self, labels: dict[str, str]) -> int:
         """Give files (absolute paths, indexed or not yet) a category; retrains the
         category classifier if anything changed. Returns how many labels changed."""
-        absolute = {os.path.abspath(p): c for p, c in labels.items()}
-
-        def change() -> int:
-            changed = self.store.set_labels(absolute)
-            fitting.refresh(self.store)
-            return changed
-
-        return self.write(change)
+        return self.writes.set_labels({os.path.abspath(p): c for p, c in labels.items()})
 
     def set_compression(self, dims: int | None, *, whiten: bool = False) -> None:
         """Compress the search index with PCA to ``dims`` (None: the default codec,
@@ -290,15 +239,14 @@ class Collection:
             {"dims": dims, "whiten": whiten} if dims else dict(config.DEFAULT_CODEC)
         )
 
-        def change() -> None:
-            fitting.set_codec(self.store, settings)
-            fitting.refresh(self.store)
-
-        self.write(change)
+        self.writes.commit(lambda: fitting.set_codec(self.store, settings))
 
     def refresh_models(self) -> None:
-        """Refit what the collection's changes made stale (see :mod:`lookalike.search.fitting`)."""
-        self.write(lambda: fitting.refresh(self.store))
+        """Refit what the collection's changes made stale (see :mod:`lookalike.search.fitting`)
+        and bring the approximate index up to date: what every change of the write path ends
+        with (:meth:`lookalike.pipeline.write_path.WritePath.settle`), for writes made to the
+        store directly."""
+        self.writes.settle()
 
     # --- the search index: exact, or approximate for large collections ---------------------
 
@@ -314,14 +262,13 @@ class Collection:
             if kind == "exact" and hasattr(self.store, "path"):
                 ann_files = persistent_index.path_for(self.store)  # type: ignore[arg-type]
                 persistent_index.remove_index_files(ann_files)
-            fitting.refresh(self.store)
 
-        self.write(change)
-        self.sync_index()
+        self.writes.commit(change)
 
     def sync_index(self) -> None:
         """Bring the approximate index (if the collection uses one) up to date with the store
-        and save it beside the store; writers call this after their changes."""
+        and save it beside the store (now and then: see
+        :meth:`lookalike.index.persistent.FollowedIndex.save_after_change`)."""
         self.write(self.snapshots.save_index)
 
     def index_info(self) -> dict[str, object]:
@@ -658,40 +605,6 @@ class Collection:
                 ids, vectors, threshold=threshold, max_neighbours=max_neighbours
             )
         return duplicates.with_records(groups, self.store.records(i for g in groups for i in g.ids))
-
-
-class _WritesThroughWriter:
-    """The store, with the writes the indexer makes sent through the collection's writer
-    (reads go straight to the store)."""
-
-    def __init__(self, store: MetadataStore, write: Callable[[Callable[[], Any]], Any]) -> None:
-        self._store = store
-        self._write = write
-
-    def write_batch(
-        self, embedded: Iterable[object], skipped: Iterable[object], forget: Iterable[str] = ()
-    ) -> None:
-        rows, bad, gone = list(embedded), list(skipped), list(forget)
-        self._write(lambda: self._store.write_batch(rows, bad, gone))  # type: ignore[arg-type]
-
-    def remove(self, paths: Iterable[str]) -> int:
-        doomed = list(paths)
-        removed: int = self._write(lambda: self._store.remove(doomed))
-        return removed
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
-
-
-def _ray_runner():  # type: ignore[no-untyped-def]
-    """lookalike.pipeline.ray_runner, or a clear error naming the extra it needs."""
-    try:
-        from lookalike.pipeline import ray_runner
-    except ImportError as exc:
-        raise Unavailable(
-            f"--ray needs the ray extra: pip install 'lookalike[ray]' ({exc})"
-        ) from exc
-    return ray_runner
 
 
 def _model_of(

@@ -201,37 +201,47 @@ def import_files(
     and the file's progress is recorded after it, so an interrupted import resumes.
     """
     report = ImportReport()
-    for file in files:
-        spec = read_spec(file)
-        if _comparable(spec) != _comparable(collection.spec):
-            raise ValueError(
-                f"{file} holds vectors of {spec.name} ({spec.pooling} pooling, localize "
-                f"{spec.localize}); {collection.name} is {collection.spec.name} "
-                f"({collection.spec.pooling}, localize {collection.spec.localize})"
-            )
-        parquet = _open_streaming(file)
-        key = "import:" + _file_key(Path(file))
-        done = int(collection.store.get_meta(key) or 0)
-        dims = None
-        batches = parquet.iter_batches(batch_size=ROWS_PER_BATCH, use_threads=False)
-        for number, batch in enumerate(batches):
-            if number < done:
-                report.already_imported += batch.num_rows
-                continue
-            rows, dims = _rows(batch, dims, str(file), report)
-
-            def write(
-                rows: list[EmbeddedImage] = rows, done: int = number + 1, key: str = key
-            ) -> None:
-                collection.store.write_batch(rows, [])
-                collection.store.set_meta(key, str(done))
-
-            collection.write(write)  # on the collection's writer thread, like every write
-            report.rows += len(rows)
-            if progress is not None:
-                progress(batch.num_rows)
-        report.files += 1
+    writes = collection.writes
+    with writes.batches():  # settled at the end: models refitted, the index followed and saved
+        for file in files:
+            _import_file(collection, file, report, progress)
     return report
+
+
+def _import_file(
+    collection: Collection,
+    file: str | os.PathLike[str],
+    report: ImportReport,
+    progress: Callable[[int], None] | None,
+) -> None:
+    spec = read_spec(file)
+    if _comparable(spec) != _comparable(collection.spec):
+        raise ValueError(
+            f"{file} holds vectors of {spec.name} ({spec.pooling} pooling, localize "
+            f"{spec.localize}); {collection.name} is {collection.spec.name} "
+            f"({collection.spec.pooling}, localize {collection.spec.localize})"
+        )
+    writes = collection.writes
+    parquet = _open_streaming(file)
+    key = "import:" + _file_key(Path(file))
+    done = int(collection.store.get_meta(key) or 0)
+    dims = None
+    batches = parquet.iter_batches(batch_size=ROWS_PER_BATCH, use_threads=False)
+    for number, batch in enumerate(batches):
+        if number < done:
+            report.already_imported += batch.num_rows
+            continue
+        rows, dims = _rows(batch, dims, str(file), report)
+
+        def write(rows: list[EmbeddedImage] = rows, done: int = number + 1, key: str = key) -> None:
+            writes.write_batch(rows, [])  # on the writer already: the rows and the progress
+            collection.store.set_meta(key, str(done))  # recorded in one change
+
+        writes.change(write)
+        report.rows += len(rows)
+        if progress is not None:
+            progress(batch.num_rows)
+    report.files += 1
 
 
 def _comparable(spec: ModelSpec) -> ModelSpec:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 import ray
@@ -28,12 +28,8 @@ from lookalike import config
 from lookalike.encode.encoders import load_encoder
 from lookalike.encode.models import Embedder, ModelSpec
 from lookalike.image.files import Candidate
-from lookalike.pipeline.indexer import IndexReport, Plan, _process_batch
+from lookalike.pipeline.indexer import BatchSink, IndexReport, Plan, _process_batch
 from lookalike.store.records import EmbeddedImage, SkippedFile
-
-if TYPE_CHECKING:
-    from lookalike.store.postgres import PostgresStore
-    from lookalike.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +103,7 @@ def _not_progress_bar_notice(record: logging.LogRecord) -> bool:
 
 
 def run(
-    store: Store | PostgresStore,
+    store: BatchSink,
     spec: ModelSpec,
     work: Plan,
     *,
@@ -159,9 +155,7 @@ def run(
     return report
 
 
-def _write(
-    store: Store | PostgresStore, batch: dict[str, Any], work: Plan, report: IndexReport
-) -> None:
+def _write(store: BatchSink, batch: dict[str, Any], work: Plan, report: IndexReport) -> None:
     embedded: list[EmbeddedImage] = []
     skipped: list[SkippedFile] = []
     forget: list[str] = []  # failed for now (not the file's fault): tried again next run

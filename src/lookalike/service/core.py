@@ -29,7 +29,6 @@ from lookalike.encode.features import Localize
 from lookalike.encode.models import ModelSpec, builtin_models, builtin_name, builtin_spec
 from lookalike.errors import Conflict, Forbidden, InvalidInput, NotFound
 from lookalike.image.decode import DecodeError, load_image
-from lookalike.search import fitting
 from lookalike.search.engine import QueryOutcome, SearchResult
 from lookalike.service.batcher import QueryBatcher
 from lookalike.service.errors import BadUpload
@@ -299,7 +298,11 @@ class Service:
                     )
                 )
             folder = self.collections.files_dir(name)
-            outcomes = collection.write(lambda: _commit_uploads(collection, folder, checked))
+            # One settled change of the write path, as every door's: the fitted models are
+            # refitted and the approximate index followed and saved as after `lookalike index`.
+            outcomes = collection.writes.commit(
+                lambda: _commit_uploads(collection, folder, checked)
+            )
         return UploadReport(
             collection=name,
             added=sum(o.status == "added" for o in outcomes),
@@ -419,7 +422,8 @@ def _commit_uploads(
     collection: Collection, folder: Path, checked: list[_Upload]
 ) -> list[UploadOutcome]:
     """On the writer: store the files and write their rows in one transaction; on failure
-    (a full disk) the files this change created are removed again."""
+    (a full disk) the files this change created are removed again. The write path settles
+    the change (:meth:`lookalike.pipeline.write_path.WritePath.commit`)."""
     store = collection.store
     created: list[Path] = []
     statuses: list[Literal["added", "updated", "unchanged"]] = []
@@ -450,8 +454,7 @@ def _commit_uploads(
                 )
             )
         if rows:
-            store.write_batch(rows, [])
-            fitting.refresh(store)
+            collection.writes.write_batch(rows, [])
     except BaseException:
         for new_file in created:
             new_file.unlink(missing_ok=True)
