@@ -21,7 +21,6 @@ import functools
 import json
 import logging
 import os
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -481,94 +480,16 @@ class Collection:
         finds the number itself and leaves outliers as noise, -1), and store each image's
         cluster, replacing the previous clustering. Scored against the images' categories
         when some are labelled."""
-        if not auto and k is None:
-            raise ValueError("give the number of clusters k, or auto=True")
-        if len(self) > config.CLUSTER_SAMPLE and hasattr(self.store, "vector_batches"):
-            return self._cluster_from_sample(
-                k,
-                auto=auto,
-                random_state=random_state,
-                pca_dims=pca_dims,
-                min_cluster_size=min_cluster_size,
-            )
-        ids, vectors = self.store.load_vectors()
-        labels, report = clustering.cluster_images(
-            ids,
-            vectors,
-            self.store.labelled_ids(),
-            k=k,
-            method="hdbscan" if auto else "kmeans",
+        assigned, report = clustering.cluster_store(
+            self.store,
+            k,
+            auto=auto,
             random_state=random_state,
             pca_dims=pca_dims,
             min_cluster_size=min_cluster_size,
         )
-        clusters = dict(zip(ids.tolist(), labels.tolist(), strict=True))
-        self.write(lambda: self.store.set_clusters(clusters))
-        return report
-
-    def _cluster_from_sample(
-        self,
-        k: int | None,
-        *,
-        auto: bool,
-        random_state: int,
-        pca_dims: int | None,
-        min_cluster_size: int,
-    ) -> clustering.ClusterReport:
-        """Cluster a random sample of :data:`config.CLUSTER_SAMPLE` images, then give every
-        image (a batch at a time) the cluster of the nearest sample centroid; with HDBSCAN,
-        an image less like its centroid than 95% of the sample's members is noise."""
-        started = time.perf_counter()
-        store = cast(Store, self.store)
-        all_ids = store.ids()
-        rng = np.random.default_rng(random_state)
-        sample_ids = np.sort(rng.choice(all_ids, config.CLUSTER_SAMPLE, replace=False))
-        sample = store.vectors_of(sample_ids)
-        sample_labels, report = clustering.cluster_images(
-            sample_ids,
-            sample,
-            None,
-            k=k,
-            method="hdbscan" if auto else "kmeans",
-            random_state=random_state,
-            pca_dims=pca_dims,
-            min_cluster_size=min_cluster_size,
-        )
-        names = np.array(sorted(set(sample_labels.tolist()) - {clustering.NOISE}), dtype=np.int64)
-        centroids = np.stack([sample[sample_labels == c].mean(axis=0) for c in names])
-        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-        floors = np.array(
-            [
-                np.percentile(sample[sample_labels == c] @ centroids[i], 5)
-                for i, c in enumerate(names)
-            ]
-        )
-        assigned: dict[int, int] = {}
-        for ids, vectors in store.vector_batches():
-            similarities = vectors @ centroids.T
-            best = similarities.argmax(axis=1)
-            labels = names[best]
-            if auto:
-                labels[similarities[np.arange(len(best)), best] < floors[best]] = clustering.NOISE
-            assigned.update(zip(ids.tolist(), labels.tolist(), strict=True))
-        del sample
         self.write(lambda: self.store.set_clusters(assigned))
-        every = np.fromiter(assigned.values(), dtype=np.int64, count=len(assigned))
-        values, counts = np.unique(every, return_counts=True)
-        labelled_ids, categories = self.store.labelled_ids()
-        quality = None
-        if len(labelled_ids):
-            quality = clustering.cluster_quality(
-                np.array([assigned[int(i)] for i in labelled_ids]), categories
-            )
-        return dataclasses.replace(
-            report,
-            images=len(every),
-            noise=int((every == clustering.NOISE).sum()),
-            sizes={int(v): int(c) for v, c in zip(values, counts, strict=True)},
-            quality=quality,
-            seconds=time.perf_counter() - started,
-        )
+        return report
 
     def clusters(self) -> dict[int, int]:
         """Cluster -> number of images in it (-1: noise), from the last :meth:`cluster`."""

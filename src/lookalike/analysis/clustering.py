@@ -10,14 +10,19 @@ Labels are renumbered by cluster size, largest first (0, 1, ...); HDBSCAN's nois
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 
 from lookalike import config
+from lookalike.store.base import MetadataStore
+
+if TYPE_CHECKING:
+    from lookalike.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -240,3 +245,100 @@ def cluster_images(
         quality=quality,
     )
     return labels, report
+
+
+def cluster_store(
+    store: MetadataStore,
+    k: int | None,
+    *,
+    auto: bool = False,
+    random_state: int = 0,
+    pca_dims: int | None = None,
+    min_cluster_size: int = MIN_CLUSTER_SIZE,
+) -> tuple[dict[int, int], ClusterReport]:
+    """The cluster of every image of a store (id -> cluster) and a report: k-means into ``k``
+    clusters or, with ``auto``, HDBSCAN (which finds the number itself and leaves outliers as
+    noise, -1). Scored against the images' categories when some are labelled. A store of
+    more than :data:`config.CLUSTER_SAMPLE` images is clustered from a sample
+    (:func:`_cluster_from_sample`)."""
+    if not auto and k is None:
+        raise ValueError("give the number of clusters k, or auto=True")
+    if store.count() > config.CLUSTER_SAMPLE and hasattr(store, "vector_batches"):
+        return _cluster_from_sample(
+            cast("Store", store),
+            k,
+            auto=auto,
+            random_state=random_state,
+            pca_dims=pca_dims,
+            min_cluster_size=min_cluster_size,
+        )
+    ids, vectors = store.load_vectors()
+    labels, report = cluster_images(
+        ids,
+        vectors,
+        store.labelled_ids(),
+        k=k,
+        method="hdbscan" if auto else "kmeans",
+        random_state=random_state,
+        pca_dims=pca_dims,
+        min_cluster_size=min_cluster_size,
+    )
+    return dict(zip(ids.tolist(), labels.tolist(), strict=True)), report
+
+
+def _cluster_from_sample(
+    store: Store,
+    k: int | None,
+    *,
+    auto: bool,
+    random_state: int,
+    pca_dims: int | None,
+    min_cluster_size: int,
+) -> tuple[dict[int, int], ClusterReport]:
+    """Cluster a random sample of :data:`config.CLUSTER_SAMPLE` images, then give every
+    image (a batch at a time) the cluster of the nearest sample centroid; with HDBSCAN,
+    an image less like its centroid than 95% of the sample's members is noise."""
+    started = time.perf_counter()
+    all_ids = store.ids()
+    rng = np.random.default_rng(random_state)
+    sample_ids = np.sort(rng.choice(all_ids, config.CLUSTER_SAMPLE, replace=False))
+    sample = store.vectors_of(sample_ids)
+    sample_labels, report = cluster_images(
+        sample_ids,
+        sample,
+        None,
+        k=k,
+        method="hdbscan" if auto else "kmeans",
+        random_state=random_state,
+        pca_dims=pca_dims,
+        min_cluster_size=min_cluster_size,
+    )
+    names = np.array(sorted(set(sample_labels.tolist()) - {NOISE}), dtype=np.int64)
+    centroids = np.stack([sample[sample_labels == c].mean(axis=0) for c in names])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    floors = np.array(
+        [np.percentile(sample[sample_labels == c] @ centroids[i], 5) for i, c in enumerate(names)]
+    )
+    assigned: dict[int, int] = {}
+    for ids, vectors in store.vector_batches():
+        similarities = vectors @ centroids.T
+        best = similarities.argmax(axis=1)
+        labels = names[best]
+        if auto:
+            labels[similarities[np.arange(len(best)), best] < floors[best]] = NOISE
+        assigned.update(zip(ids.tolist(), labels.tolist(), strict=True))
+    del sample
+    every = np.fromiter(assigned.values(), dtype=np.int64, count=len(assigned))
+    values, counts = np.unique(every, return_counts=True)
+    labelled_ids, categories = store.labelled_ids()
+    quality = None
+    if len(labelled_ids):
+        quality = cluster_quality(np.array([assigned[int(i)] for i in labelled_ids]), categories)
+    return assigned, dataclasses.replace(
+        report,
+        images=len(every),
+        noise=int((every == NOISE).sum()),
+        sizes={int(v): int(c) for v, c in zip(values, counts, strict=True)},
+        quality=quality,
+        seconds=time.perf_counter() - started,
+    )
