@@ -6,22 +6,23 @@
 ...     for hit in photos.search("query.jpg", k=5):
 ...         print(hit.score, hit.path)
 
-A thin front of the parts: a :class:`~lookalike.store.base.MetadataStore` (opened from a
-``--db`` string by :mod:`lookalike.store.registry`), encoders
-(:mod:`lookalike.encode.encoders`), a writer thread through which every change goes
-(:mod:`lookalike.pipeline.writer`), the models fitted on the collection
-(:mod:`lookalike.search.fitting`), search snapshots (:mod:`lookalike.search.snapshot`) and the
-one search path (:mod:`lookalike.search.engine`). Safe to share between threads.
+A door, not the engine: each method hands over to a part. A
+:class:`~lookalike.store.base.MetadataStore` (opened from a ``--db`` string by
+:mod:`lookalike.store.registry`); the collection's model and the query model
+(:mod:`lookalike.encode.choice`, loaded by :mod:`lookalike.encode.encoders`); the one write
+path every change goes through (:mod:`lookalike.pipeline.write_path`: the writer thread,
+indexing here or on Ray, refitting the models of :mod:`lookalike.search.fitting`, keeping the
+approximate index saved); index administration (:mod:`lookalike.index.admin`); search
+snapshots (:mod:`lookalike.search.snapshot`) and the one search path
+(:mod:`lookalike.search.engine`); clustering and near-duplicates (:mod:`lookalike.analysis`).
+Safe to share between threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -32,20 +33,22 @@ from PIL import Image
 
 from lookalike import config
 from lookalike.analysis import clustering, duplicates
+from lookalike.encode import choice, imagenet
 from lookalike.encode.base import ImageEncoder
 from lookalike.encode.encoders import EncoderPool
 from lookalike.encode.features import Localize
-from lookalike.encode.models import DESCRIPTOR_VERSION, Embedder, ModelSpec, builtin_spec
+from lookalike.encode.imagenet import imagenet_class_names
+from lookalike.encode.models import Embedder, ModelSpec
 from lookalike.errors import (
     EmptyCollectionError,
     InvalidInput,
     NoCollectionError,
 )
-from lookalike.image.files import candidates_for, existing_paths, expand_paths
-from lookalike.index import persistent as persistent_index
+from lookalike.image.files import expand_paths
+from lookalike.index import admin as index_admin
 from lookalike.index.base import VectorIndex
 from lookalike.index.pca import Pca
-from lookalike.index.persistent import StoreScan
+from lookalike.index.persistent import FollowedIndex, StoreScan
 from lookalike.pipeline import indexer
 from lookalike.pipeline.indexer import IndexReport, Plan
 from lookalike.pipeline.write_path import WritePath
@@ -115,7 +118,11 @@ class Collection:
                 raise NoCollectionError(target)
         store = open_store(target)
         try:
-            spec = _model_of(store, target, model)
+            stored = store.get_meta("model")
+            spec = choice.collection_model(stored, model, target)
+            if stored is None:  # a new collection: its model recorded, the default codec
+                store.set_meta("model", spec.to_json())
+                fitting.start(store)
         except BaseException:
             store.close()
             raise
@@ -125,7 +132,6 @@ class Collection:
     def close(self) -> None:
         """Finish the writes already queued and a background rebuild of the index, if one
         runs (it is saved, not lost), then close the store."""
-
         self.writes.close(self.store.close)
 
     def __enter__(self) -> Collection:
@@ -153,20 +159,12 @@ class Collection:
         return self.encoders.get(self.spec, threads=1)
 
     def query_localization(self, localize: Localize | None) -> Localize:
-        """What a query gets: ``localize`` if given, else the collection's own localization,
-        or :data:`config.QUERY_LOCALIZE` for a collection indexed without one."""
-        if localize is not None:
-            return localize
-        return config.QUERY_LOCALIZE if self.spec.localize == "none" else self.spec.localize
+        """What a query gets (see :func:`lookalike.encode.choice.query_localization`)."""
+        return choice.query_localization(self.spec, localize)
 
     def query_embedder(self, localize: Localize | None = None) -> ImageEncoder:
-        """The query model; ``localize`` other than the collection's localizes the queries
-        only (the collection's vectors stay as they are: same model, same pooling).
-        ``border`` describes the whole photo here; the object's view is added by
-        :func:`lookalike.search.engine.describe_queries`."""
-        if localize is None or localize in (self.spec.localize, "border"):
-            return self.embedder
-        return self.encoders.get(self.spec.with_options(localize=localize))
+        """The query model (see :func:`lookalike.encode.choice.query_spec`)."""
+        return self.encoders.get(choice.query_spec(self.spec, localize))
 
     # --- writing: every change goes through the writer -------------------------------------
 
@@ -182,12 +180,7 @@ class Collection:
         ``~`` is expanded; a path that does not exist raises
         :class:`~lookalike.errors.MissingPathError` (a ``FileNotFoundError``) naming it.
         """
-        left_out: Counter[str] = Counter()
-        candidates, folders = candidates_for(
-            existing_paths(paths), all_files=all_files, left_out=left_out
-        )
-        work = indexer.plan(cast(Store, self.store), candidates, folders)
-        return dataclasses.replace(work, left_out=dict(sorted(left_out.items())))
+        return indexer.plan_paths(cast(Store, self.store), paths, all_files=all_files)
 
     def add(
         self,
@@ -234,11 +227,7 @@ class Collection:
     def set_compression(self, dims: int | None, *, whiten: bool = False) -> None:
         """Compress the search index with PCA to ``dims`` (None: the default codec,
         mean-centring without reduction)."""
-        settings: dict[str, object] = (
-            {"dims": dims, "whiten": whiten} if dims else dict(config.DEFAULT_CODEC)
-        )
-
-        self.writes.commit(lambda: fitting.set_codec(self.store, settings))
+        self.writes.commit(lambda: fitting.set_compression(self.store, dims, whiten=whiten))
 
     def refresh_models(self) -> None:
         """Refit what the collection's changes made stale (see :mod:`lookalike.search.fitting`)
@@ -255,14 +244,7 @@ class Collection:
 
     def set_index(self, kind: str) -> None:
         """Choose the search index: "auto" (by size, the default), "exact", "ivf" or "hnsw"."""
-
-        def change() -> None:
-            persistent_index.set_setting(self.store, kind)  # type: ignore[arg-type]
-            if kind == "exact" and hasattr(self.store, "path"):
-                ann_files = persistent_index.path_for(self.store)  # type: ignore[arg-type]
-                persistent_index.remove_index_files(ann_files)
-
-        self.writes.commit(change)
+        self.writes.commit(lambda: index_admin.choose(self.store, kind))
 
     def sync_index(self) -> None:
         """Bring the approximate index (if the collection uses one) up to date with the store
@@ -272,23 +254,21 @@ class Collection:
 
     def index_info(self) -> dict[str, object]:
         """Which index searches use and what it holds (``lookalike info``)."""
-        kind = self.index_kind()
         pca = self.pca()
-        info: dict[str, object] = {
-            "setting": persistent_index.setting(self.store),  # type: ignore[arg-type]
-            "kind": kind,
-            "approximate": kind != "exact",
-            "dims": pca.dims if pca is not None else None,
-        }
-        if kind == "exact":
-            dims = pca.dims if pca is not None else len(self.index().ids) and _raw_dims(self)
-            info["bytes_per_image"] = 4 * int(dims or 0)
-        else:
-            self.snapshot()
-            followed = self.snapshots.followed()
-            assert followed is not None
-            info.update(followed.describe())
-        return info
+
+        def followed() -> FollowedIndex:
+            self.snapshot()  # the index held, caught up with the store
+            found = self.snapshots.followed()
+            assert found is not None
+            return found
+
+        return index_admin.describe(
+            self.store,
+            self.index_kind(),
+            pca.dims if pca is not None else None,
+            lambda: _raw_dims(self.store, self.index()),
+            followed,
+        )
 
     # --- fitted models ---------------------------------------------------------------------
 
@@ -297,17 +277,14 @@ class Collection:
         return self.store.category_counts()
 
     def classifier(self) -> CategoryModel | None:
-        data = self.store.get_artifact("classifier")
-        return CategoryModel.from_bytes(data) if data else None
+        return fitting.classifier(self.store)
 
     def category_projection(self) -> CategoryProjection | None:
         """The LDA projection learned from the labels, used by category-aware search."""
-        data = self.store.get_artifact("category_projection")
-        return CategoryProjection.from_bytes(data) if data else None
+        return fitting.category_projection(self.store)
 
     def pca(self) -> Pca | None:
-        data = self.store.get_artifact("pca")
-        return Pca.from_bytes(data) if data else None
+        return fitting.pca(self.store)
 
     # --- searching -------------------------------------------------------------------------
 
@@ -447,23 +424,15 @@ class Collection:
         classifier = self.classifier()
         if classifier is not None:
             raw, _ = self.query_vectors([query])
-            probabilities = classifier.predict_proba(raw)[0]
-            names: Sequence[str] = classifier.classes
-        else:
-            embedder = self.embedder
-            head = getattr(embedder, "imagenet_probabilities", None)
-            if head is None:
-                raise InvalidInput(f"{self.spec.name} has no ImageNet head to classify with")
-            if isinstance(query, Image.Image):
-                image = query
-            elif isinstance(query, np.ndarray):
-                raise InvalidInput("a vector cannot be classified without a category classifier")
-            else:
-                image = search.decode_query(query, embedder)
-            probabilities = head([image.convert("RGB")])[0]
-            names = imagenet_class_names()
-        order = np.argsort(-probabilities)[:top]
-        return [(names[i], float(probabilities[i])) for i in order]
+            return imagenet.top_classes(classifier.predict_proba(raw)[0], classifier.classes, top)
+        encoder = self.embedder
+        head = imagenet.head_of(encoder, self.spec.name)
+        if isinstance(query, np.ndarray):
+            raise InvalidInput("a vector cannot be classified without a category classifier")
+        image = query if isinstance(query, Image.Image) else search.decode_query(query, encoder)
+        return imagenet.top_classes(
+            head([image.convert("RGB")])[0], imagenet.imagenet_class_names(), top
+        )
 
     # --- clusters and near-duplicates ------------------------------------------------------
 
@@ -528,49 +497,7 @@ class Collection:
         return duplicates.with_records(groups, self.store.records(i for g in groups for i in g.ids))
 
 
-def _model_of(
-    store: MetadataStore, target: str | os.PathLike[str], model: str | ModelSpec | None
-) -> ModelSpec:
-    """The collection's model: recorded in a new store, checked against an existing one."""
-    wanted = builtin_spec(model) if isinstance(model, str) else model
-    stored = store.get_meta("model")
-    if stored is None:
-        spec = wanted or builtin_spec(config.DEFAULT_MODEL)
-        store.set_meta("model", spec.to_json())
-        if store.get_meta("pca") is None:  # a new collection gets the default codec
-            store.set_meta("pca", json.dumps(config.DEFAULT_CODEC))
-        return spec
-    spec = ModelSpec.from_json(stored)
-    if spec.descriptor_version != DESCRIPTOR_VERSION:
-        log.warning(
-            "%s was indexed by another version of lookalike's image descriptors "
-            "(%s, now %s): its vectors may not match new queries; index it again "
-            "into a new --db",
-            target,
-            spec.descriptor_version,
-            DESCRIPTOR_VERSION,
-        )
-        spec = dataclasses.replace(spec, descriptor_version=DESCRIPTOR_VERSION)
-    if isinstance(model, str) and wanted is not None:
-        # A model named without a precision: the collection keeps the one it was built with.
-        wanted = dataclasses.replace(wanted, precision=spec.precision, calibration=spec.calibration)
-    if wanted is not None and wanted != spec:
-        raise InvalidInput(
-            f"{target} was built with {spec.label}, not {wanted.label}; vectors of different "
-            "models or precisions are never mixed: use another --db"
-        )
-    return spec
-
-
-@functools.cache
-def _raw_dims(collection: Collection) -> int:
-    ids = collection.index().ids[:1]
-    return int(collection.store.vectors_of(ids).shape[1]) if len(ids) else 0  # type: ignore[attr-defined]
-
-
-@functools.cache
-def imagenet_class_names() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k class names in model output order (WordNet lemmas; list from
-    timm, Apache-2.0)."""
-    text = (Path(__file__).parent / "imagenet_classes.txt").read_text()
-    return tuple(line.split("\t", 1)[1] for line in text.splitlines() if line.strip())
+def _raw_dims(store: MetadataStore, index: VectorIndex) -> int:
+    """Dimensions of the stored vectors (0 in an empty collection)."""
+    ids = index.ids[:1]
+    return int(store.vectors_of(ids).shape[1]) if len(ids) else 0  # type: ignore[attr-defined]

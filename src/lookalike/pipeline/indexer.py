@@ -7,10 +7,11 @@ batch in flight; the next run sees everything committed before it as unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from PIL import Image
 from lookalike import config
 from lookalike.encode.models import Embedder
 from lookalike.image.decode import FULL_SIZE, DecodeError, load_image
-from lookalike.image.files import Candidate, printable
+from lookalike.image.files import Candidate, candidates_for, existing_paths, printable
 from lookalike.image.preprocess import shrink
 from lookalike.store.records import EmbeddedImage, FileState, SkippedFile
 from lookalike.store.sqlite import Store
@@ -142,6 +143,22 @@ def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
     vanished = sorted(p for p in known if p not in seen and p.startswith(prefixes))
     new_paths = frozenset(c.path for c in todo if c.path not in known or known[c.path].skipped)
     return Plan(todo, new_paths, vanished, unchanged, skipped_before)
+
+
+def plan_paths(
+    store: Store, paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False
+) -> Plan:
+    """The plan of indexing files and folders (recursively): new or changed files to embed,
+    vanished ones to drop, and the files left out by type (extension -> count).
+
+    ``~`` is expanded; a path that does not exist raises
+    :class:`~lookalike.errors.MissingPathError` (a ``FileNotFoundError``) naming it."""
+    left_out: Counter[str] = Counter()
+    candidates, folders = candidates_for(
+        existing_paths(paths), all_files=all_files, left_out=left_out
+    )
+    work = plan(store, candidates, folders)
+    return dataclasses.replace(work, left_out=dict(sorted(left_out.items())))
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,33 @@ import numpy as np
 from lookalike import config
 from lookalike.index import codec as codecs
 from lookalike.index import persistent as persistent_index
-from lookalike.search.categories import fit_classifier, fit_projection
+from lookalike.index.pca import Pca
+from lookalike.search.categories import (
+    CategoryModel,
+    CategoryProjection,
+    fit_classifier,
+    fit_projection,
+)
 from lookalike.search.snapshot import CLASSIFIER_KEY, CODEC_GENERATION
 from lookalike.store.base import MetadataStore
 
 Vectors = Callable[[], tuple[np.ndarray, np.ndarray]]
+
+
+def start(store: MetadataStore) -> None:
+    """A new collection gets the default codec (:data:`config.DEFAULT_CODEC`) unless it
+    was given one."""
+    if store.get_meta("pca") is None:
+        store.set_meta("pca", json.dumps(config.DEFAULT_CODEC))
+
+
+def set_compression(store: MetadataStore, dims: int | None, *, whiten: bool = False) -> None:
+    """Compress the search index with PCA to ``dims`` (None: the default codec,
+    mean-centring without reduction); fitted by the next :func:`refresh`."""
+    settings: dict[str, object] = (
+        {"dims": dims, "whiten": whiten} if dims else dict(config.DEFAULT_CODEC)
+    )
+    set_codec(store, settings)
 
 
 def set_codec(store: MetadataStore, settings: dict[str, object]) -> None:
@@ -128,3 +150,24 @@ def _refresh_classifier(store: MetadataStore, vectors: Vectors) -> None:
     store.put_artifact("classifier", model.to_bytes() if model else None)
     store.put_artifact("category_projection", projection.to_bytes() if projection else None)
     store.set_meta(CLASSIFIER_KEY, key)
+
+
+# --- the fitted models, as stored -------------------------------------------------------------
+
+
+def classifier(store: MetadataStore) -> CategoryModel | None:
+    """The category classifier fitted on the labelled images (None: fewer than two labels)."""
+    data = store.get_artifact("classifier")
+    return CategoryModel.from_bytes(data) if data else None
+
+
+def category_projection(store: MetadataStore) -> CategoryProjection | None:
+    """The LDA projection learned from the labels, used by category-aware search."""
+    data = store.get_artifact("category_projection")
+    return CategoryProjection.from_bytes(data) if data else None
+
+
+def pca(store: MetadataStore) -> Pca | None:
+    """The fitted PCA codec (None: no codec, or too few images to fit one yet)."""
+    data = store.get_artifact("pca")
+    return Pca.from_bytes(data) if data else None

@@ -1,0 +1,42 @@
+"""Administering a collection's search index: choosing its kind (``lookalike index --index``)
+and describing it (``lookalike info``). The index itself is chosen by size and kept beside the
+store by :mod:`lookalike.index.persistent`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lookalike.index import persistent as persistent_index
+from lookalike.index.persistent import FollowedIndex
+from lookalike.store.base import MetadataStore
+
+
+def choose(store: MetadataStore, kind: str) -> None:
+    """Set the ``index`` setting ("auto", "exact", "ivf" or "hnsw"); going back to "exact"
+    deletes the approximate index saved beside the store."""
+    persistent_index.set_setting(store, kind)  # type: ignore[arg-type]
+    if kind == "exact" and hasattr(store, "path"):
+        persistent_index.remove_index_files(persistent_index.path_for(store))  # type: ignore[arg-type]
+
+
+def describe(
+    store: MetadataStore,
+    kind: str,
+    codec_dims: int | None,
+    raw_dims: Callable[[], int],
+    followed: Callable[[], FollowedIndex],
+) -> dict[str, object]:
+    """Which index searches use (``kind``) and what it holds: for the exact index, the size
+    of its vectors (``codec_dims``, or without a codec the stored vectors' ``raw_dims``); for
+    an approximate one, what ``followed`` (the index held, brought up to date) says."""
+    info: dict[str, object] = {
+        "setting": persistent_index.setting(store),  # type: ignore[arg-type]
+        "kind": kind,
+        "approximate": kind != "exact",
+        "dims": codec_dims,
+    }
+    if kind == "exact":
+        info["bytes_per_image"] = 4 * (codec_dims if codec_dims is not None else raw_dims())
+    else:
+        info.update(followed().describe())
+    return info
