@@ -477,24 +477,10 @@ class Collection:
         a collection with an approximate index takes each image's nearest neighbours from it
         as candidates (a batch of vectors in memory at a time).
         """
-        if self.index_kind() != "exact":
-            snapshot = self.snapshot()
-            store = cast(Store, self.store)
-            groups = duplicates.find_duplicates_by_neighbours(
-                store.vector_batches(),
-                store.ids(),
-                snapshot.index,
-                snapshot.encode,
-                store.vectors_of,
-                threshold=threshold,
-                max_neighbours=max_neighbours,
-            )
-        else:
-            ids, vectors = self.store.load_vectors()
-            groups = duplicates.find_duplicates(
-                ids, vectors, threshold=threshold, max_neighbours=max_neighbours
-            )
-        return duplicates.with_records(groups, self.store.records(i for g in groups for i in g.ids))
+        approximate = self.snapshot() if self.index_kind() != "exact" else None
+        return duplicates.find_in_store(
+            self.store, approximate, threshold=threshold, max_neighbours=max_neighbours
+        )
 
 
 def _raw_dims(store: MetadataStore, index: VectorIndex) -> int:

@@ -23,12 +23,18 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from lookalike import config
 from lookalike.index.base import VectorIndex
+from lookalike.search.snapshot import SearchSnapshot
+from lookalike.store.base import MetadataStore
 from lookalike.store.records import ImageRecord
+
+if TYPE_CHECKING:
+    from lookalike.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -310,3 +316,31 @@ def with_records(
             )
         )
     return out
+
+
+def find_in_store(
+    store: MetadataStore,
+    approximate: SearchSnapshot | None,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_neighbours: int = MAX_NEIGHBOURS,
+) -> list[DuplicateGroup]:
+    """The near-duplicate groups of a store's images, with their records: by an exact
+    self-join of the vectors, or, given the search snapshot of a collection with an
+    approximate index (``approximate``), from each image's neighbours in that index (a
+    batch of vectors in memory at a time)."""
+    if approximate is not None:
+        batched = cast("Store", store)
+        groups = find_duplicates_by_neighbours(
+            batched.vector_batches(),
+            batched.ids(),
+            approximate.index,
+            approximate.encode,
+            batched.vectors_of,
+            threshold=threshold,
+            max_neighbours=max_neighbours,
+        )
+    else:
+        ids, vectors = store.load_vectors()
+        groups = find_duplicates(ids, vectors, threshold=threshold, max_neighbours=max_neighbours)
+    return with_records(groups, store.records(i for g in groups for i in g.ids))
