@@ -266,7 +266,7 @@ class Collection:
             self.store,
             self.index_kind(),
             pca.dims if pca is not None else None,
-            lambda: _raw_dims(self.store, self.index()),
+            self.index,
             followed,
         )
 
@@ -481,9 +481,3 @@ class Collection:
         return duplicates.find_in_store(
             self.store, approximate, threshold=threshold, max_neighbours=max_neighbours
         )
-
-
-def _raw_dims(store: MetadataStore, index: VectorIndex) -> int:
-    """Dimensions of the stored vectors (0 in an empty collection)."""
-    ids = index.ids[:1]
-    return int(store.vectors_of(ids).shape[1]) if len(ids) else 0  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lookalike.index import persistent as persistent_index
+from lookalike.index.base import VectorIndex
 from lookalike.index.persistent import FollowedIndex
 from lookalike.store.base import MetadataStore
 
@@ -23,12 +24,13 @@ def describe(
     store: MetadataStore,
     kind: str,
     codec_dims: int | None,
-    raw_dims: Callable[[], int],
+    exact: Callable[[], VectorIndex],
     followed: Callable[[], FollowedIndex],
 ) -> dict[str, object]:
-    """Which index searches use (``kind``) and what it holds: for the exact index, the size
-    of its vectors (``codec_dims``, or without a codec the stored vectors' ``raw_dims``); for
-    an approximate one, what ``followed`` (the index held, brought up to date) says."""
+    """Which index searches use (``kind``) and what it holds: for the exact index (``exact``
+    gives it), the size of its vectors (``codec_dims``, or without a codec the stored
+    vectors'); for an approximate one, what ``followed`` (the index held, brought up to date)
+    says."""
     info: dict[str, object] = {
         "setting": persistent_index.setting(store),  # type: ignore[arg-type]
         "kind": kind,
@@ -36,7 +38,14 @@ def describe(
         "dims": codec_dims,
     }
     if kind == "exact":
-        info["bytes_per_image"] = 4 * (codec_dims if codec_dims is not None else raw_dims())
+        dims = codec_dims if codec_dims is not None else _stored_dims(store, exact())
+        info["bytes_per_image"] = 4 * dims
     else:
         info.update(followed().describe())
     return info
+
+
+def _stored_dims(store: MetadataStore, index: VectorIndex) -> int:
+    """Dimensions of the stored vectors (0 in an empty collection)."""
+    ids = index.ids[:1]
+    return int(store.vectors_of(ids).shape[1]) if len(ids) else 0  # type: ignore[attr-defined]
