@@ -29,7 +29,6 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import numpy as np
-from PIL import Image
 
 from lookalike import config
 from lookalike.analysis import clustering, duplicates
@@ -378,7 +377,7 @@ class Collection:
     ) -> search.DescribedQueries:
         """Raw vectors of the queries (see :func:`lookalike.search.engine.describe_queries`); ``~``
         in a path is expanded."""
-        queries = [expand_paths([q])[0] if isinstance(q, str | os.PathLike) else q for q in queries]
+        queries = [_expanded(q) for q in queries]
         localize = self.query_localization(localize)
         return search.describe_queries(
             queries,
@@ -508,13 +507,10 @@ class Collection:
             head = getattr(embedder, "imagenet_probabilities", None)
             if head is None:
                 raise InvalidInput(f"{self.spec.name} has no ImageNet head to classify with")
-            if isinstance(query, Image.Image):
-                image = query
-            elif isinstance(query, np.ndarray):
+            if isinstance(query, np.ndarray):
                 raise InvalidInput("a vector cannot be classified without a category classifier")
-            else:
-                image = search.decode_query(query, embedder)
-            probabilities = head([image.convert("RGB")])[0]
+            image = search.query_image(query, lambda: embedder)
+            probabilities = head([image])[0]
             names = imagenet_class_names()
         order = np.argsort(-probabilities)[:top]
         return [(names[i], float(probabilities[i])) for i in order]
@@ -681,6 +677,15 @@ class _WritesThroughWriter:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
+
+
+def _expanded(query: Query) -> Query:
+    """A query with ``~`` in its path (or its region's) expanded."""
+    if isinstance(query, str | os.PathLike):
+        return expand_paths([query])[0]
+    if isinstance(query, search.Region) and isinstance(query.source, str | os.PathLike):
+        return search.Region(expand_paths([query.source])[0], query.box)
+    return query
 
 
 def _ray_runner():  # type: ignore[no-untyped-def]

@@ -255,8 +255,9 @@ class Service:
         localize: Localize | None = None,
         rerank: bool = False,
     ) -> QueryOutcome:
-        """One search through the library's search path: what the batcher does not serve
-        (by id, by category, query localization, re-ranking), a few at a time."""
+        """One search through the library's search path, a few at a time: "more like this"
+        by an indexed image (its file, or a region of it), which the batcher (decoded
+        uploads) does not serve."""
         self.batcher(collection.spec)  # its model is the collection's query model
         with self._direct_searches:
             (outcome,) = collection.search_detailed(
