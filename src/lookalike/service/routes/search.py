@@ -63,7 +63,9 @@ async def search_by_upload(
         if len(collection) == 0:
             raise Conflict(EMPTY)
         batcher = await run_in_threadpool(service.batcher, collection.spec)
-        encoder = await run_in_threadpool(collection.query_embedder, localize)
+        # decoded as the library decodes a query file (see lookalike.search.engine.Region)
+        setting = collection.query_localization(localize)
+        encoder = await run_in_threadpool(collection.query_embedder, setting)
         side = search.decode_side(encoder, region=part is not None)
         async with service.slots.search(data):
             image = await run_in_threadpool(service.decode_query, data, filename, side)
