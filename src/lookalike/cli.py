@@ -439,6 +439,7 @@ def _eval_instances(args: argparse.Namespace) -> int:
     with ``--db``, in that collection as it is; ``--per-query``: each query's results too."""
     from lookalike.analysis.evaluate import (
         EvalConfig,
+        check_search_settings_only,
         compare_instances,
         evaluate_collection,
         read_instance_queries,
@@ -448,6 +449,8 @@ def _eval_instances(args: argparse.Namespace) -> int:
     queries = read_instance_queries(args.queries)
     labels = read_labels(Path(args.dir or "."), args.labels) if args.labels else None
     configs = [EvalConfig.parse(text) for text in args.compare or ["model=lite0"]]
+    if args.db is not None:
+        check_search_settings_only(configs)  # before anything is opened or written
     with contextlib.ExitStack() as stack:
         report = None
         if args.per_query is not None:

@@ -619,6 +619,21 @@ def compare_instances(
 SEARCH_SETTINGS = ("expand", "by_category", "rerank", "query_localize")
 
 
+def check_search_settings_only(configs: list[EvalConfig]) -> None:
+    """ValueError unless the configurations vary only :data:`SEARCH_SETTINGS` (the model
+    key is left to the collection)."""
+    plain = EvalConfig()
+    for config in configs:
+        unsearched = dataclasses.replace(
+            config, **{name: getattr(plain, name) for name in SEARCH_SETTINGS}, model=plain.model
+        )
+        if unsearched != plain:
+            raise ValueError(
+                f"{config.name}: an existing collection is searched as it is; only "
+                "qe, bycat, rerank and qloc can be compared"
+            )
+
+
 def evaluate_collection(
     collection: Collection,
     queries: list[InstanceQuery],
@@ -632,16 +647,7 @@ def evaluate_collection(
     PostgreSQL; read only): each configuration sets only search settings (query expansion,
     category-first search with the collection's classifier, re-ranking, query localization);
     a query may be a region of its photo (:attr:`InstanceQuery.box`)."""
-    plain = EvalConfig()
-    for config in configs:
-        unsearched = dataclasses.replace(
-            config, **{name: getattr(plain, name) for name in SEARCH_SETTINGS}, model=plain.model
-        )
-        if unsearched != plain:
-            raise ValueError(
-                f"{config.name}: an existing collection is searched as it is; only "
-                "qe, bycat, rerank and qloc can be compared"
-            )
+    check_search_settings_only(configs)
     return [
         _search_instances(collection, queries, config, labels, batch, on_query)
         for config in configs
