@@ -25,6 +25,7 @@ from PIL import Image
 
 from lookalike.image.decode import load_image
 from lookalike.service import ServiceSettings
+from lookalike.service.batcher import SearchOptions
 from lookalike.service.core import Service
 
 
@@ -51,12 +52,12 @@ def main() -> None:
         stop = threading.Event()
         with service.collections.lease("bench") as collection:
             batcher = service.batcher(collection.spec)
-            batcher.submit(collection, query, k=10, min_score=None).result()
+            batcher.submit(collection, query, SearchOptions(k=10)).result()
 
             def searcher() -> None:
                 while not stop.is_set():
                     started = time.perf_counter()
-                    batcher.submit(collection, query, k=10, min_score=None).result()
+                    batcher.submit(collection, query, SearchOptions(k=10)).result()
                     latencies.append(time.perf_counter() - started)
 
             threads = [threading.Thread(target=searcher) for _ in range(2)]

@@ -79,6 +79,8 @@ def test_commands_other_than_index_need_an_existing_collection(
         (["cluster", "-k", "0"], "must be at least 1"),
         (["index", ".", "--pca", "-5"], "must be 0 or more"),
         (["index", ".", "--batch-size", "0"], "must be at least 1"),
+        (["search", "q.jpg", "--box", "0.5,0,0.2,1"], "box must have 0 <= x0 < x1 <= 1"),
+        (["search", "q.jpg", "--box", "1,2"], "box must be four numbers"),
     ],
 )
 def test_numbers_are_checked(
@@ -238,3 +240,23 @@ def test_a_closed_pipe_ends_quietly(db: str, tmp_path: Path) -> None:
         os.close(write_end)
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
     assert done.returncode == 141
+
+
+def test_eval_of_an_existing_collection_is_checked_first(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path
+) -> None:
+    """``eval --db`` needs queries and varies only search settings: refused before anything
+    is opened or written."""
+    code, _, err = run_cli(capsys, "eval", "--db", db)
+    assert code == 2 and "--db and --per-query need --queries" in err
+    code, _, err = run_cli(capsys, "eval")
+    assert code == 2 and "give the folder to evaluate" in err
+    queries = tmp_path / "q.csv"
+    queries.write_text("query_path,source_path\nq.jpg,s.jpg\n")
+    out = tmp_path / "per-query.jsonl"
+    code, _, err = run_cli(
+        capsys, "eval", "--db", db, "--queries", str(queries), "--per-query", str(out),
+        "--compare", "rerank=1", "pca=256",
+    )  # fmt: skip
+    assert code == 2 and "only qe, bycat, rerank and qloc can be compared" in err
+    assert not out.exists()

@@ -401,3 +401,22 @@ def test_lookalike_serve_process_on_a_postgresql_url(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_category_aware_search_ranks_alike_in_sqlite_and_postgresql(
+    photos: Path, pg_uri: str, tmp_path: Path, panda_query: Path
+) -> None:
+    """--by-category ranks in the space learned from the labels in either store: the same
+    images in the same order with the same scores (issue 22)."""
+    answers = []
+    for db in (str(tmp_path / "c.db"), pg_uri):
+        assert main(["index", str(photos), "--db", db, "--categories-from-folders"]) == 0
+        with Collection.open(db) as collection:
+            assert collection.snapshot().projected is not None
+            queries = [str(panda_query), str(photos / "chair" / "image_0004.jpg")]
+            outcomes = collection.search_detailed(queries, k=5, by_category=True)
+        answers.append([[(r.path, r.score) for r in outcome.results] for outcome in outcomes])
+    sqlite, postgres = answers
+    for want, got in zip(sqlite, postgres, strict=True):
+        assert [path for path, _ in got] == [path for path, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +233,42 @@ def test_removing_rows_keeps_the_others_in_order(removed: int) -> None:
     grown = smaller.add(np.array([5000]), vectors[:1])  # into the room left by remove
     assert np.shares_memory(grown.vectors, smaller.vectors)
     np.testing.assert_array_equal(grown.vectors[:-1], vectors[keep])
+
+
+@pytest.fixture
+def labelled(photos: Path, tmp_path: Path) -> Iterator[Collection]:
+    from lookalike.cli import main
+
+    db = tmp_path / "labelled.db"
+    assert main(["index", str(photos), "--db", str(db), "--categories-from-folders"]) == 0
+    with Collection.open(db) as collection:
+        yield collection
+
+
+@pytest.mark.parametrize("mode", [{"rerank": True}, {"expand": 2}, {"by_category": True}], ids=str)
+def test_a_result_scores_the_same_whatever_ordered_it(
+    labelled: Collection, panda_query: Path, mode: dict[str, object]
+) -> None:
+    """One meaning of the score (issue 22): re-ranking, query expansion and category-aware
+    search choose and order the results, and each result's score is its cosine with the
+    query in the collection's common space, as plain search scores it; --min-score and the
+    weak mark use that score."""
+    queries = [str(panda_query), str(Path(labelled.location).parent / "photos/cup/image_0003.jpg")]
+    plain = labelled.search_many(queries, k=len(labelled))
+    found = labelled.search_detailed(queries, k=8, **mode)  # type: ignore[arg-type]
+    for row, (everything, outcome) in enumerate(zip(plain, found, strict=True)):
+        cosine = {hit.id: hit.score for hit in everything}
+        assert len(outcome.results) >= 4
+        for hit in outcome.results:
+            assert hit.score == pytest.approx(cosine[hit.id], abs=1e-5)
+        # --min-score cuts on that score, keeping the mode's order
+        floor = sorted(hit.score for hit in outcome.results)[2]
+        kept = labelled.search_detailed(
+            [queries[row]],
+            k=8,
+            min_score=floor,
+            **mode,  # type: ignore[arg-type]
+        )[0]
+        assert [hit.id for hit in kept.results] == [
+            hit.id for hit in outcome.results if hit.score >= floor
+        ]

@@ -248,23 +248,47 @@ def test_search_localizing_the_query(client: TestClient) -> None:
     assert bad.status_code == 422
 
 
+def framed_on_a_wall(photo: Path) -> bytes:
+    """A print of ``photo`` in a dark frame on a big plain wall (JPEG bytes)."""
+    wall = Image.new("RGB", (900, 700), (214, 206, 190))
+    frame = Image.new("RGB", (340, 260), (40, 30, 25))
+    frame.paste(Image.open(photo).convert("RGB").resize((300, 220)), (20, 20))
+    wall.paste(frame, (280, 220))
+    return encoded(wall, "JPEG")
+
+
 @pytest.mark.parametrize("descriptor", [{}, {"pooling": "gem", "localize": "mask"}])
-def test_upload_search_matches_the_library(tmp_path: Path, descriptor: dict[str, str]) -> None:
+@pytest.mark.parametrize("query", ["clean", "framed"])
+def test_upload_search_matches_the_library(
+    tmp_path: Path, descriptor: dict[str, str], query: str
+) -> None:
     """The server's batched query path gives what Collection.search gives, whatever the
-    collection's descriptor (pooling, localization) is."""
+    collection's descriptor (pooling, localization) is: a framed photo on a plain wall too,
+    which the library also searches by the object cut from it (its box comes back)."""
     spec = dataclasses.replace(builtin_spec("lite0"), **descriptor)  # type: ignore[arg-type]
     db = tmp_path / "lib.db"
+    data = (
+        jpeg_bytes()
+        if query == "clean"
+        else framed_on_a_wall(SAMPLE / "collection" / "sunflower" / "image_0003.jpg")
+    )
     with Collection.open(db, model=spec) as collection:
         collection.add([SAMPLE / "collection"])
-        expected = collection.search(jpeg_bytes(), k=8)
+        (expected,) = collection.search_detailed([data], k=8)
+    if query == "framed" and not descriptor:
+        assert expected.query_box is not None  # the frame was found
     settings = ServiceSettings(collections_dir=tmp_path / "c", db=db)
     with TestClient(create_app(settings)) as api:
         found = api.post(
-            "/collections/lib/search", params={"k": 8}, files={"file": ("q.jpg", jpeg_bytes())}
+            "/collections/lib/search", params={"k": 8}, files={"file": ("q.jpg", data)}
         )
-    results = found.json()["results"]
-    assert [r["id"] for r in results] == [hit.id for hit in expected]
-    assert [r["score"] for r in results] == pytest.approx([hit.score for hit in expected], abs=1e-4)
+    body = found.json()
+    results = body["results"]
+    assert [r["id"] for r in results] == [hit.id for hit in expected.results]
+    assert [r["score"] for r in results] == pytest.approx(
+        [hit.score for hit in expected.results], abs=1e-4
+    )
+    assert body["query_box"] == pytest.approx(expected.query_box, abs=1e-6)
 
 
 def test_search_options_are_validated(client: TestClient) -> None:

@@ -13,7 +13,7 @@ protocols of :mod:`~lookalike.interfaces`.
 from lookalike.collection import Collection
 from lookalike.image.decode import DecodeError
 from lookalike.pipeline.indexer import IndexReport
-from lookalike.search.engine import SearchResult
+from lookalike.search.engine import Region, SearchResult
 
-__all__ = ["Collection", "DecodeError", "IndexReport", "SearchResult"]
+__all__ = ["Collection", "DecodeError", "IndexReport", "Region", "SearchResult"]
 __version__ = "0.1.0"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import io
 import json
 import logging
@@ -53,6 +55,15 @@ def _threshold(text: str) -> float:
 def _dumps(value: object) -> str:
     """JSON as written for people too: non-ASCII characters kept as they are."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def _box(text: str) -> tuple[float, float, float, float]:
+    from lookalike.image.region import parse_box
+
+    try:
+        return parse_box(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _floats3(text: str) -> tuple[float, float, float]:
@@ -250,6 +261,7 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
 
 def _search(args: argparse.Namespace) -> int:
     from lookalike.image.decode import DecodeError
+    from lookalike.search.engine import Region
     from lookalike.search.rerank import MIN_IMAGES as MIN_RERANK_IMAGES
 
     status = 0
@@ -275,7 +287,7 @@ def _search(args: argparse.Namespace) -> int:
         for query in args.images:
             try:
                 (outcome,) = collection.search_detailed(
-                    [query],
+                    [query if args.box is None else Region(query, args.box)],
                     k=args.k,
                     min_score=args.min_score,
                     by_category=args.by_category,
@@ -366,9 +378,15 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.plot:
         require("plots", "eval --plot")  # before the evaluation, not after it
-    root = Path(args.dir)
+    if (args.db is not None or args.per_query is not None) and args.queries is None:
+        print("error: --db and --per-query need --queries", file=sys.stderr)
+        return 2
+    if args.db is None and args.dir is None:
+        print("error: give the folder to evaluate, or --db with --queries", file=sys.stderr)
+        return 2
     if args.queries is not None:
-        return _eval_instances(args, root)
+        return _eval_instances(args)
+    root = Path(args.dir)
     labels = read_labels(root, args.labels)
     if args.compare:
         configs = [EvalConfig.parse(text) for text in args.compare]
@@ -416,35 +434,51 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_instances(args: argparse.Namespace, root: Path) -> int:
-    """``eval --queries``: each query photo must find its source image (instance top-1/mAP)."""
+def _eval_instances(args: argparse.Namespace) -> int:
+    """``eval --queries``: each query photo must find its source image (instance top-1/mAP);
+    with ``--db``, in that collection as it is; ``--per-query``: each query's results too."""
     from lookalike.analysis.evaluate import (
         EvalConfig,
+        check_search_settings_only,
         compare_instances,
-        database_paths,
+        evaluate_collection,
         read_instance_queries,
         read_labels,
     )
 
     queries = read_instance_queries(args.queries)
-    labels = read_labels(root, args.labels) if args.labels else None
+    labels = read_labels(Path(args.dir or "."), args.labels) if args.labels else None
     configs = [EvalConfig.parse(text) for text in args.compare or ["model=lite0"]]
-    with _eval_cache(args.cache_dir) as cache:
-        results = compare_instances(
-            root,
-            queries,
-            configs,
-            cache_dir=cache,
-            labels=labels,
-            index_paths=lambda c, paths: _index_with_progress(
-                c, [str(p) for p in paths], False, args.batch_size
-            ),
-        )
+    if args.db is not None:
+        check_search_settings_only(configs)  # before anything is opened or written
+    with contextlib.ExitStack() as stack:
+        report = None
+        if args.per_query is not None:
+            out = stack.enter_context(open(args.per_query, "w", encoding="utf-8"))
+            report = functools.partial(_report_query, out, args.k)
+        if args.db is not None:
+            collection = stack.enter_context(_open(args))
+            results = evaluate_collection(
+                collection, queries, configs, labels=labels, on_query=report
+            )
+        else:
+            cache = stack.enter_context(_eval_cache(args.cache_dir))
+            results = compare_instances(
+                Path(args.dir),
+                queries,
+                configs,
+                cache_dir=cache,
+                labels=labels,
+                index_paths=lambda c, paths: _index_with_progress(
+                    c, [str(p) for p in paths], False, args.batch_size
+                ),
+                on_query=report,
+            )
     if args.json:
         for result in results:
             print(_dumps(result.as_dict()))
         return 0
-    print(f"{len(database_paths(root))} database entries, {len(queries)} queries")
+    print(f"{results[0].database} database entries, {len(queries)} queries")
     kinds = list(results[0].by_kind)
     print(f"{'config':<46} " + " ".join(f"{k + ' top-1 / mAP':>26}" for k in kinds))
     for r in results:
@@ -454,6 +488,29 @@ def _eval_instances(args: argparse.Namespace, root: Path) -> int:
         )
         print(f"{r.config.name:<46} {cells}{category}")
     return 0
+
+
+def _report_query(out, k: int, config, query, outcome) -> None:  # type: ignore[no-untyped-def]
+    """One JSON line of ``eval --per-query``: a query's top ``k`` results and its source's
+    rank in the whole ranking (null: not found)."""
+    order = [r.path for r in outcome.results]
+    line: dict[str, object] = {
+        "config": config.name,
+        "query": query.path,
+        "source": query.source,
+        "kind": query.kind,
+        "rank": order.index(query.source) + 1 if query.source in order else None,
+        "results": [r.as_dict() for r in outcome.results[:k]],
+    }
+    if query.box is not None:
+        line["box"] = list(query.box)
+    if outcome.query_box is not None:
+        line["query_box"] = [round(v, 4) for v in outcome.query_box]
+    if config.by_category:
+        line["searched_categories"] = outcome.searched
+    if config.rerank:
+        line["reranked"] = outcome.reranked
+    out.write(_dumps(line) + "\n")
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -787,6 +844,14 @@ def build_parser() -> argparse.ArgumentParser:
         "a plain background, the object cut from it is searched too (none: off)",
     )
     p.add_argument(
+        "--box",
+        type=_box,
+        default=None,
+        metavar="X0,Y0,X1,Y1",
+        help="search only this region of each query image (fractions 0..1 of its width and "
+        "height), as the page's dragged box and the API's box do",
+    )
+    p.add_argument(
         "--expand",
         type=_non_negative_int,
         default=0,
@@ -820,7 +885,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrieval quality: leave-one-out on a labelled folder, or instance queries",
     )
     p.add_argument(
-        "dir", help="folder of images (with --queries: or a text file listing the images)"
+        "dir",
+        nargs="?",
+        help="folder of images (with --queries: or a text file listing the images; "
+        "not needed with --db)",
     )
     p.add_argument(
         "--queries",
@@ -847,8 +915,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CONFIG",
         help="configurations to compare, e.g. model=lite0 model=lite0,pool=gem,pca=256 "
         "model=lite0+lite2 (keys: model, prec, pool, scales=a+b, loc, pca, whiten, qe, bycat, "
-        "heldout, rerank; with --queries: qloc=none|border|crop, the query localization)",
+        "heldout, rerank; with --queries: qloc=none|border|crop, the query localization; "
+        "with --db: only qe, bycat, rerank, qloc)",
     )
+    p.add_argument(
+        "--db",
+        type=_db,
+        default=None,
+        help="with --queries: search this existing collection as it is (a collection file or "
+        "postgresql://...#name), instead of indexing DIR into the cache",
+    )
+    p.add_argument(
+        "--per-query",
+        type=Path,
+        default=None,
+        metavar="OUT.jsonl",
+        help="with --queries: write each query's top K results (id, path, score), the rank of "
+        "its source image and the configuration, one JSON line per query and configuration",
+    )
+    _add_k(p, config.DEFAULT_K, "results per query in --per-query")
     p.add_argument("--plot", type=Path, default=None, help="write precision-recall curves (PNG)")
     p.add_argument(
         "--cache-dir", type=Path, default=None, help="keep the indexes here to reuse them"

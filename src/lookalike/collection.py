@@ -29,7 +29,6 @@ from types import TracebackType
 from typing import TypeVar, cast
 
 import numpy as np
-from PIL import Image
 
 from lookalike import config
 from lookalike.analysis import clustering, duplicates
@@ -301,7 +300,7 @@ class Collection:
     ) -> search.DescribedQueries:
         """Raw vectors of the queries (see :func:`lookalike.search.engine.describe_queries`); ``~``
         in a path is expanded."""
-        queries = [expand_paths([q])[0] if isinstance(q, str | os.PathLike) else q for q in queries]
+        queries = [_expanded(q) for q in queries]
         localize = self.query_localization(localize)
         return search.describe_queries(
             queries,
@@ -429,10 +428,8 @@ class Collection:
         head = imagenet.head_of(encoder, self.spec.name)
         if isinstance(query, np.ndarray):
             raise InvalidInput("a vector cannot be classified without a category classifier")
-        image = query if isinstance(query, Image.Image) else search.decode_query(query, encoder)
-        return imagenet.top_classes(
-            head([image.convert("RGB")])[0], imagenet.imagenet_class_names(), top
-        )
+        image = search.query_image(query, lambda: encoder)
+        return imagenet.top_classes(head([image])[0], imagenet.imagenet_class_names(), top)
 
     # --- clusters and near-duplicates ------------------------------------------------------
 
@@ -481,3 +478,12 @@ class Collection:
         return duplicates.find_in_store(
             self.store, approximate, threshold=threshold, max_neighbours=max_neighbours
         )
+
+
+def _expanded(query: Query) -> Query:
+    """A query with ``~`` in its path (or its region's) expanded."""
+    if isinstance(query, str | os.PathLike):
+        return expand_paths([query])[0]
+    if isinstance(query, search.Region) and isinstance(query.source, str | os.PathLike):
+        return search.Region(expand_paths([query.source])[0], query.box)
+    return query

@@ -96,6 +96,9 @@ MAX_CATEGORIES = 3
 #: (lookalike.image.localization), each result at its better score. Clean photos measured
 #: unchanged; photos of pictures on walls and objects in scenes improved (EVALUATION.md).
 QUERY_LOCALIZE: Literal["none", "border"] = "border"
+#: A region of a query photo (the `box` of a search) is cut from the photo decoded at this
+#: many times the model's decode side, so that a small region keeps its detail.
+REGION_DECODE_SCALE = 2
 #: PCA dimensions of a compressed index (`index --pca` without a number).
 PCA_DIMS = 256
 #: Above this many images, `cluster` clusters a random sample of this size and gives every

@@ -9,6 +9,7 @@ Reported: mAP (average precision over the full ranking), precision@10 and top-1 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
@@ -19,15 +20,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from lookalike.collection import Collection
     from lookalike.encode.models import ModelSpec
+    from lookalike.search.engine import QueryOutcome
 
 from lookalike.config import DEFAULT_POOLING
+from lookalike.image.region import parse_box
 from lookalike.index import codec as codecs
 from lookalike.index import registry as indexes
 from lookalike.index.base import IdentityCodec, VectorCodec
 from lookalike.search import engine as search
 from lookalike.search.categories import DEFAULT_COVERAGE, DEFAULT_MAX_CATEGORIES, fit_classifier
 from lookalike.search.snapshot import CategoryPartition, SearchSnapshot
+from lookalike.types import Box
 
 
 @dataclass(frozen=True)
@@ -502,12 +507,18 @@ def plot_precision_recall(results: list[ComparedConfig], out: Path, title: str) 
 
 @dataclass(frozen=True)
 class InstanceQuery:
-    """A query photo of an instance benchmark and the database image it must find."""
+    """A query photo of an instance benchmark and the database image it must find (``box``:
+    only that region of the photo is searched)."""
 
     path: str
     source: str
     kind: str = "all"
     category: str | None = None
+    box: Box | None = None
+
+
+#: Called with each query's outcome (``eval --per-query``).
+QueryReport = Callable[[EvalConfig, InstanceQuery, "QueryOutcome"], None]
 
 
 @dataclass(frozen=True)
@@ -534,7 +545,8 @@ class InstanceScores:
 def read_instance_queries(queries_csv: Path) -> list[InstanceQuery]:
     """Queries from a CSV with ``query_path`` and ``source_path`` (relative to the CSV's
     folder or absolute), optional ``kind`` and ``class_name`` (what
-    benchmarks/make_scene_queries.py and make_instance_queries.py write)."""
+    benchmarks/make_scene_queries.py and make_instance_queries.py write) and ``box``
+    (``x0,y0,x1,y1``: search only that region of the query photo)."""
     base = queries_csv.parent
     with queries_csv.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -546,6 +558,7 @@ def read_instance_queries(queries_csv: Path) -> list[InstanceQuery]:
             os.path.abspath(base / row["source_path"]),
             row.get("kind") or "all",
             row.get("class_name") or None,
+            parse_box(row["box"]) if row.get("box") else None,
         )
         for row in rows
     ]
@@ -568,13 +581,14 @@ def compare_instances(
     labels: dict[str, str] | None = None,
     index_paths: Callable[[Any, list[Path]], Any] | None = None,
     batch: int = 16,
+    on_query: QueryReport | None = None,
 ) -> list[InstanceScores]:
     """Instance benchmarks (a photo of an image on a wall, in a scene, an edited copy: each
     query must find its one source image) through the library's own search path: each
     distinct model indexes ``root`` once into ``cache_dir``; each configuration sets the
-    collection's codec and searches every query photo with ``Collection.search_many``
+    collection's codec and searches every query photo with ``Collection.search_detailed``
     (query localization and its fusion with the whole photo included, re-ranking with
-    ``rerank=1``), ranking the whole collection."""
+    ``rerank=1``), ranking the whole collection. ``on_query`` is given each query's results."""
     from lookalike.collection import Collection
     from lookalike.search import fitting
 
@@ -590,48 +604,102 @@ def compare_instances(
         key = hashlib.sha256(f"{root.resolve()}:{spec.to_json()}".encode()).hexdigest()[:16]
         with Collection.open(cache_dir / f"{key}.db", model=spec) as collection:
             (index_paths or (lambda c, p: c.add(p)))(collection, paths)
-            ids = collection.index().ids
-            indexed = collection.store.paths(ids)
-            row_of = {indexed[int(i)]: row for row, i in enumerate(ids)}
-            missing = [q.source for q in queries if q.source not in row_of]
-            if missing:
-                raise ValueError(f"{len(missing)} source images are not indexed, e.g. {missing[0]}")
             for config in group:
                 if config.pca is None:  # raw cosine: no codec at all
                     collection.write(lambda: _no_codec(fitting, collection.store))
                 else:
                     collection.set_compression(config.pca or None, whiten=config.whiten)
-                ranks = np.empty(len(queries))
-                category_ranking: list[np.ndarray] = []
-                for start in range(0, len(queries), batch):
-                    chunk = queries[start : start + batch]
-                    found = collection.search_many(
-                        [q.path for q in chunk],
-                        k=len(row_of),
-                        expand=config.expand,
-                        rerank=config.rerank,
-                        localize=config.query_localize,  # type: ignore[arg-type]
-                    )
-                    for offset, (query, results_) in enumerate(zip(chunk, found, strict=True)):
-                        order = [r.path for r in results_]
-                        ranks[start + offset] = (
-                            order.index(query.source) + 1 if query.source in order else np.inf
-                        )
-                        if labels is not None:
-                            category_ranking.append(
-                                np.array([labels.get(p) == query.category for p in order])
-                            )
                 results.append(
-                    InstanceScores(
-                        config,
-                        _instance_by_kind(queries, ranks),
-                        _category_scores(queries, category_ranking, labels, indexed.values())
-                        if labels is not None
-                        else None,
-                        len(row_of),
-                    )
+                    _search_instances(collection, queries, config, labels, batch, on_query)
                 )
     return results
+
+
+#: What ``evaluate_collection`` may vary: the settings of a search, not of the collection.
+SEARCH_SETTINGS = ("expand", "by_category", "rerank", "query_localize")
+
+
+def check_search_settings_only(configs: list[EvalConfig]) -> None:
+    """ValueError unless the configurations vary only :data:`SEARCH_SETTINGS` (the model
+    key is left to the collection)."""
+    plain = EvalConfig()
+    for config in configs:
+        unsearched = dataclasses.replace(
+            config, **{name: getattr(plain, name) for name in SEARCH_SETTINGS}, model=plain.model
+        )
+        if unsearched != plain:
+            raise ValueError(
+                f"{config.name}: an existing collection is searched as it is; only "
+                "qe, bycat, rerank and qloc can be compared"
+            )
+
+
+def evaluate_collection(
+    collection: Collection,
+    queries: list[InstanceQuery],
+    configs: list[EvalConfig],
+    *,
+    labels: dict[str, str] | None = None,
+    batch: int = 16,
+    on_query: QueryReport | None = None,
+) -> list[InstanceScores]:
+    """Instance queries against an existing collection as it is (``eval --db``: SQLite or
+    PostgreSQL; read only): each configuration sets only search settings (query expansion,
+    category-first search with the collection's classifier, re-ranking, query localization);
+    a query may be a region of its photo (:attr:`InstanceQuery.box`)."""
+    check_search_settings_only(configs)
+    return [
+        _search_instances(collection, queries, config, labels, batch, on_query)
+        for config in configs
+    ]
+
+
+def _search_instances(
+    collection: Collection,
+    queries: list[InstanceQuery],
+    config: EvalConfig,
+    labels: dict[str, str] | None,
+    batch: int,
+    on_query: QueryReport | None,
+) -> InstanceScores:
+    """Every query searched with ``config``'s search settings, ranking the whole collection."""
+    from lookalike.search.engine import Region
+
+    ids = collection.index().ids
+    indexed = collection.store.paths(ids)
+    in_collection = set(indexed.values())
+    missing = [q.source for q in queries if q.source not in in_collection]
+    if missing:
+        raise ValueError(f"{len(missing)} source images are not indexed, e.g. {missing[0]}")
+    ranks = np.empty(len(queries))
+    category_ranking: list[np.ndarray] = []
+    for start in range(0, len(queries), batch):
+        chunk = queries[start : start + batch]
+        found = collection.search_detailed(
+            [q.path if q.box is None else Region(q.path, q.box) for q in chunk],
+            k=len(indexed),
+            expand=config.expand,
+            by_category=config.by_category,
+            rerank=config.rerank,
+            localize=config.query_localize,  # type: ignore[arg-type]
+        )
+        for offset, (query, outcome) in enumerate(zip(chunk, found, strict=True)):
+            if on_query is not None:
+                on_query(config, query, outcome)
+            order = [r.path for r in outcome.results]
+            ranks[start + offset] = (
+                order.index(query.source) + 1 if query.source in order else np.inf
+            )
+            if labels is not None:
+                category_ranking.append(np.array([labels.get(p) == query.category for p in order]))
+    return InstanceScores(
+        config,
+        _instance_by_kind(queries, ranks),
+        _category_scores(queries, category_ranking, labels, indexed.values())
+        if labels is not None
+        else None,
+        len(indexed),
+    )
 
 
 def _no_codec(fitting: Any, store: Any) -> None:

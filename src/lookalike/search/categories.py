@@ -19,6 +19,16 @@ DEFAULT_COVERAGE = config.CATEGORY_COVERAGE
 DEFAULT_MAX_CATEGORIES = config.MAX_CATEGORIES
 
 
+def stored_precision(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` at the precision every store keeps them: half (PostgreSQL's ``halfvec``).
+
+    The category models are fitted and applied on these, so that a collection gets the same
+    classifier, projection and category-aware ranking in SQLite (float32) as in PostgreSQL:
+    the discriminant space packs the images of a category close together, and orders them
+    by differences as small as half precision's rounding."""
+    return np.asarray(vectors, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class CategoryModel:
     classes: tuple[str, ...]
@@ -27,7 +37,7 @@ class CategoryModel:
 
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
         """(N, D) vectors -> (N, K) class probabilities (softmax of the linear scores)."""
-        scores = np.atleast_2d(vectors) @ self.coef.T + self.intercept
+        scores = np.atleast_2d(stored_precision(vectors)) @ self.coef.T + self.intercept
         scores -= scores.max(axis=1, keepdims=True)
         exp = np.exp(scores)
         return exp / exp.sum(axis=1, keepdims=True)
@@ -57,7 +67,7 @@ def fit_classifier(vectors: np.ndarray, labels: list[str], *, c: float = 10.0) -
     if len(classes) < 2:
         raise ValueError("category prediction needs at least two categories")
     model = LogisticRegression(C=c, max_iter=300)
-    model.fit(vectors, labels)
+    model.fit(stored_precision(vectors), labels)
     coef, intercept = model.coef_, model.intercept_
     if len(model.classes_) == 2:  # scikit-learn keeps one row for two classes
         coef = np.vstack([-coef[0] / 2, coef[0] / 2])
@@ -99,7 +109,7 @@ class CategoryProjection:
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """(N, D) -> (N, d) unit vectors in the discriminant space."""
-        projected = (np.atleast_2d(vectors) - self.mean) @ self.matrix
+        projected = (np.atleast_2d(stored_precision(vectors)) - self.mean) @ self.matrix
         norms = np.linalg.norm(projected, axis=1, keepdims=True)
         return (projected / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -121,6 +131,7 @@ def fit_projection(vectors: np.ndarray, labels: list[str]) -> CategoryProjection
 
     if len(set(labels)) < 2:
         raise ValueError("a category projection needs at least two categories")
+    vectors = stored_precision(vectors)
     lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto")
     lda.fit(vectors, labels)
     dims = min(len(lda.classes_) - 1, vectors.shape[1])

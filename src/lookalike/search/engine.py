@@ -3,14 +3,19 @@
 The CLI, the Python API (:class:`lookalike.Collection`), the service and ``eval`` all search
 through these functions, so what is measured is what users get:
 
-1. :func:`describe_queries`: files, bytes, images or vectors -> raw unit vectors (an indexed,
-   unchanged file uses its stored vector and is left out of its own results);
+1. :func:`describe_queries`: files, bytes, images, regions of them (:class:`Region`) or vectors
+   -> raw unit vectors (an indexed, unchanged file uses its stored vector and is left out of
+   its own results; a photo on a plain background is described twice, whole and the object
+   cut from it);
 2. :func:`choose_categories_for`: with category-first search, which categories each query
    searches (from a classifier: the collection's, or in ``eval`` a cross-fitted one);
 3. :func:`rank`: codec -> index top-k (filtered to those categories), with optional query
    expansion or re-ranking (:mod:`lookalike.search.rerank`), all on one
    :class:`~lookalike.search.snapshot.SearchSnapshot`;
-4. :func:`results_for`: ids -> records of the store.
+4. :func:`common_scores`: whatever ordered the results, each one's score is the cosine of
+   the query (its better view) and the result in the collection's common space, the codec's
+   (see :func:`search`);
+5. :func:`results_for`: ids -> records of the store.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from lookalike.encode.base import ImageEncoder
 from lookalike.errors import InvalidInput, Unavailable
 from lookalike.image.decode import load_image
 from lookalike.image.localization import crop_to, find_object, fuse
+from lookalike.image.region import crop
 from lookalike.index.base import VectorIndex
 from lookalike.search.categories import CategoryModel, choose_categories
 from lookalike.search.rerank import MIN_IMAGES, AugmentedVectors
@@ -40,13 +46,33 @@ log = logging.getLogger(__name__)
 #: Results fetched beyond ``k`` (see :func:`search`).
 DELETED_SLACK = 4
 
+#: A query image: a file path, encoded image bytes, or a decoded image.
+ImageSource = str | os.PathLike[str] | bytes | Image.Image
+
+
+@dataclass(frozen=True)
+class Region:
+    """The ``box`` part of a query image (x0, y0, x1, y1 as fractions, see
+    :mod:`lookalike.image.region`): only that part is described. A file or bytes are decoded
+    at :data:`config.REGION_DECODE_SCALE` times the model's decode side first (a small
+    region keeps its detail); a decoded image is taken as it is (decode it with
+    :func:`decode_side` ``region=True`` to get what a file gives). A region of an indexed
+    file is left out of its own results, as the file is."""
+
+    source: ImageSource
+    box: Box
+
+
 #: What can be searched with: a file path (an indexed file searches "more like this" with
-#: its stored vector), encoded image bytes, a decoded image, or a vector.
-Query = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
+#: its stored vector), encoded image bytes, a decoded image, a region of one, or a vector.
+Query = ImageSource | Region | np.ndarray
 
 
 @dataclass(frozen=True)
 class SearchResult:
+    """One result. ``score``: the cosine of the query and this image in the collection's
+    common space (see :func:`common_scores`), whatever ordered the results."""
+
     id: int
     path: str
     score: float
@@ -86,10 +112,38 @@ class DescribedQueries:
     #: Raw vectors of the objects that border localization cut from query photos, by query.
     views: dict[int, np.ndarray] = field(default_factory=dict)
 
+    def take(self, rows: Sequence[int]) -> DescribedQueries:
+        """These queries only, in this order."""
+        position = {row: i for i, row in enumerate(rows)}
+        return DescribedQueries(
+            self.vectors[list(rows)],
+            [self.own_ids[row] for row in rows],
+            [self.boxes[row] for row in rows],
+            {position[row]: view for row, view in self.views.items() if row in position},
+        )
 
-def decode_query(query: str | os.PathLike[str] | bytes, encoder: ImageEncoder) -> Image.Image:
+
+def decode_side(encoder: ImageEncoder, *, region: bool = False) -> int:
+    """The shortest side a query image is decoded at: the model's, larger for a region."""
+    return encoder.decode_side * (config.REGION_DECODE_SCALE if region else 1)
+
+
+def decode_query(
+    query: str | os.PathLike[str] | bytes, encoder: ImageEncoder, *, region: bool = False
+) -> Image.Image:
     source = query if isinstance(query, bytes) else os.fspath(query)
-    return load_image(source, min_side=encoder.decode_side)
+    return load_image(source, min_side=decode_side(encoder, region=region))
+
+
+def query_image(query: ImageSource | Region, encoder: Callable[[], ImageEncoder]) -> Image.Image:
+    """The RGB image a query describes (a region: cut from the photo)."""
+    if isinstance(query, Region):
+        source = query.source
+        if not isinstance(source, Image.Image):
+            source = decode_query(source, encoder(), region=True)
+        return crop(source.convert("RGB"), query.box)
+    image = query if isinstance(query, Image.Image) else decode_query(query, encoder())
+    return image.convert("RGB")
 
 
 def describe_queries(
@@ -112,13 +166,15 @@ def describe_queries(
         if isinstance(query, np.ndarray):
             vectors[i] = np.asarray(query, dtype=np.float32).ravel()
             continue
-        if isinstance(query, (str, os.PathLike)) and store is not None:
-            found = store.lookup(os.path.abspath(query))
+        source = query.source if isinstance(query, Region) else query
+        if isinstance(source, (str, os.PathLike)) and store is not None:
+            found = store.lookup(os.path.abspath(source))
             if found is not None:
-                own_ids[i], vectors[i] = found
-                continue
-        image = query if isinstance(query, Image.Image) else decode_query(query, encoder())
-        to_embed.append((i, image.convert("RGB")))
+                own_ids[i] = found[0]
+                if not isinstance(query, Region):  # the whole file: its stored vector
+                    vectors[i] = found[1]
+                    continue
+        to_embed.append((i, query_image(query, encoder)))
     views: dict[int, np.ndarray] = {}
     if to_embed:
         photos = [image for _, image in to_embed]
@@ -251,7 +307,11 @@ def search(
     Category-aware search (``by_category``) ranks in the space learned from the labels
     (the snapshot's LDA projection) when there is one. A query with an object view
     (``queries.views``: border localization) is searched twice, every result at its better
-    score (:func:`lookalike.image.localization.fuse`)."""
+    score (:func:`lookalike.image.localization.fuse`).
+
+    One meaning of the score, whatever ordered the results: re-ranking, query expansion and
+    the LDA projection choose the results and their order, and each result's score is then
+    the one plain search gives it (:func:`common_scores`); ``min_score`` applies to it."""
     encode: Callable[[np.ndarray], np.ndarray] = snapshot.encode
     index = None
     if by_category and snapshot.projection is not None and snapshot.projected is not None:
@@ -301,6 +361,8 @@ def search(
             (ids[i : i + 1], scores[i : i + 1]), (view_ids, view_scores), k + DELETED_SLACK
         )
         ids[i], scores[i] = fused_ids[0], fused_scores[0]
+    if index is not None or augmented is not None or expand > 0:  # ordered in another space
+        scores = common_scores(snapshot, queries, ids)
     rows = results_for(store, ids, scores, min_score)
     return [
         QueryOutcome(
@@ -312,6 +374,40 @@ def search(
         )
         for i, row in enumerate(rows)
     ]
+
+
+def common_scores(
+    snapshot: SearchSnapshot, queries: DescribedQueries, ids: np.ndarray
+) -> np.ndarray:
+    """The score of each result ``ids[i, j]`` of query ``i``: the cosine of the query and the
+    result in the collection's common space (the codec's, which plain search ranks in), the
+    better of the query's two views when it has an object view; -inf where ``ids`` is -1.
+
+    The results' vectors are the snapshot index's own (what plain search compares with). An
+    image removed from the index since (an approximate index changes in place) gets id -1."""
+    index = snapshot.index
+    out = np.full(ids.shape, -np.inf, dtype=np.float32)
+    found = np.unique(ids[ids >= 0])
+    if not len(found):
+        return out
+    if not index.capabilities.reconstruct:
+        raise Unavailable("scoring re-ordered results needs an index that returns stored vectors")
+    whole = snapshot.encode(queries.vectors)
+    try:
+        stored = index.vectors_of(found)
+    except KeyError:  # removed meanwhile
+        found = found[np.isin(found, index.ids)]
+        ids[~np.isin(ids, found)] = -1
+        stored = index.vectors_of(found) if len(found) else whole[:0]
+    for i, row in enumerate(ids):
+        present = row >= 0
+        vectors = stored[np.searchsorted(found, row[present])]
+        scores = vectors @ whole[i]
+        view = queries.views.get(i)
+        if view is not None:
+            scores = np.maximum(scores, vectors @ snapshot.encode(view[None])[0])
+        out[i, present] = scores
+    return out
 
 
 def results_for(

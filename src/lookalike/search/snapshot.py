@@ -107,7 +107,8 @@ class SearchSnapshot:
     #: The store's change cursor it has read up to (opaque).
     cursor: object
     #: The projection learned from the labels (LDA) and the index of the rows in its space,
-    #: which category-aware search ranks in (None without labels, or in a database index).
+    #: which category-aware search ranks in (None without labels, or with an approximate
+    #: index kept beside the store).
     projection: CategoryProjection | None = None
     projected: VectorIndex | None = None
     _augmentations: _Augmentations = field(
@@ -253,8 +254,10 @@ class SnapshotCache:
         if classifier is not None and changes.vectors is not None:
             codes = self._codes(classifier, changes.ids, changes.vectors)
             partition = CategoryPartition(classifier.classes, changes.ids, codes)
+            # Held here in either store (the database searches the common space only), so
+            # that category-aware search ranks in the same space on SQLite and PostgreSQL.
             data = self.store.get_artifact("category_projection")
-            if data and database_index is None:
+            if data:
                 projection = CategoryProjection.from_bytes(data)
                 projected = indexes.build_index(
                     indexes.DEFAULT_INDEX, changes.ids, projection.transform(changes.vectors)

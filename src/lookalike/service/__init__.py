@@ -11,10 +11,11 @@ uploaded into each, stored by content::
 
 How a search by upload runs: the request's image is decoded on a worker thread (never on the
 event loop), then goes to the model's :class:`QueryBatcher`. Its threads, one per core, each
-run the model with one core on every query waiting at that moment, then search each
-collection once for the whole batch. Letting ONNX Runtime, or BLAS for the top-k, spread each
-query over every core instead makes concurrent queries fight for the same cores; see
-BENCHMARKS.md.
+describe every query waiting at that moment as the library does (the object cut from a photo
+on a plain background too) with one core, then search each collection once for the batch's
+queries with the same options, through the library's one search path. Letting ONNX Runtime,
+or BLAS for the top-k, spread each query over every core instead makes concurrent queries
+fight for the same cores; see BENCHMARKS.md.
 
 Safety: writes need ``Authorization: Bearer <token>`` when a token is set (searching by upload
 is a read, and does not); cross-site browser writes are refused; request bodies and uploaded

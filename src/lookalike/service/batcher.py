@@ -1,12 +1,16 @@
-"""The query batcher: queries of one model embedded together, then searched per collection.
+"""The query batcher: queries of one model described together, then searched per collection.
 
-``workers`` threads each take every query waiting (up to ``max_batch``), run the model on them
-with one core, and search each collection once for all of that batch's queries, through the
-library's one search path (:func:`lookalike.search.engine.search`) on the collection's current
-snapshot. Nothing waits for a batch to fill: a lone query runs at once, and queries arriving
-while the workers are busy are batched together. Letting ONNX Runtime, or BLAS for the top-k,
-spread each query over every core instead makes concurrent queries fight for the same cores;
-see BENCHMARKS.md.
+``workers`` threads each take every query waiting (up to ``max_batch``), describe them as the
+library describes any query (:meth:`lookalike.collection.Collection.describe`: the object cut
+from a photo on a plain background too, a region of the photo, the query localization asked
+for) in one model run per description setting, and search each collection once for all of
+that batch's queries with the same options, through the library's one search path
+(:func:`lookalike.search.engine.search`) on the collection's current snapshot. So an upload
+gets exactly what ``lookalike search`` and ``Collection.search`` give for the same image.
+Nothing waits for a batch to fill: a lone query runs at once, and queries arriving while the
+workers are busy are batched together. Letting ONNX Runtime, or BLAS for the top-k, spread
+each query over every core instead makes concurrent queries fight for the same cores; see
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -17,29 +21,41 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image
 
+from lookalike import config
 from lookalike.collection import Collection
 from lookalike.encode.base import ImageEncoder
+from lookalike.encode.features import Localize
 from lookalike.encode.models import ModelSpec
 from lookalike.search import engine as search
-from lookalike.search.engine import SearchResult
+from lookalike.search.engine import QueryOutcome, Region
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What a search asks for, besides its image (queries with the same options of the same
+    collection are searched together)."""
+
+    k: int = config.DEFAULT_K
+    min_score: float | None = None
+    by_category: bool = False
+    rerank: bool = False
+    localize: Localize | None = None
 
 
 @dataclass
 class _Query:
     collection: Collection
-    image: Image.Image
-    k: int
-    min_score: float | None
-    future: Future[list[SearchResult]]
+    image: Image.Image | Region
+    options: SearchOptions
+    future: Future[QueryOutcome]
 
 
 class QueryBatcher:
-    """Embeds queries for one model and searches them, a batch at a time."""
+    """Describes queries for one model and searches them, a batch at a time."""
 
     def __init__(
         self, spec: ModelSpec, embedder: ImageEncoder, *, workers: int, max_batch: int
@@ -60,11 +76,12 @@ class QueryBatcher:
         self.embedder.embed_images([Image.new("RGB", (side, side))])
 
     def submit(
-        self, collection: Collection, image: Image.Image, *, k: int, min_score: float | None
-    ) -> Future[list[SearchResult]]:
-        """Search ``collection`` for the decoded RGB ``image``; the future holds the results."""
-        future: Future[list[SearchResult]] = Future()
-        self._queue.put(_Query(collection, image, k, min_score, future))
+        self, collection: Collection, image: Image.Image | Region, options: SearchOptions
+    ) -> Future[QueryOutcome]:
+        """Search ``collection`` for the decoded RGB ``image`` (or a region of one: a decoded
+        image needs no store to describe); the future holds the outcome."""
+        future: Future[QueryOutcome] = Future()
+        self._queue.put(_Query(collection, image, options, future))
         return future
 
     def pending(self) -> int:
@@ -101,33 +118,46 @@ class QueryBatcher:
                 return
 
     def _run(self, batch: list[_Query]) -> None:
-        try:
-            vectors = self.embedder.embed_images([q.image for q in batch])
-        except Exception as exc:
-            log.exception("embedding %d queries failed", len(batch))
-            for q in batch:
-                q.future.set_exception(exc)
-            return
-        groups: dict[tuple[int, int, float | None], list[int]] = {}
-        for i, q in enumerate(batch):
-            groups.setdefault((id(q.collection), q.k, q.min_score), []).append(i)
-        for rows in groups.values():
-            first = batch[rows[0]]
-            collection = first.collection
+        # One model run per description setting: every collection of this batcher has its
+        # model, so queries of several collections are described together.
+        by_description: dict[Localize, list[_Query]] = {}
+        for q in batch:
+            setting = q.collection.query_localization(q.options.localize)
+            by_description.setdefault(setting, []).append(q)
+        for setting, queries in by_description.items():
             try:
-                described = search.DescribedQueries(
-                    np.stack([vectors[i] for i in rows]), [None] * len(rows), [None] * len(rows)
+                described = queries[0].collection.describe(
+                    [q.image for q in queries], localize=setting
                 )
+            except Exception as exc:
+                log.exception("describing %d queries failed", len(queries))
+                for q in queries:
+                    q.future.set_exception(exc)
+                continue
+            self._search(queries, described)
+
+    @staticmethod
+    def _search(queries: list[_Query], described: search.DescribedQueries) -> None:
+        """Each collection searched once for its queries with the same options."""
+        groups: dict[tuple[int, SearchOptions], list[int]] = {}
+        for row, q in enumerate(queries):
+            groups.setdefault((id(q.collection), q.options), []).append(row)
+        for rows in groups.values():
+            first = queries[rows[0]]
+            options, collection = first.options, first.collection
+            try:
                 found = search.search(
                     collection.snapshot(),
                     collection.store,
-                    described,
-                    k=first.k,
-                    min_score=first.min_score,
+                    described.take(rows),
+                    k=options.k,
+                    min_score=options.min_score,
+                    by_category=options.by_category,
+                    rerank=options.rerank,
                 )
             except Exception as exc:
-                for i in rows:
-                    batch[i].future.set_exception(exc)
+                for row in rows:
+                    queries[row].future.set_exception(exc)
                 continue
-            for i, outcome in zip(rows, found, strict=True):
-                batch[i].future.set_result(outcome.results)
+            for row, outcome in zip(rows, found, strict=True):
+                queries[row].future.set_result(outcome)

@@ -25,7 +25,6 @@ from PIL import Image
 from lookalike import config
 from lookalike.collection import Collection
 from lookalike.encode.encoders import EncoderPool
-from lookalike.encode.features import Localize
 from lookalike.encode.models import ModelSpec, builtin_models, builtin_name, builtin_spec
 from lookalike.errors import Conflict, Forbidden, InvalidInput, NotFound
 from lookalike.image.decode import DecodeError, load_image
@@ -251,11 +250,11 @@ class Service:
         k: int,
         min_score: float | None,
         by_category: bool = False,
-        localize: Localize | None = None,
         rerank: bool = False,
     ) -> QueryOutcome:
-        """One search through the library's search path: what the batcher does not serve
-        (by id, by category, query localization, re-ranking), a few at a time."""
+        """One search through the library's search path, a few at a time: "more like this"
+        by an indexed image (its file, or a region of it), which the batcher (decoded
+        uploads) does not serve."""
         self.batcher(collection.spec)  # its model is the collection's query model
         with self._direct_searches:
             (outcome,) = collection.search_detailed(
@@ -263,7 +262,6 @@ class Service:
                 k=k,
                 min_score=min_score,
                 by_category=by_category,
-                localize=localize,
                 rerank=rerank,
             )
         return outcome

@@ -40,7 +40,10 @@ class CollectionList(BaseModel):
 
 class Hit(BaseModel):
     id: int
-    score: float = Field(description="cosine similarity, -1..1")
+    score: float = Field(
+        description="cosine of the query and this image in the collection's common space "
+        "(-1..1), whatever ordered the results (rerank and by_category choose the order)"
+    )
     name: str = Field(description="file name")
     path: str = Field(description="the indexed file on the server")
     category: str | None = None

@@ -11,9 +11,10 @@ from fastapi.concurrency import run_in_threadpool
 
 from lookalike import config
 from lookalike.errors import Conflict, NotFound
-from lookalike.image.decode import DecodeError, load_image
-from lookalike.image.region import crop
-from lookalike.search.engine import QueryOutcome
+from lookalike.image.decode import DecodeError
+from lookalike.search import engine as search
+from lookalike.search.engine import Query, Region
+from lookalike.service.batcher import SearchOptions
 from lookalike.service.routes.common import (
     ERRORS,
     ByCategory,
@@ -49,36 +50,27 @@ async def search_by_upload(
     rerank: Rerank = False,
 ) -> SearchResponse:
     """The indexed images most like an uploaded one (or the ``box`` region of it), best
-    first. Needs no token. An empty collection answers 409."""
+    first, described and searched as `lookalike search` and `Collection.search` do (through
+    the query batcher). Needs no token. An empty collection answers 409."""
     started = time.perf_counter()
     part = region(box)
     data = await read_upload(file, service)
     filename = file.filename or "upload"
+    options = SearchOptions(
+        k=k, min_score=min_score, by_category=by_category, rerank=rerank, localize=localize
+    )
     with service.collections.lease(name) as collection:
         if len(collection) == 0:
             raise Conflict(EMPTY)
         batcher = await run_in_threadpool(service.batcher, collection.spec)
-        bigger = localize in ("crop", "saliency") or part is not None
-        side = batcher.embedder.decode_side * (2 if bigger else 1)
+        # decoded as the library decodes a query file (see lookalike.search.engine.Region)
+        setting = collection.query_localization(localize)
+        encoder = await run_in_threadpool(collection.query_embedder, setting)
+        side = search.decode_side(encoder, region=part is not None)
         async with service.slots.search(data):
             image = await run_in_threadpool(service.decode_query, data, filename, side)
-        if part is not None:
-            image = crop(image, part)
-        if by_category or localize is not None or rerank:
-            outcome = await run_in_threadpool(
-                lambda: service.search_direct(
-                    collection,
-                    image,
-                    k=k,
-                    min_score=min_score,
-                    by_category=by_category,
-                    localize=localize,
-                    rerank=rerank,
-                )
-            )
-        else:
-            future = batcher.submit(collection, image, k=k, min_score=min_score)
-            outcome = QueryOutcome(await asyncio.wrap_future(future))
+        query = image if part is None else Region(image, part)
+        outcome = await asyncio.wrap_future(batcher.submit(collection, query, options))
     return SearchResponse(
         collection=name,
         query_box=outcome.query_box,
@@ -108,12 +100,9 @@ def more_like_this(
         path = service.servable_path(name, collection, image_id)
         # The library's "more like this": an indexed file searches with its stored vector
         # and is left out of its results (should the file have changed since, with its
-        # content). A region of it is decoded and described afresh.
+        # content). A region of it is decoded and described afresh (and left out too).
         try:
-            query: object = path
-            if part is not None:
-                side = 2 * service.batcher(collection.spec).embedder.decode_side
-                query = crop(load_image(path, min_side=side), part)
+            query: Query = path if part is None else Region(path, part)
             outcome = service.search_direct(
                 collection,
                 query,
