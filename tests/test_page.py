@@ -495,3 +495,63 @@ def test_only_the_last_uploads_are_kept_in_the_tab(open_page, server: str, photo
     expect(page.locator("#results .card")).to_have_count(12)
     page.goto(urls[0])  # ...the first one was let go
     expect(page.locator("#message")).to_contain_text("choose it again")
+
+
+# --- issue 18: a page that finishes the job ---------------------------------------------------
+
+
+@pytest.fixture
+def labelled_server(photos: Path, tmp_path: Path) -> Iterator[str]:
+    """The sample photos labelled by their folder and grouped into 3 clusters, with one tall
+    photo (a panda stretched to 1:4) in a folder of its own."""
+    from PIL import Image
+
+    tall = photos / "tall" / "tall_panda.jpg"
+    tall.parent.mkdir()
+    with Image.open(sorted((photos / "panda").glob("*.jpg"))[0]) as panda:
+        panda.convert("RGB").resize((200, 800)).save(tall)
+    db = tmp_path / "demo.db"
+    with Collection.open(db) as demo:
+        demo.add([photos])
+        demo.set_labels({str(p): p.parent.name for p in photos.rglob("*.jpg") if p != tall})
+        demo.cluster(3)
+    settings = ServiceSettings(collections_dir=tmp_path / "collections", db=db)
+    with live_server(create_app(settings)) as base:
+        yield base
+
+
+def box_of(page, selector: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    box = page.locator(selector).bounding_box()
+    assert box is not None, selector
+    return box  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_a_message_goes_when_the_user_moves_on(
+    open_page, server: str, tmp_path: Path, panda_query: Path, size: str
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page(size)
+    ready(page, server + "/")
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("not really a photo")
+    message = page.locator("#message")
+
+    page.set_input_files("#file", str(fake))  # a bad photo, then Browse: the error is done with
+    expect(message).to_contain_text("holiday.jpg: not a recognised image")
+    page.click("[data-tab=browse]")
+    expect(page.locator("#browse .card")).to_have_count(30)
+    expect(message).to_be_hidden()
+
+    page.click("[data-tab=search]")  # a bad photo, then a good one
+    page.set_input_files("#file", str(fake))
+    expect(message).to_be_visible()
+    page.set_input_files("#file", str(panda_query))
+    expect(page.locator("#results .card")).to_have_count(12)
+    expect(message).to_be_hidden()
+
+    page.set_input_files("#file", str(fake))  # a bad photo, then images added
+    expect(message).to_be_visible()
+    page.click("[data-tab=add]")
+    expect(message).to_be_hidden()

@@ -7,6 +7,9 @@
 
 const $ = (selector) => document.querySelector(selector);
 const PAGE_SIZE = 48;
+const FACETS = ["category", "folder", "cluster"];
+const NO_FILTERS = { category: null, folder: null, cluster: null };
+const UPLOADED = "uploaded"; // the folder the server shows uploaded images in
 const UPLOAD_CHUNK = 8;
 const NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const IMAGE_NAME_RE = /\.(jpe?g|jpe|jfif|png|webp|gif|bmp|dib|tiff?|heic|heif|hif|avif)$/i;
@@ -98,6 +101,7 @@ function params() {
 }
 
 function go(changes, { replace = false, opened = false } = {}) {
+  say(""); // the user moved on: what was said about the last step is done with
   const next = params();
   for (const [key, value] of Object.entries(changes)) {
     if (value === null || value === undefined || value === "") next.delete(key);
@@ -567,6 +571,7 @@ function logLine(text, bad = false) {
 async function addFiles(fileList) {
   const files = Array.from(fileList);
   if (!files.length || !state.collection) return;
+  say("");
   let done = 0;
   let added = 0;
   progress(0, files.length, `uploading 0 / ${files.length}`);
@@ -717,8 +722,8 @@ function newCollectionDialog() {
     }
     dialog.close();
     await refreshCollections();
+    await go({ c: name, tab: "add", q: null, box: null, view: null, offset: null, ...NO_FILTERS });
     say(`Created ${name}: add images to it.`, true);
-    await go({ c: name, tab: "add", q: null, box: null, view: null, offset: null });
   });
 }
 
@@ -824,7 +829,10 @@ async function start() {
     window.scrollTo({ top: 0 });
   });
   $("#viewer-delete").addEventListener("click", deleteViewed);
-  window.addEventListener("popstate", () => render());
+  window.addEventListener("popstate", () => {
+    say("");
+    render();
+  });
 
   try {
     state.health = await api("/health");
