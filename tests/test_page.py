@@ -555,3 +555,38 @@ def test_a_message_goes_when_the_user_moves_on(
     expect(message).to_be_visible()
     page.click("[data-tab=add]")
     expect(message).to_be_hidden()
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_a_heic_query_is_drawn_and_a_box_can_be_dragged_on_it(
+    open_page, server: str, tmp_path: Path, photos: Path, size: str
+) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    heic = tmp_path / "IMG_0001.HEIC"
+    with Image.open(sorted((photos / "panda").glob("*.jpg"))[0]) as panda:
+        panda.convert("RGB").save(heic, format="HEIF", quality=90)
+    assert heic.read_bytes()[4:12] == b"ftypheic"  # a real HEIC, which Chromium cannot draw
+
+    page = open_page(size)
+    ready(page, server + "/")
+    page.set_input_files("#file", str(heic))
+    expect(page.locator("#results .card")).to_have_count(12)
+    image = page.locator("#query-image")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#query-image'); "
+        "return i.complete && i.naturalWidth > 0; }"
+    )
+    with Image.open(heic) as original:
+        assert image.evaluate("i => i.naturalWidth / i.naturalHeight") == pytest.approx(
+            original.width / original.height, rel=0.02
+        )
+    rect = box_of(page, "#query-image")
+    page.mouse.move(rect["x"] + 0.2 * rect["width"], rect["y"] + 0.2 * rect["height"])
+    page.mouse.down()
+    page.mouse.move(rect["x"] + 0.8 * rect["width"], rect["y"] + 0.8 * rect["height"], steps=5)
+    page.mouse.up()
+    expect(page.locator("#query-meta")).to_contain_text("in the box")
+    assert query_of(page)["box"].startswith("0.2")
+    shoot(page, f"page-{size}-heic")

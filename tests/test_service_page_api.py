@@ -112,3 +112,24 @@ def test_parse_box_and_crop() -> None:
     assert crop(image, (0.25, 0.0, 0.75, 0.5)).size == (100, 50)
     with pytest.raises(ValueError, match="four numbers"):
         parse_box("1,2")
+
+
+# --- issue 18: what the page needs to finish the job ---------------------------------------------
+
+
+def test_a_heic_query_has_a_jpeg_preview_and_a_bad_file_a_415(client: TestClient) -> None:
+    import io
+
+    upright = Image.new("RGB", (120, 60), (230, 20, 20))
+    upright.paste((20, 20, 230), (0, 0, 60, 60))  # blue on the left
+    heic = io.BytesIO()
+    upright.save(heic, format="HEIF", quality=90)
+    answer = client.post("/preview", files={"file": ("IMG_1.HEIC", heic.getvalue())})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(answer.content)) as shown:
+        assert shown.format == "JPEG" and shown.size == (120, 60)
+        left, right = shown.convert("RGB").getpixel((10, 30)), shown.getpixel((110, 30))
+    assert left[2] > 150 > left[0] and right[0] > 150 > right[2]
+    bad = client.post("/preview", files={"file": ("notes.jpg", b"shopping list")})
+    assert bad.status_code == 415
+    assert bad.json()["detail"] == "notes.jpg: not a recognised image"

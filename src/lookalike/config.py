@@ -128,6 +128,11 @@ MAX_REQUEST_BYTES = 100 * 1024 * 1024
 SEARCH_MAX_BATCH = 8
 #: Thumbnails kept in memory.
 THUMBNAIL_CACHE = 1024
+#: Longest side of the JPEG preview of an uploaded query (POST /preview): what the page shows
+#: when the browser cannot draw the upload itself (HEIC), large enough to drag a box on.
+PREVIEW_SIDE = 1024
+#: Values listed per facet (category, folder, cluster) when browsing, most common first.
+FACET_SIZE = 30
 #: Query images with more pixels than this share one decode slot (so that a few huge ones
 #: cannot hold up ordinary searches).
 LARGE_QUERY_PIXELS = 16_000_000

@@ -54,6 +54,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     for module in (meta, collections, images, search, jobs):
         app.include_router(module.router)
+    app.include_router(search.query_router)
     guarded: Any = Guard
     app.add_middleware(guarded, service=service)
     if settings is not None and settings.allowed_hosts is not None:

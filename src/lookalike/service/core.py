@@ -34,6 +34,7 @@ from lookalike.service.errors import BadUpload
 from lookalike.service.files import (
     ThumbnailCache,
     header_pixels,
+    jpeg_fitting,
     make_thumbnail,
     servable,
     sniff_format,
@@ -229,6 +230,12 @@ class Service:
         ]
 
     # --- searching -------------------------------------------------------------------------
+
+    def preview(self, data: bytes, filename: str) -> bytes:
+        """A JPEG of an uploaded query as searches decode it (upright), for a browser that
+        cannot draw the upload itself (HEIC)."""
+        image = self.decode_query(data, filename, config.PREVIEW_SIDE)
+        return jpeg_fitting(image, config.PREVIEW_SIDE)
 
     def decode_query(self, data: bytes, filename: str, min_side: int | None) -> Image.Image:
         """An uploaded query image, or :class:`BadUpload` with the decoder's reason."""

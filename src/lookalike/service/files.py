@@ -138,7 +138,11 @@ class ThumbnailCache:
 def make_thumbnail(path: str, side: int = THUMBNAIL_SIDE) -> bytes:
     """A JPEG of the image at ``path`` fitting in ``side`` x ``side`` (JPEGs decode at 1/2..1/8
     scale: draft mode)."""
-    image = load_image(path, min_side=side)
+    return jpeg_fitting(load_image(path, min_side=side), side)
+
+
+def jpeg_fitting(image: Image.Image, side: int) -> bytes:
+    """A JPEG of a decoded image, scaled down to fit in ``side`` x ``side``."""
     image.thumbnail((side, side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=82, optimize=True)

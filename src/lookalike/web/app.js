@@ -294,6 +294,7 @@ async function renderSearch(p) {
       state.queryFile = file;
     }
     showQuery(state.queryUrl, file.name || "pasted image", `${(file.size / 1024).toFixed(0)} KB`);
+    $("#query-image").onerror = () => previewOnServer(file);
     request = () => {
       const query = searchParams(p);
       if (p.get("loc") === "1") query.set("localize", "crop");
@@ -329,6 +330,8 @@ async function renderSearch(p) {
 }
 
 function showQuery(src, title, where) {
+  $("#query-image").onerror = null;
+  $("#query-frame").hidden = false;
   $("#query-image").src = src;
   $("#query-title").textContent = title;
   $("#query-title").title = where;
@@ -353,6 +356,29 @@ function showResults(found, p) {
     `${plural(found.results.length, "result")}${what ? ` ${what}` : ""} in ${found.took_ms.toFixed(0)} ms` +
     (weak ? " · only weak matches: probably nothing like it here" : "");
   fill($("#results"), found.results, "Nothing similar enough: lower the min score.");
+}
+
+async function previewOnServer(file) {
+  // A photo this browser cannot draw (HEIC): the server decodes it as the search does and
+  // sends a JPEG of it, so that a box can still be dragged on it.
+  $("#query-image").onerror = null;
+  const form = new FormData();
+  form.append("file", file, file.name || "pasted.png");
+  let blob = null;
+  try {
+    const response = await fetch("/preview", { method: "POST", body: form });
+    if (response.ok) blob = await response.blob();
+  } catch (_) {
+    blob = null;
+  }
+  if (state.queryFile !== file) return; // another photo was chosen meanwhile
+  if (!blob) {
+    $("#query-frame").hidden = true; // the search says what is wrong with the file
+    return;
+  }
+  URL.revokeObjectURL(state.queryUrl);
+  state.queryUrl = URL.createObjectURL(blob);
+  $("#query-image").src = state.queryUrl;
 }
 
 // --- uploads kept for Back and reload --------------------------------------------------------

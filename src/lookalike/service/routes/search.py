@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from lookalike import config
@@ -35,6 +35,26 @@ from lookalike.service.schemas import SearchResponse
 EMPTY = "this collection is empty: add images first"
 
 router = APIRouter(prefix="/collections/{name}", tags=["search"], responses=ERRORS)
+#: Routes about a query that no collection is needed for.
+query_router = APIRouter(tags=["search"], responses=ERRORS)
+
+
+@query_router.post(
+    "/preview",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}},
+)
+async def preview_upload(
+    service: ServiceDep,
+    file: Annotated[UploadFile, File(description="the query image")],
+) -> Response:
+    """A JPEG of an uploaded image as searches see it (turned upright, at most
+    ``PREVIEW_SIDE`` px a side), for a browser that cannot draw the file itself (HEIC). A file
+    that is not an image answers 415, as searching with it does."""
+    data = await read_upload(file, service)
+    async with service.slots.search(data):
+        jpeg = await run_in_threadpool(service.preview, data, file.filename or "upload")
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/search")
