@@ -590,3 +590,22 @@ def test_a_heic_query_is_drawn_and_a_box_can_be_dragged_on_it(
     expect(page.locator("#query-meta")).to_contain_text("in the box")
     assert query_of(page)["box"].startswith("0.2")
     shoot(page, f"page-{size}-heic")
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_the_query_photo_is_large_enough_to_drag_a_box_on(
+    open_page, server: str, panda_query: Path, size: str
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page(size)
+    ready(page, server + "/")
+    page.set_input_files("#file", str(panda_query))
+    expect(page.locator("#results .card")).to_have_count(12)
+    shown = box_of(page, "#query-image")
+    assert max(shown["width"], shown["height"]) >= 250, shown
+    assert overflow(page) == 0
+    # ...and the first results are still on the first screen.
+    first = box_of(page, "#results .card >> nth=0")
+    height = SIZES[size]["viewport"]["height"]  # type: ignore[index]
+    assert first["y"] + 0.5 * first["height"] < height, first
