@@ -609,3 +609,26 @@ def test_the_query_photo_is_large_enough_to_drag_a_box_on(
     first = box_of(page, "#results .card >> nth=0")
     height = SIZES[size]["viewport"]["height"]  # type: ignore[index]
     assert first["y"] + 0.5 * first["height"] < height, first
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_same_category_says_which_category_it_searched(
+    open_page, labelled_server: str, panda_query: Path, size: str
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page(size)
+    ready(page, labelled_server + "/")
+    page.set_input_files("#file", str(panda_query))
+    expect(page.locator("#results .card")).to_have_count(12)
+    expect(page.locator("#query-meta")).not_to_contain_text("searched")
+    if not page.locator("#by-category").is_visible():
+        page.locator("#options-box summary").click()
+    with page.expect_response(lambda r: "by_category=true" in r.url) as answer:
+        page.check("#by-category")
+    searched = answer.value.json()["searched_categories"]
+    assert searched and "panda" in searched
+    word = "category" if len(searched) == 1 else "categories"
+    expect(page.locator("#query-meta")).to_contain_text(f"searched {word} {', '.join(searched)}")
+    assert overflow(page) == 0
+    shoot(page, f"page-{size}-category")

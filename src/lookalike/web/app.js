@@ -337,6 +337,11 @@ function showQuery(src, title, where) {
   $("#query-title").title = where;
 }
 
+function searchedCategories(searched) {
+  if (!Array.isArray(searched)) return "searched every category (none is clear for this photo)";
+  return `searched ${searched.length === 1 ? "category" : "categories"} ${searched.join(", ")}`;
+}
+
 function showResults(found, p) {
   if (found.query_path) {
     // "more like this" opened from a link or a reload: the query's name comes with the answer
@@ -354,6 +359,7 @@ function showResults(found, p) {
   const weak = found.results.length > 0 && found.results.every((r) => r.weak);
   $("#query-status").textContent =
     `${plural(found.results.length, "result")}${what ? ` ${what}` : ""} in ${found.took_ms.toFixed(0)} ms` +
+    (p.get("cat") === "1" ? ` · ${searchedCategories(found.searched_categories)}` : "") +
     (weak ? " · only weak matches: probably nothing like it here" : "");
   fill($("#results"), found.results, "Nothing similar enough: lower the min score.");
 }
