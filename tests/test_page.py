@@ -632,3 +632,31 @@ def test_same_category_says_which_category_it_searched(
     expect(page.locator("#query-meta")).to_contain_text(f"searched {word} {', '.join(searched)}")
     assert overflow(page) == 0
     shoot(page, f"page-{size}-category")
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_the_full_size_view_keeps_the_name_and_close_in_sight(
+    open_page, labelled_server: str, photos: Path, size: str
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page(size)
+    ready(page, labelled_server + "/")
+    page.set_input_files("#file", str(photos / "tall" / "tall_panda.jpg"))  # finds itself
+    page.locator("#results .card[title$='tall_panda.jpg']").click()
+    expect(page.locator("#viewer")).to_be_visible()
+    expect(page.locator("#viewer-name")).to_have_text("tall_panda.jpg")
+    page.wait_for_function("() => document.querySelector('#viewer-image').complete")
+    image, name = box_of(page, "#viewer-image"), box_of(page, "#viewer-name")
+    close, similar = box_of(page, "#viewer-close"), box_of(page, "#viewer-similar")
+    height = SIZES[size]["viewport"]["height"]  # type: ignore[index]
+    assert image["y"] + image["height"] <= name["y"] + 1, (image, name)  # not covered
+    assert image["height"] > 0.4 * height  # the image is still the main thing
+    assert close["y"] < similar["y"]  # Close is not under the other buttons
+    assert abs(close["y"] - name["y"]) < close["height"], (close, name)  # beside the name
+    for button in (close, similar):
+        assert button["y"] + button["height"] <= height  # reachable without scrolling
+    assert overflow(page) == 0
+    shoot(page, f"page-{size}-view")
+    page.click("#viewer-close")
+    expect(page.locator("#viewer")).to_be_hidden()
