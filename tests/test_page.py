@@ -19,6 +19,7 @@ import pytest
 
 from lookalike import Collection
 from lookalike.service import ServiceSettings, create_app
+from tests.conftest import SAMPLE
 from tests.live_server import live_server
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _need_browser
 
@@ -660,3 +661,59 @@ def test_the_full_size_view_keeps_the_name_and_close_in_sight(
     shoot(page, f"page-{size}-view")
     page.click("#viewer-close")
     expect(page.locator("#viewer")).to_be_hidden()
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_browse_narrows_by_category_folder_and_cluster(
+    open_page, labelled_server: str, tmp_path: Path, size: str
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = open_page(size)
+    # An image uploaded under its own name: shown by that name, in "uploaded here".
+    photo = (SAMPLE / "queries" / "query_panda.jpg").read_bytes()
+    added = page.request.post(
+        labelled_server + "/collections/demo/images",
+        multipart={"files": {"name": "my holiday.jpg", "mimeType": "image/jpeg", "buffer": photo}},
+    )
+    assert added.status == 201
+    ready(page, labelled_server + "/?tab=browse")
+    cards = page.locator("#browse .card")
+    expect(cards).to_have_count(32)
+    first = cards.first  # the newest: the upload
+    expect(first.locator(".name")).to_have_text("my holiday.jpg")
+    expect(first.locator(".folder")).to_have_text("uploaded here")
+    expect(first.locator(".row")).to_have_count(0)  # no score, no category: no empty row
+    labelled = page.locator("#browse .card[title*='/panda/']").first
+    expect(labelled.locator(".category")).to_have_text("panda")
+
+    category = page.locator("#facet-category")
+    expect(category).to_be_visible()
+    expect(category.locator("option[value=panda]")).to_have_text("panda (5)")
+    category.select_option("panda")
+    expect(cards).to_have_count(5)
+    assert query_of(page)["category"] == "panda"
+    expect(page.locator("#page-info")).to_have_text("1\u20135 of 5")
+    assert all("/panda/" in t for t in cards.evaluate_all("cs => cs.map(c => c.title)"))
+    assert overflow(page) == 0
+    shoot(page, f"page-{size}-browse")
+
+    page.locator("#facets-clear").click()  # "show all"
+    expect(cards).to_have_count(32)
+    folder = page.locator("#facet-folder")
+    expect(folder.locator("option", has_text="photos/tall (1)")).to_have_count(1)
+    folder.select_option(label="uploaded here (1)")
+    expect(cards).to_have_count(1)
+    expect(cards.first.locator(".name")).to_have_text("my holiday.jpg")
+    page.go_back()  # the filters are in the address: Back undoes one
+    expect(cards).to_have_count(32)
+
+    cluster = page.locator("#facet-cluster")
+    options = cluster.locator("option").evaluate_all("os => os.map(o => o.textContent)")
+    counts = [int(re.search(r"\((\d+)\)$", o).group(1)) for o in options[1:]]  # type: ignore[union-attr]
+    assert len(counts) == 3 and sum(counts) == 31  # the three clusters of the indexed photos
+    cluster.select_option(index=1)
+    expect(cards).to_have_count(counts[0])
+    page.reload()
+    expect(cards).to_have_count(counts[0])
+    expect(cluster).not_to_have_value("")

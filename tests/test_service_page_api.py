@@ -117,6 +117,21 @@ def test_parse_box_and_crop() -> None:
 # --- issue 18: what the page needs to finish the job ---------------------------------------------
 
 
+@pytest.fixture
+def labelled(tmp_path: Path) -> Iterator[TestClient]:
+    """The sample photos labelled by folder and grouped into 3 clusters (its own server: it is
+    written to)."""
+    shutil.copytree(SAMPLE / "collection", tmp_path / "photos")
+    db = tmp_path / "demo.db"
+    with Collection.open(db) as demo:
+        demo.add([tmp_path / "photos"])
+        demo.set_labels({str(p): p.parent.name for p in (tmp_path / "photos").rglob("*.jpg")})
+        demo.cluster(3)
+    settings = ServiceSettings(collections_dir=tmp_path / "collections", db=db)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
 def test_a_heic_query_has_a_jpeg_preview_and_a_bad_file_a_415(client: TestClient) -> None:
     import io
 
@@ -133,3 +148,67 @@ def test_a_heic_query_has_a_jpeg_preview_and_a_bad_file_a_415(client: TestClient
     bad = client.post("/preview", files={"file": ("notes.jpg", b"shopping list")})
     assert bad.status_code == 415
     assert bad.json()["detail"] == "notes.jpg: not a recognised image"
+
+
+def test_images_are_narrowed_by_category_folder_and_cluster(labelled: TestClient) -> None:
+    every = labelled.get("/collections/demo/images").json()
+    assert every["total"] == 30
+    facets = every["facets"]
+    assert {v["value"]: v["count"] for v in facets["category"]} == {
+        name: 5 for name in ("airplanes", "chair", "cup", "panda", "starfish", "sunflower")
+    }
+    assert sum(v["count"] for v in facets["cluster"]) == 30 and len(facets["cluster"]) == 3
+    assert sorted(Path(v["value"]).name for v in facets["folder"]) == sorted(
+        v["value"] for v in facets["category"]
+    )
+    assert every["items"][0]["category"] is not None and every["items"][0]["cluster"] is not None
+
+    panda = labelled.get("/collections/demo/images", params={"category": "panda"}).json()
+    assert panda["total"] == 5 and panda["category"] == "panda"
+    assert {i["category"] for i in panda["items"]} == {"panda"}
+    # Each facet counts within the other filters, so another category is one choice away.
+    assert len(panda["facets"]["category"]) == 6
+    assert [v["count"] for v in panda["facets"]["folder"]] == [5]
+    folder = panda["facets"]["folder"][0]["value"]
+    assert Path(folder).name == "panda"
+
+    cluster = int(every["facets"]["cluster"][0]["value"])
+    both = labelled.get(
+        "/collections/demo/images", params={"cluster": cluster, "folder": folder}
+    ).json()
+    assert {(i["cluster"], i["folder"]) for i in both["items"]} <= {(cluster, folder)}
+    alone = labelled.get("/collections/demo/images", params={"cluster": cluster}).json()
+    assert both["total"] == sum(i["folder"] == folder for i in alone["items"])
+    nothing = labelled.get("/collections/demo/images", params={"category": "nosuch"}).json()
+    assert nothing["total"] == 0 and nothing["items"] == []
+
+
+def test_uploads_keep_the_names_people_gave_them(labelled: TestClient) -> None:
+    photo = (SAMPLE / "queries" / "query_panda.jpg").read_bytes()
+    added = labelled.post("/collections/demo/images", files={"files": ("my holiday.jpg", photo)})
+    assert added.status_code == 201
+    again = labelled.post("/collections/demo/images", files={"files": ("other.jpg", photo)})
+    assert again.json()["results"][0]["status"] == "unchanged"
+    image_id = added.json()["results"][0]["id"]
+    stored = Path(added.json()["results"][0]["path"])
+
+    newest = labelled.get("/collections/demo/images", params={"limit": 1}).json()["items"][0]
+    assert (newest["id"], newest["name"], newest["folder"]) == (
+        image_id,
+        "my holiday.jpg",  # the first name it was uploaded under
+        "uploaded",
+    )
+    uploaded = labelled.get("/collections/demo/images", params={"folder": "uploaded"}).json()
+    assert [i["id"] for i in uploaded["items"]] == [image_id]
+
+    found = labelled.post(
+        "/collections/demo/search", params={"k": 1}, files={"file": ("q.jpg", photo)}
+    ).json()["results"][0]
+    assert (found["id"], found["name"], found["folder"]) == (image_id, "my holiday.jpg", "uploaded")
+    similar = labelled.get(f"/collections/demo/images/{image_id}/similar").json()
+    assert (similar["query_name"], similar["query_folder"]) == ("my holiday.jpg", "uploaded")
+
+    kept_beside = [p for p in stored.parent.iterdir() if p != stored]
+    assert [p.read_text() for p in kept_beside] == ["my holiday.jpg"]
+    assert labelled.delete(f"/collections/demo/images/{image_id}").status_code == 204
+    assert list(stored.parent.iterdir()) == []  # the file and its name are gone together

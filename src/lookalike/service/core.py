@@ -14,8 +14,9 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,19 +34,31 @@ from lookalike.service.batcher import QueryBatcher
 from lookalike.service.errors import BadUpload
 from lookalike.service.files import (
     ThumbnailCache,
+    forget_upload,
     header_pixels,
     jpeg_fitting,
     make_thumbnail,
     servable,
+    shown_folder,
+    shown_name,
     sniff_format,
     store_by_content,
 )
 from lookalike.service.jobs import Job, JobCancelled, Jobs
 from lookalike.service.metrics import Metrics
 from lookalike.service.registry import Collections
-from lookalike.service.schemas import CollectionInfo, Hit, UploadOutcome, UploadReport
+from lookalike.service.schemas import (
+    CollectionInfo,
+    Facets,
+    FacetValue,
+    Hit,
+    ImageItem,
+    ImagePage,
+    UploadOutcome,
+    UploadReport,
+)
 from lookalike.service.settings import ServiceSettings
-from lookalike.store.records import EmbeddedImage
+from lookalike.store.records import EmbeddedImage, ImageRecord
 from lookalike.types import Box
 
 log = logging.getLogger(__name__)
@@ -213,11 +226,13 @@ class Service:
             raise NotFound(f"image {image_id} is {exc}") from None
 
     def hits(self, name: str, results: list[SearchResult]) -> list[Hit]:
+        uploads = self.collections.files_dir(name)
         return [
             Hit(
                 id=r.id,
                 score=round(r.score, 6),
-                name=os.path.basename(r.path),
+                name=shown_name(r.path, uploads),
+                folder=shown_folder(r.path, uploads),
                 path=r.path,
                 category=r.category,
                 cluster=r.cluster,
@@ -273,6 +288,54 @@ class Service:
             )
         return outcome
 
+    # --- browsing ---------------------------------------------------------------------------
+
+    def browse(self, name: str, wanted: BrowseFilter, offset: int, limit: int) -> ImagePage:
+        """A page of the collection's images, most recently added first, that pass the filters,
+        with how they divide by category, folder and cluster (datasette's facets). Reads
+        every indexed image's record: linear in the collection's size."""
+        with self.collections.lease(name) as collection:
+            ids = [int(i) for i in collection.snapshot().index.ids[::-1]]
+            records = collection.store.records(ids)
+            uploads = self.collections.files_dir(name)
+        rows = [(records[i], shown_folder(records[i].path, uploads)) for i in ids if i in records]
+        kept = [(r, folder) for r, folder in rows if wanted.passes(r, folder)]
+        items = [
+            ImageItem(
+                id=r.id,
+                name=shown_name(r.path, uploads),
+                folder=folder,
+                path=r.path,
+                category=r.category,
+                cluster=r.cluster,
+                image_url=f"/collections/{name}/images/{r.id}",
+                thumbnail_url=f"/collections/{name}/images/{r.id}/thumbnail",
+            )
+            for r, folder in kept[offset : offset + limit]
+        ]
+        # Each facet counts the images that pass the other filters: another value of it is
+        # one choice away (as in a shop's faceted search).
+        facets = Facets(
+            category=_facet(
+                r.category for r, f in rows if replace(wanted, category=None).passes(r, f)
+            ),
+            folder=_facet(f for r, f in rows if replace(wanted, folder=None).passes(r, f)),
+            cluster=_facet(
+                r.cluster for r, f in rows if replace(wanted, cluster=None).passes(r, f)
+            ),
+        )
+        return ImagePage(
+            collection=name,
+            total=len(kept),
+            offset=offset,
+            limit=limit,
+            category=wanted.category,
+            folder=wanted.folder,
+            cluster=wanted.cluster,
+            facets=facets,
+            items=items,
+        )
+
     # --- uploads and deletions -------------------------------------------------------------
 
     def store_uploads(self, name: str, uploads: list[tuple[str, bytes]]) -> UploadReport:
@@ -323,7 +386,7 @@ class Service:
                 path = self.image_path(name, collection, image_id)
                 collection.remove([path])
                 if Path(path).is_relative_to(files):
-                    Path(path).unlink(missing_ok=True)
+                    forget_upload(Path(path))
 
             collection.write(change)
 
@@ -406,6 +469,29 @@ class Service:
             return make_thumbnail(path)
 
 
+@dataclasses.dataclass(frozen=True)
+class BrowseFilter:
+    """What browsing narrows a collection to; None: any."""
+
+    category: str | None = None
+    folder: str | None = None
+    cluster: int | None = None
+
+    def passes(self, record: ImageRecord, folder: str) -> bool:
+        return (
+            (self.category is None or record.category == self.category)
+            and (self.folder is None or folder == self.folder)
+            and (self.cluster is None or record.cluster == self.cluster)
+        )
+
+
+def _facet(values: Iterable[str | int | None]) -> list[FacetValue]:
+    """The most common values (None left out), most common first, ties by value."""
+    counts = Counter(str(v) for v in values if v is not None)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [FacetValue(value=v, count=c) for v, c in ranked[: config.FACET_SIZE]]
+
+
 def _inside(path: str, roots: list[Path]) -> bool:
     return any(Path(path).is_relative_to(root) for root in roots)
 
@@ -436,7 +522,7 @@ def _commit_uploads(
     try:
         rows: list[EmbeddedImage] = []
         for upload in checked:
-            target, written = store_by_content(folder, upload.data, upload.fmt)
+            target, written = store_by_content(folder, upload.data, upload.fmt, upload.filename)
             if written:
                 created.append(target)
             path = str(target)
@@ -462,7 +548,7 @@ def _commit_uploads(
             collection.writes.write_batch(rows, [])
     except BaseException:
         for new_file in created:
-            new_file.unlink(missing_ok=True)
+            forget_upload(new_file)
         raise
     outcomes = []
     for upload, path, status in zip(checked, paths, statuses, strict=True):

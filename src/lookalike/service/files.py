@@ -42,6 +42,10 @@ MEDIA_TYPES = {
     "AVIF": "image/avif",
 }
 THUMBNAIL_SIDE = 256
+#: Beside an uploaded file stored by content: the name it was uploaded under.
+NAME_SUFFIX = ".name"
+#: The folder that images uploaded into a collection are shown in (real folders are absolute).
+UPLOADED = "uploaded"
 #: Errors of a full or refusing disk: answered 507, never 500.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
@@ -65,16 +69,30 @@ def header_pixels(data: bytes) -> int:
         return 0
 
 
-def store_by_content(folder: Path, data: bytes, fmt: str) -> tuple[Path, bool]:
+def store_by_content(folder: Path, data: bytes, fmt: str, filename: str) -> tuple[Path, bool]:
     """Write ``data`` to ``folder/ab/ab12...<suffix>`` unless it is there already; returns the
-    path and whether it was written now.
+    path and whether it was written now. The name it was uploaded under is kept beside it
+    (see :func:`shown_name`); a file uploaded again under another name keeps its first one.
 
     Written to a temporary file and renamed, so the target is whole or absent; should the
     disk refuse, the temporary file is removed and :class:`StorageError` raised."""
     digest = hashlib.sha256(data).hexdigest()
     target = folder / digest[:2] / f"{digest}{SUFFIXES[fmt]}"
     if target.is_file() and target.stat().st_size == len(data):
+        if not _name_file(target).is_file():  # stored before names were kept
+            _write_whole(_name_file(target), _plain_name(filename).encode())
         return target, False
+    _write_whole(_name_file(target), _plain_name(filename).encode())
+    try:
+        _write_whole(target, data)
+    except BaseException:
+        _name_file(target).unlink(missing_ok=True)
+        raise
+    return target, True
+
+
+def _write_whole(target: Path, data: bytes) -> None:
+    """``data`` into ``target`` by a temporary file and a rename: whole or absent."""
     tmp_name: str | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +110,42 @@ def store_by_content(folder: Path, data: bytes, fmt: str) -> tuple[Path, bool]:
     finally:
         if tmp_name is not None:
             Path(tmp_name).unlink(missing_ok=True)
-    return target, True
+
+
+def _name_file(stored: Path) -> Path:
+    return stored.with_name(stored.name + NAME_SUFFIX)
+
+
+def _plain_name(filename: str) -> str:
+    """The last part of an uploaded file's name (browsers may send a path), on one line."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    return " ".join(name.split())[:255] or "upload"
+
+
+def shown_folder(path: str, uploads: Path) -> str:
+    """The folder an indexed file is shown in: :data:`UPLOADED` for a file uploaded into the
+    collection (stored by content in ``uploads``), else its own folder."""
+    stored = Path(path)
+    return UPLOADED if stored.is_relative_to(uploads) else str(stored.parent)
+
+
+def shown_name(path: str, uploads: Path) -> str:
+    """An indexed file's name as people know it: for a file uploaded into the collection, the
+    name it was uploaded under; else its own."""
+    stored = Path(path)
+    if stored.is_relative_to(uploads):
+        try:
+            given = _name_file(stored).read_text(encoding="utf-8", errors="replace")
+        except OSError:  # stored before names were kept
+            given = ""
+        return given or stored.name
+    return stored.name
+
+
+def forget_upload(path: Path) -> None:
+    """Delete an uploaded file and the name kept beside it."""
+    path.unlink(missing_ok=True)
+    _name_file(path).unlink(missing_ok=True)
 
 
 def servable(path: str, allowed: list[Path]) -> str:

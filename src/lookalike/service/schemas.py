@@ -10,6 +10,9 @@ from lookalike.config import WEAK_MATCH
 from lookalike.encode.models import builtin_models
 from lookalike.service.settings import NAME_PATTERN
 
+NAME_HELP = "file name; for an uploaded image, the name it was uploaded under"
+FOLDER_HELP = "the file's folder on the server; 'uploaded' for an image uploaded into it"
+
 
 class Problem(BaseModel):
     """Every error: 4xx and 5xx alike, ``detail`` is one human-readable string."""
@@ -44,7 +47,8 @@ class Hit(BaseModel):
         description="cosine of the query and this image in the collection's common space "
         "(-1..1), whatever ordered the results (rerank and by_category choose the order)"
     )
-    name: str = Field(description="file name")
+    name: str = Field(description=NAME_HELP)
+    folder: str = Field(description=FOLDER_HELP)
     path: str = Field(description="the indexed file on the server")
     category: str | None = None
     cluster: int | None = None
@@ -60,6 +64,8 @@ class SearchResponse(BaseModel):
     collection: str
     query_id: int | None = Field(default=None, description="the image searched like, if any")
     query_path: str | None = Field(default=None, description="that image's file on the server")
+    query_name: str | None = Field(default=None, description=f"that image's {NAME_HELP}")
+    query_folder: str | None = Field(default=None, description=f"that image's {FOLDER_HELP}")
     query_box: tuple[float, float, float, float] | None = Field(
         default=None, description="where the object was found in the query (localize)"
     )
@@ -73,17 +79,37 @@ class SearchResponse(BaseModel):
 
 class ImageItem(BaseModel):
     id: int
-    name: str
+    name: str = Field(description=NAME_HELP)
+    folder: str = Field(description=FOLDER_HELP)
     path: str
+    category: str | None = None
+    cluster: int | None = None
     image_url: str
     thumbnail_url: str
 
 
+class FacetValue(BaseModel):
+    value: str
+    count: int = Field(description="images with this value among those listed")
+
+
+class Facets(BaseModel):
+    """How the images listed (the filters applied) divide, most common values first."""
+
+    category: list[FacetValue]
+    folder: list[FacetValue]
+    cluster: list[FacetValue] = Field(description="cluster ids; -1: noise")
+
+
 class ImagePage(BaseModel):
     collection: str
-    total: int
+    total: int = Field(description="images that pass the filters")
     offset: int
     limit: int
+    category: str | None = Field(default=None, description="the category filter, if any")
+    folder: str | None = Field(default=None, description="the folder filter, if any")
+    cluster: int | None = Field(default=None, description="the cluster filter, if any")
+    facets: Facets
     items: list[ImageItem]
 
 

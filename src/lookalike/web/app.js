@@ -37,13 +37,10 @@ function plural(count, word, many = `${word}s`) {
   return `${count} ${count === 1 ? word : many}`;
 }
 
-function folderOf(path) {
-  const cut = path.lastIndexOf("/");
-  return cut > 0 ? path.slice(0, cut) : "/";
-}
-
-function shortFolder(path) {
-  const parts = folderOf(path).split("/").filter(Boolean);
+function folderLabel(folder) {
+  // the last two parts of a folder on the server; images uploaded here have no folder of theirs
+  if (folder === UPLOADED) return "uploaded here";
+  const parts = folder.split("/").filter(Boolean);
   return parts.length ? parts.slice(-2).join("/") : "/";
 }
 
@@ -129,7 +126,7 @@ async function render() {
   $("#localize").checked = p.get("loc") === "1";
   $("#rerank").checked = p.get("rr") === "1";
   if (tab === "search") await renderSearch(p);
-  if (tab === "browse") await renderBrowse(Number(p.get("offset")) || 0);
+  if (tab === "browse") await renderBrowse(Number(p.get("offset")) || 0, browseFilters(p));
   renderViewer(p.get("view"));
 }
 
@@ -159,7 +156,7 @@ function card(item) {
   img.alt = item.name;
   node.title = item.path;
   node.querySelector(".name").textContent = item.name;
-  node.querySelector(".folder").textContent = shortFolder(item.path);
+  node.querySelector(".folder").textContent = folderLabel(item.folder);
   const score = node.querySelector(".score");
   const bar = node.querySelector(".bar-score");
   if (typeof item.score === "number") {
@@ -174,6 +171,7 @@ function card(item) {
     bar.hidden = true;
   }
   if (item.category) node.querySelector(".category").textContent = item.category;
+  if (typeof item.score !== "number" && !item.category) node.querySelector(".row").remove();
   if (Array.isArray(item.box) && item.box.length === 4) {
     placeBox(node.querySelector(".box"), item.box);
   }
@@ -277,7 +275,7 @@ async function renderSearch(p) {
     const id = Number(q.slice(3));
     const known = state.items.get(id);
     showQuery(collectionPath(`/images/${id}/thumbnail`), `More like ${known ? known.name : `image #${id}`}`,
-      known ? shortFolder(known.path) : "");
+      known ? folderLabel(known.folder) : "");
     request = () => api(`${collectionPath(`/images/${id}/similar`)}?${searchParams(p)}`);
   } else if (q.startsWith("upload:")) {
     const file = await keptUpload(q.slice(7));
@@ -345,9 +343,8 @@ function searchedCategories(searched) {
 function showResults(found, p) {
   if (found.query_path) {
     // "more like this" opened from a link or a reload: the query's name comes with the answer
-    const name = found.query_path.slice(found.query_path.lastIndexOf("/") + 1);
-    $("#query-title").textContent = `More like ${name}`;
-    $("#query-title").title = shortFolder(found.query_path);
+    $("#query-title").textContent = `More like ${found.query_name}`;
+    $("#query-title").title = folderLabel(found.query_folder);
   }
   if (!p.get("box") && Array.isArray(found.query_box) && found.query_box.length === 4) {
     placeBox($("#query-box"), found.query_box);
@@ -502,6 +499,7 @@ function renderViewer(viewId) {
     id,
     name: `image #${id}`,
     path: "",
+    folder: "",
     image_url: collectionPath(`/images/${id}`),
     thumbnail_url: collectionPath(`/images/${id}/thumbnail`),
   };
@@ -514,7 +512,7 @@ function renderViewer(viewId) {
   img.src = item.image_url;
   img.alt = item.name;
   $("#viewer-name").textContent = item.name;
-  $("#viewer-folder").textContent = item.path ? folderOf(item.path) : "";
+  $("#viewer-folder").textContent = item.folder === UPLOADED ? "uploaded here" : item.folder || "";
   const facts = [];
   if (typeof item.score === "number") facts.push(`score ${item.score.toFixed(3)}${item.weak ? " (weak match)" : ""}`);
   if (item.category) facts.push(`category ${item.category}`);
@@ -562,16 +560,59 @@ async function deleteViewed() {
 
 // --- browsing --------------------------------------------------------------------------------
 
-async function renderBrowse(offset) {
+function browseFilters(p) {
+  const filters = {};
+  for (const name of FACETS) if (p.get(name) !== null && p.get(name) !== "") filters[name] = p.get(name);
+  return filters;
+}
+
+function facetLabel(name, value) {
+  if (name === "folder") return folderLabel(value);
+  if (name === "cluster") return value === "-1" ? "no cluster (noise)" : `cluster ${value}`;
+  return value;
+}
+
+function showFacets(page, filters) {
+  // datasette's facets: each lists how the images that pass the other filters divide
+  for (const name of FACETS) {
+    const select = $(`#facet-${name}`);
+    const values = page.facets[name].slice();
+    const chosen = filters[name];
+    if (chosen !== undefined && !values.some((v) => v.value === chosen)) values.unshift({ value: chosen, count: 0 });
+    const all = document.createElement("option");
+    all.value = "";
+    all.textContent = name === "category" ? "all categories" : `all ${name}s`;
+    select.replaceChildren(
+      all,
+      ...values.map((v) => {
+        const option = document.createElement("option");
+        option.value = v.value;
+        option.textContent = `${facetLabel(name, v.value)} (${v.count})`;
+        if (name === "folder") option.title = v.value;
+        return option;
+      }),
+    );
+    select.value = chosen === undefined ? "" : chosen;
+    // a facet is worth showing when it divides the collection, or when it is chosen
+    $(`#facet-${name}-box`).hidden = chosen === undefined && values.length < 2;
+  }
+  $("#facets-clear").hidden = Object.keys(filters).length === 0;
+}
+
+async function renderBrowse(offset, filters) {
   if (!state.collection) return;
-  const key = `${state.collection}|${offset}`;
+  const query = new URLSearchParams({ offset, limit: PAGE_SIZE, ...filters });
+  const key = `${state.collection}|${query}`;
   if (key === state.shownBrowse) return;
   state.shownBrowse = key;
   loading(true);
   try {
-    const page = await api(`${collectionPath("/images")}?offset=${offset}&limit=${PAGE_SIZE}`);
+    const page = await api(`${collectionPath("/images")}?${query}`);
     const grid = $("#browse");
-    if (!page.total) grid.replaceChildren(emptyNote("This collection is empty.", addImagesAction));
+    showFacets(page, filters);
+    const narrowed = Object.keys(filters).length > 0;
+    if (!page.total && !narrowed) grid.replaceChildren(emptyNote("This collection is empty.", addImagesAction));
+    else if (!page.total) grid.replaceChildren(emptyNote("No image passes these filters."));
     else fill(grid, page.items, "No images on this page.");
     const last = Math.min(page.total, offset + page.items.length);
     $("#page-info").textContent = page.total ? `${offset + 1}–${last} of ${page.total}` : "";
@@ -837,11 +878,15 @@ async function start() {
   });
   $("#whole-photo").addEventListener("click", () => go({ box: null }));
   regionSelection();
+  FACETS.forEach((name) => {
+    $(`#facet-${name}`).addEventListener("change", (event) => go({ [name]: event.target.value, offset: null }));
+  });
+  $("#facets-clear").addEventListener("click", () => go({ ...NO_FILTERS, offset: null }));
   $("#prev").addEventListener("click", () => go({ offset: Math.max(0, (Number(params().get("offset")) || 0) - PAGE_SIZE) || null }));
   $("#next").addEventListener("click", () => go({ offset: (Number(params().get("offset")) || 0) + PAGE_SIZE }));
   newCollectionDialog();
   $("#collection").addEventListener("change", (event) => {
-    go({ c: event.target.value, q: null, box: null, view: null, offset: null });
+    go({ c: event.target.value, q: null, box: null, view: null, offset: null, ...NO_FILTERS });
   });
   $("#token").value = localStorage.getItem("lookalike-token") || "";
   $("#token").addEventListener("change", (event) => {

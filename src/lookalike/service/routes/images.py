@@ -12,10 +12,11 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from lookalike.errors import NotFound
 from lookalike.image.decode import DecodeError
+from lookalike.service.core import BrowseFilter
 from lookalike.service.errors import TooLarge
 from lookalike.service.files import MEDIA_TYPES, sniff_format
 from lookalike.service.routes.common import ERRORS, WRITE, ImageId, Name, ServiceDep, read_upload
-from lookalike.service.schemas import ImageItem, ImagePage
+from lookalike.service.schemas import ImagePage
 
 router = APIRouter(prefix="/collections/{name}/images", tags=["images"], responses=ERRORS)
 
@@ -26,24 +27,16 @@ def list_images(
     service: ServiceDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 60,
+    category: Annotated[str | None, Query(description="only images of this category")] = None,
+    folder: Annotated[
+        str | None, Query(description="only images in this folder (as `folder` says it)")
+    ] = None,
+    cluster: Annotated[int | None, Query(description="only images in this cluster")] = None,
 ) -> ImagePage:
-    """The collection's images, most recently added first."""
-    with service.collections.lease(name) as collection:
-        ids = collection.snapshot().index.ids[::-1]
-        page = [int(i) for i in ids[offset : offset + limit]]
-        paths = collection.store.paths(page)
-    items = [
-        ImageItem(
-            id=i,
-            name=os.path.basename(paths[i]),
-            path=paths[i],
-            image_url=f"/collections/{name}/images/{i}",
-            thumbnail_url=f"/collections/{name}/images/{i}/thumbnail",
-        )
-        for i in page
-        if i in paths
-    ]
-    return ImagePage(collection=name, total=len(ids), offset=offset, limit=limit, items=items)
+    """The collection's images, most recently added first, narrowed by category, folder and
+    cluster, with how those images divide by each (facets, most common values first)."""
+    wanted = BrowseFilter(category=category, folder=folder, cluster=cluster)
+    return service.browse(name, wanted, offset, limit)
 
 
 @router.post(

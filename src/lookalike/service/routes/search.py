@@ -15,6 +15,7 @@ from lookalike.image.decode import DecodeError
 from lookalike.search import engine as search
 from lookalike.search.engine import Query, Region
 from lookalike.service.batcher import SearchOptions
+from lookalike.service.files import shown_folder, shown_name
 from lookalike.service.routes.common import (
     ERRORS,
     ByCategory,
@@ -134,10 +135,13 @@ def more_like_this(
         except DecodeError as exc:
             raise NotFound(f"image {image_id} is no longer readable: {exc}") from None
     results = [r for r in outcome.results if r.id != image_id][:k]
+    uploads = service.collections.files_dir(name)
     return SearchResponse(
         collection=name,
         query_id=image_id,
         query_path=path,
+        query_name=shown_name(path, uploads),
+        query_folder=shown_folder(path, uploads),
         searched_categories=outcome.searched,
         reranked=outcome.reranked,
         results=service.hits(name, results),
