@@ -171,7 +171,9 @@ def test_add_images_by_upload(
     new[1].write_text("not an image")
     page.click("[data-tab=add]")
     page.set_input_files("#add-files", [str(p) for p in new])
-    expect(page.locator("#progress-text")).to_have_text("uploaded 2 / 2, 1 new")
+    expect(page.locator("#progress-text")).to_have_text(
+        "2 files: 1 new · 1 failed: notes.jpg (not a recognised image)"
+    )
     expect(page.locator("#add-log")).to_contain_text("new1.jpg: added")
     expect(page.locator("#add-log .bad")).to_have_text("notes.jpg: not a recognised image")
     expect(page.locator("#count")).to_contain_text("31 images")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -717,3 +718,29 @@ def test_browse_narrows_by_category_folder_and_cluster(
     page.reload()
     expect(cards).to_have_count(counts[0])
     expect(cluster).not_to_have_value("")
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_the_upload_bar_says_which_file_failed_and_why(
+    open_page, server: str, tmp_path: Path, size: str
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    new = [tmp_path / "new1.jpg", tmp_path / "notes.jpg"]
+    shutil.copy(SAMPLE / "queries" / "query_panda.jpg", new[0])
+    new[1].write_text("not an image")
+    page = open_page(size)
+    ready(page, server + "/?tab=add")
+    page.set_input_files("#add-files", [str(p) for p in new])
+    text = page.locator("#progress-text")
+    expect(text).to_have_text("2 files: 1 new · 1 failed: notes.jpg (not a recognised image)")
+    width = "e => e.style.width"  # what it is set to (the bar then grows to it)
+    assert page.locator("#progress-fill").evaluate(width) == "50%"  # half went in...
+    assert page.locator("#progress-failed").evaluate(width) == "50%"  # ...half did not
+    colour = "e => getComputedStyle(e).backgroundColor"
+    assert page.locator("#progress-failed").evaluate(colour) != page.locator(
+        "#progress-fill"
+    ).evaluate(colour)
+    expect(page.locator("#count")).to_contain_text("31 images")
+    assert overflow(page) == 0
+    shoot(page, f"page-{size}-add")

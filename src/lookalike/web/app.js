@@ -628,9 +628,10 @@ async function renderBrowse(offset, filters) {
 
 // --- adding ----------------------------------------------------------------------------------
 
-function progress(done, total, text) {
+function progress(done, total, text, failed = 0) {
   $("#progress").hidden = false;
-  $("#progress-fill").style.width = total ? `${(100 * done) / total}%` : "0";
+  $("#progress-fill").style.width = total ? `${(100 * (done - failed)) / total}%` : "0";
+  $("#progress-failed").style.width = total ? `${(100 * failed) / total}%` : "0";
   $("#progress-text").textContent = text;
 }
 
@@ -641,12 +642,39 @@ function logLine(text, bad = false) {
   $("#add-log").prepend(line);
 }
 
+function uploadSummary(total, outcomes, failures) {
+  const count = (status) => outcomes.filter((o) => o === status).length;
+  const parts = [`${count("added")} new`];
+  if (count("unchanged")) parts.push(`${count("unchanged")} already here`);
+  if (count("updated")) parts.push(`${count("updated")} updated`);
+  let text = `${plural(total, "file")}: ${parts.join(", ")}`;
+  if (failures.length) {
+    const which = failures.map((f) => `${f.name} (${f.reason})`).join(", ");
+    text += ` · ${failures.length} failed: ${which}`;
+  }
+  return text;
+}
+
+function failureReason(name, message) {
+  return message.startsWith(`${name}: `) ? message.slice(name.length + 2) : message;
+}
+
 async function addFiles(fileList) {
   const files = Array.from(fileList);
   if (!files.length || !state.collection) return;
   say("");
   let done = 0;
-  let added = 0;
+  const outcomes = []; // status of each file stored
+  const failures = []; // {name, reason} of each file refused
+  const record = (name, outcome) => {
+    if (outcome.status === "skipped") {
+      failures.push({ name, reason: outcome.reason || "skipped" });
+      logLine(`${name}: ${outcome.reason || "skipped"}`, true);
+    } else {
+      outcomes.push(outcome.status);
+      logLine(`${name}: ${outcome.status}`);
+    }
+  };
   progress(0, files.length, `uploading 0 / ${files.length}`);
   for (let start = 0; start < files.length; start += UPLOAD_CHUNK) {
     const chunk = files.slice(start, start + UPLOAD_CHUNK);
@@ -654,10 +682,7 @@ async function addFiles(fileList) {
     chunk.forEach((file) => form.append("files", file, file.name));
     try {
       const report = await api(collectionPath("/images"), { method: "POST", body: form });
-      for (const outcome of report.results) {
-        if (outcome.status === "added") added += 1;
-        logLine(`${outcome.filename}: ${outcome.status}${outcome.reason ? ` (${outcome.reason})` : ""}`);
-      }
+      for (const outcome of report.results) record(outcome.filename, outcome);
     } catch (error) {
       // One bad file refuses its whole chunk: retry the others one by one.
       for (const file of chunk) {
@@ -665,16 +690,18 @@ async function addFiles(fileList) {
         single.append("files", file, file.name);
         try {
           const report = await api(collectionPath("/images"), { method: "POST", body: single });
-          if (report.results[0].status === "added") added += 1;
-          logLine(`${file.name}: ${report.results[0].status}`);
+          record(file.name, report.results[0]);
         } catch (singleError) {
-          const text = singleError.message;
-          logLine(text.startsWith(`${file.name}: `) ? text : `${file.name}: ${text}`, true);
+          const reason = failureReason(file.name, singleError.message);
+          failures.push({ name: file.name, reason });
+          logLine(`${file.name}: ${reason}`, true);
         }
       }
     }
     done += chunk.length;
-    progress(done, files.length, `uploaded ${done} / ${files.length}, ${added} new`);
+    const last = done === files.length;
+    const text = last ? uploadSummary(files.length, outcomes, failures) : `uploading ${done} / ${files.length}`;
+    progress(done, files.length, text, failures.length);
   }
   state.results.clear();
   state.shownBrowse = null;
