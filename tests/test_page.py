@@ -659,7 +659,7 @@ def test_the_full_size_view_keeps_the_name_and_close_in_sight(
     for button in (close, similar):
         assert button["y"] + button["height"] <= height  # reachable without scrolling
     assert overflow(page) == 0
-    shoot(page, f"page-{size}-view")
+    shoot(page, f"page-{size}-view-tall")
     page.click("#viewer-close")
     expect(page.locator("#viewer")).to_be_hidden()
 
