@@ -93,8 +93,9 @@ def overflow(page) -> int:  # type: ignore[no-untyped-def]
 def shoot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     folder = os.environ.get("LOOKALIKE_SCREENSHOTS")
     if folder:
-        page.wait_for_function(
-            "() => Array.from(document.images).every(i => !i.offsetParent || i.complete)"
+        page.wait_for_function(  # every image in the window shown (the others load lazily)
+            "() => Array.from(document.images).every(i => !i.offsetParent || i.complete"
+            " || i.getBoundingClientRect().top > innerHeight)"
         )
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / f"{name}.png"))
@@ -690,6 +691,10 @@ def test_browse_narrows_by_category_folder_and_cluster(
 
     category = page.locator("#facet-category")
     expect(category).to_be_visible()
+    for facet in ("#facet-folder", "#facet-cluster"):
+        expect(page.locator(facet)).to_be_visible()
+    assert overflow(page) == 0
+    shoot(page, f"page-{size}-browse")
     expect(category.locator("option[value=panda]")).to_have_text("panda (5)")
     category.select_option("panda")
     expect(cards).to_have_count(5)
@@ -697,7 +702,7 @@ def test_browse_narrows_by_category_folder_and_cluster(
     expect(page.locator("#page-info")).to_have_text("1\u20135 of 5")
     assert all("/panda/" in t for t in cards.evaluate_all("cs => cs.map(c => c.title)"))
     assert overflow(page) == 0
-    shoot(page, f"page-{size}-browse")
+    shoot(page, f"page-{size}-browse-panda")
 
     page.locator("#facets-clear").click()  # "show all"
     expect(cards).to_have_count(32)
