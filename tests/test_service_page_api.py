@@ -212,3 +212,13 @@ def test_uploads_keep_the_names_people_gave_them(labelled: TestClient) -> None:
     assert [p.read_text() for p in kept_beside] == ["my holiday.jpg"]
     assert labelled.delete(f"/collections/demo/images/{image_id}").status_code == 204
     assert list(stored.parent.iterdir()) == []  # the file and its name are gone together
+
+
+def test_the_preview_is_a_read_open_without_the_token(tmp_path: Path) -> None:
+    settings = ServiceSettings(collections_dir=tmp_path / "collections", token="s3cret")
+    photo = (SAMPLE / "queries" / "query_panda.jpg").read_bytes()
+    with TestClient(create_app(settings)) as reader:
+        answer = reader.post("/preview", files={"file": ("panda.jpg", photo)})
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
+        made = reader.post("/collections", json={"name": "x"})  # a write still needs it
+        assert made.status_code == 401

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from lookalike.service.core import Service
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-#: POST routes that change nothing, open to everyone like GET (searching by upload).
-READ_ONLY_POST = re.compile(r"^/collections/[^/]+/search$")
+#: POST routes that change nothing, open to everyone like GET (searching by upload, and the
+#: preview of a query photo).
+READ_ONLY_POST = re.compile(r"^(/collections/[^/]+/search|/preview)$")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 Scope = MutableMapping[str, Any]
