@@ -111,7 +111,8 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=(
             "lite0 (default), lite1, lite2, lite0+lite2 (the quality tier: both "
-            "descriptors, 3-5x the embedding time), or the path of an ONNX image model"
+            "descriptors, 2.5x lite0's embedding time in int8, 3.35x in fp32; BENCHMARKS.md), "
+            "or the path of an ONNX image model"
         ),
     )
     group.add_argument("--input-size", type=int, default=224, help="ONNX model input side")
@@ -126,8 +127,9 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=["fp32", "int8"],
         default=None,
-        help="int8 runs about twice as fast, with vectors close to fp32 ones (default: int8 "
-        "for lite0, fp32 for the others and ONNX models; see docs/EVALUATION.md)",
+        help="int8 indexed 1.89x as fast as fp32 on a CPU with VNNI (BENCHMARKS.md), with "
+        "vectors close to fp32 ones (default: int8 for lite0 and lite0+lite2, fp32 for the "
+        "others and ONNX models; see docs/EVALUATION.md)",
     )
     group.add_argument(
         "--calibration",
@@ -804,8 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
         const=config.PCA_DIMS,
         default=None,
         metavar="DIMS",
-        help=f"compress the search index with PCA (default {config.PCA_DIMS} dims; "
-        "0: no reduction, only the collection's mean subtracted, the default)",
+        help="compress the search index with PCA to DIMS dimensions (--pca alone: "
+        f"{config.PCA_DIMS}); --pca 0 goes back to no reduction, only the collection's mean "
+        "subtracted, which is what a collection does unless --pca was given",
     )
     group.add_argument("--whiten", action="store_true", help="whiten when compressing")
     group.add_argument(
@@ -894,8 +897,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--queries",
         type=Path,
         default=None,
-        help="CSV with query_path,source_path[,kind,class_name]: each query photo must find "
-        "its source image (instance top-1 and mAP per kind; benchmarks/make_*_queries.py)",
+        help="CSV with query_path,source_path[,kind,class_name,box]: each query photo must "
+        'find its source image (instance top-1 and mAP per kind; box: "x0,y0,x1,y1", '
+        "fractions of the photo, searches only that part; benchmarks/make_*_queries.py)",
     )
     p.add_argument(
         "--labels",
