@@ -66,6 +66,20 @@ def test_commands_other_than_index_need_an_existing_collection(
     assert not (tmp_path / "sub").exists()
 
 
+def test_a_store_whose_driver_is_missing_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lookalike.store import registry
+
+    monkeypatch.setitem(registry.STORE_SCHEMES, "nosuchdb", "lookalike_no_such_driver:Store")
+    code, out, err = run_cli(capsys, "info", "--db", "nosuchdb://host/x")
+    assert code == 2 and out == ""
+    assert err == (
+        "error: --db nosuchdb://... needs an optional part: "
+        "No module named 'lookalike_no_such_driver'\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

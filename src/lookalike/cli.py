@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lookalike import __version__, config
+from lookalike.errors import LookalikeError
 from lookalike.image.files import one_line, printable
 
 log = logging.getLogger("lookalike")
@@ -1081,7 +1082,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `lookalike info | head -1`: the reader has gone; stop quietly, as `cat` does.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, LookalikeError) as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except sqlite3.Error as exc:
