@@ -4,7 +4,9 @@ the same option names everywhere, and output that survives odd file names and pi
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,6 +113,31 @@ def test_a_typo_shows_the_commands_usage(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 2
     assert err.startswith("usage: lookalike search")
     assert "unrecognized arguments: --minscore 0.5" in err
+
+
+def test_embed_refuses_a_folder_that_does_not_exist_as_index_does(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing, out = tmp_path / "missing-folder", tmp_path / "y.parquet"
+    code, stdout, err = run_cli(capsys, "embed", str(missing), "--out", str(out))
+    assert (code, stdout, err) == (2, "", f"error: no such file or folder: {missing}\n")
+    assert list(tmp_path.iterdir()) == []  # no y.parquet, nor y.parquet.partial
+
+
+def test_index_with_labels_says_it_trains_the_classifier(
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    photos: Path,
+    tmp_path: Path,
+) -> None:
+    caplog.set_level(logging.INFO, logger="lookalike")
+    db = str(tmp_path / "c.db")
+    code, _, err = run_cli(capsys, "index", str(photos), "--db", db, "--categories-from-folders")
+    assert code == 0
+    assert "labels: 30 files in 6 categories; fitting the category classifier...\n" in err
+    messages = [r.getMessage() for r in caplog.records if r.name == "lookalike.search.fitting"]
+    assert messages[0] == "training the category classifier on 30 labelled images (6 categories)"
+    assert re.fullmatch(r"category classifier trained in \d+\.\d s", messages[1])
 
 
 def test_verbose_after_the_command_and_version(capsys: pytest.CaptureFixture[str], db: str) -> None:

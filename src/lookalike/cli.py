@@ -53,6 +53,14 @@ def _threshold(text: str) -> float:
     return value
 
 
+def _count(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``3,068 categories``: a number and its noun, agreeing."""
+    if number == 1:
+        return f"1 {noun}"
+    plural = plural or (noun[:-1] + "ies" if noun.endswith("y") else noun + "s")
+    return f"{number:,} {plural}"
+
+
 def _dumps(value: object) -> str:
     """JSON as written for people too: non-ASCII characters kept as they are."""
     return json.dumps(value, ensure_ascii=False)
@@ -214,6 +222,12 @@ def _index(args: argparse.Namespace) -> int:
                 if folder.is_dir():
                     labels.update(read_labels(folder))
         if labels:
+            categories = len(set(labels.values()))
+            print(
+                f"labels: {_count(len(labels), 'file')} in {_count(categories, 'category')}; "
+                "fitting the category classifier...",
+                file=sys.stderr,
+            )
             collection.set_labels(labels)
         summary = report.as_dict()
         summary["categories"] = len(collection.categories())
