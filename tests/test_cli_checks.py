@@ -18,6 +18,7 @@ from PIL import Image
 
 from lookalike import config
 from lookalike.cli import main
+from tests.conftest import SAMPLE
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -138,6 +139,38 @@ def test_index_with_labels_says_it_trains_the_classifier(
     messages = [r.getMessage() for r in caplog.records if r.name == "lookalike.search.fitting"]
     assert messages[0] == "training the category classifier on 30 labelled images (6 categories)"
     assert re.fullmatch(r"category classifier trained in \d+\.\d s", messages[1])
+
+
+def test_info_gives_the_search_index_size_per_image(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path
+) -> None:
+    small = tmp_path / "small.db"
+    assert run_cli(capsys, "index", str(SAMPLE / "collection" / "cup"), "--db", str(small))[0] == 0
+    for collection in (db, str(small)):  # 30 images: centred by the default codec; 5: raw
+        code, out, _ = run_cli(capsys, "info", "--db", collection)
+        assert code == 0
+        assert "  search index: exact (setting auto), 5,120 bytes per image\n" in out
+        code, out, _ = run_cli(capsys, "info", "--db", collection, "--json")
+        assert json.loads(out)["index"]["bytes_per_image"] == 4 * 1280  # lite0's 1,280 floats
+
+
+def test_a_folder_given_as_db_gets_a_suggestion_that_works(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, panda_query: Path
+) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE / "collection" / "cup", folder)
+    for command in (["search", str(panda_query)], ["info"], ["index", str(folder)]):
+        code, _, err = run_cli(capsys, *command, "--db", str(folder))
+        assert code == 2
+        assert err == (
+            f"error: {folder} is a folder, not a collection file: to search its images, index "
+            f"them (`lookalike index {folder}`, into the default collection, or with "
+            f"--db {folder / 'lookalike.db'})\n"
+        )
+    suggested = str(folder / "lookalike.db")  # (the default collection is the session's)
+    assert run_cli(capsys, "index", str(folder), "--db", suggested)[0] == 0
+    code, out, _ = run_cli(capsys, "search", str(panda_query), "--db", suggested, "-k", "1")
+    assert code == 0 and str(folder) in out
 
 
 def test_verbose_after_the_command_and_version(capsys: pytest.CaptureFixture[str], db: str) -> None:

@@ -611,7 +611,7 @@ def _info(args: argparse.Namespace) -> int:
         index = info["index"]
         assert isinstance(index, dict)
         detail = f", {index['dims']} dims (PCA)" if index["dims"] else ""
-        size = f", {index['bytes_per_image']} bytes per image"
+        size = f", {index['bytes_per_image']:,.0f} bytes per image"
         print(f"  search index: {index['kind']} (setting {index['setting']}){detail}{size}")
         for s in skipped:
             print(f"  skipped {one_line(s.path)}: {s.reason}")

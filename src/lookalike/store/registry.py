@@ -79,6 +79,6 @@ def _open_sqlite_url(target: str, create: bool) -> MetadataStore:
 def _open_sqlite(path: Path, create: bool) -> MetadataStore:
     from lookalike.store.sqlite import Store
 
-    if not create and not path.is_file():
+    if not create and not path.exists():  # (a folder: the store says what to do)
         raise NoCollectionError(path)
     return Store(path)
