@@ -18,6 +18,27 @@ import lookalike
 SAMPLE = Path(lookalike.__file__).parent / "sample"
 
 
+#: Fixtures that make a test an integration test (a real PostgreSQL server, a local Ray) or a
+#: browser test (Debian's Chromium): marked so, ``-m 'not integration and not browser'`` is
+#: the quick suite a contributor runs while working (README, "Tests").
+INTEGRATION_FIXTURES = frozenset({"postgres_server", "pg_uri", "local_ray"})
+BROWSER_FIXTURES = frozenset({"page", "open_page"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the real services its fixtures start (see the markers in
+    pyproject.toml); a test may also be marked by hand, e.g. a slow end-to-end one."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("db") == "postgres":
+            fixtures.add("pg_uri")  # the ``db`` fixture's PostgreSQL side, asked for lazily
+        if fixtures & INTEGRATION_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        if fixtures & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep built model graphs and default collections out of the user's home."""

@@ -1,0 +1,52 @@
+"""The README's commands are what CI runs, and its quick suite leaves out what is slow."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _two_commands() -> list[str]:
+    block = README.split("## Two commands", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def _collected(*args: str) -> set[str]:
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        check=True,
+    )
+    return {line for line in run.stdout.splitlines() if "::" in line}
+
+
+def test_ci_runs_the_readmes_two_commands_as_written() -> None:
+    commands = _two_commands()
+    assert len(commands) == 2 and commands[1] == "scripts/test"
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in commands:
+        assert command in ci
+    assert os.access(ROOT / "scripts" / "test", os.X_OK)
+
+
+def test_the_quick_suite_leaves_out_postgresql_ray_and_the_browser() -> None:
+    (quick,) = re.findall(r"^\.venv/bin/python -m pytest (-m .+)$", README, re.MULTILINE)
+    selected = _collected(*shlex.split(quick))
+    assert len(selected) > 300  # the unit tests are in
+    slow = {
+        test
+        for test in selected
+        if "[postgres" in test
+        or test.startswith(("tests/test_ray.py", "tests/test_page.py", "tests/test_browser.py::"))
+    }
+    assert slow == {"tests/test_browser.py::test_a_missing_browser_skips_unless_required"}
