@@ -214,6 +214,29 @@ def test_demo_ends_with_the_next_steps(capsys: pytest.CaptureFixture[str], tmp_p
     assert code == 0 and "/panda/" in out
 
 
+def test_a_plain_serve_after_the_demo_serves_the_demo(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from lookalike.cli import _parse, _serve_settings
+    from lookalike.service import create_app
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "fresh"))  # a new user's data folder
+    _serve_settings(_parse(["serve"]))
+    note = capsys.readouterr().err
+    assert note.startswith(f"note: no collection to serve yet: none in {config.collections_dir()}")
+    assert "`lookalike demo` puts one in the folder" in note
+    code, out, _ = run_cli(capsys, "demo")
+    assert code == 0 and "\n  lookalike serve   # a web page at http://127.0.0.1:8000" in out
+    settings = _serve_settings(_parse(["serve"]))  # what `lookalike serve` then serves
+    assert capsys.readouterr().err == ""
+    with TestClient(create_app(settings)) as client:
+        listed = client.get("/collections").json()
+        assert [c["name"] for c in listed["collections"]] == ["demo"]
+        assert [c["images"] for c in listed["collections"]] == [30]
+
+
 def test_a_labels_csv_with_another_header_is_explained(
     capsys: pytest.CaptureFixture[str], photos: Path, tmp_path: Path
 ) -> None:

@@ -632,11 +632,13 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"\nquery: {query}")
         for rank, hit in enumerate(collection.search(query, k=args.k), 1):
             print(f"  {rank:>3}  {hit.score:.4f}  {os.path.relpath(hit.path, sample)}")
+    # The default demo collection is among those a plain `lookalike serve` serves.
+    serve = "lookalike serve" if Path(db) == config.demo_db() else f"lookalike serve --db {db}"
     print(
         "\nnext:\n"
         f"  lookalike search YOUR_PHOTO.jpg --db {db}\n"
         f"  lookalike search {query} --db {db} --plot results.png   # drawn\n"
-        f"  lookalike serve --db {db}   # a web page at http://127.0.0.1:8000; lookalike[serve]\n"
+        f"  {serve}   # a web page at http://127.0.0.1:8000; lookalike[serve]\n"
         "  lookalike index ~/Pictures    # your own photos, into the default collection"
     )
     return 0
@@ -657,23 +659,9 @@ def _serve(args: argparse.Namespace) -> int:
     from lookalike.extras import require
 
     require("serve", "lookalike serve")
-    from lookalike.service import ServiceSettings, read_token, serve
+    from lookalike.service import serve
 
-    db = args.db
-    if db is None and config.default_db().is_file():
-        db = config.default_db()  # what `lookalike index` filled, as for every other command
-    if isinstance(db, Path) and not db.expanduser().is_file():  # a URL is checked by its store
-        from lookalike.errors import NoCollectionError
-
-        raise NoCollectionError(db.expanduser())
-    settings = ServiceSettings(
-        collections_dir=args.collections or config.data_dir() / "collections",
-        db=db.expanduser().resolve() if isinstance(db, Path) else db,
-        roots=[root.expanduser() for root in args.root],
-        token=read_token(args.token_file),
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-        max_upload_pixels=args.max_upload_pixels,
-    )
+    settings = _serve_settings(args)
     for name in ("lookalike", "uvicorn.error"):  # a server says where it listens
         logging.getLogger(name).setLevel(logging.INFO)
     try:
@@ -688,6 +676,36 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _serve_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """What ``serve`` serves: ``--db`` (else the default collection, if there is one) and
+    the collections folder; when that is nothing at all, a note says where it looked."""
+    from lookalike.service import ServiceSettings, read_token
+
+    db = args.db
+    if db is None and config.default_db().is_file():
+        db = config.default_db()  # what `lookalike index` filled, as for every other command
+    if isinstance(db, Path) and not db.expanduser().is_file():  # a URL is checked by its store
+        from lookalike.errors import NoCollectionError
+
+        raise NoCollectionError(db.expanduser())
+    folder = args.collections or config.collections_dir()
+    if db is None and not any(folder.expanduser().glob("*.db")):
+        print(
+            f"note: no collection to serve yet: none in {folder}, and no {config.default_db()}"
+            " (`lookalike index DIR`) nor --db; `lookalike demo` puts one in the folder, and "
+            "the page can create one",
+            file=sys.stderr,
+        )
+    return ServiceSettings(
+        collections_dir=folder,
+        db=db.expanduser().resolve() if isinstance(db, Path) else db,
+        roots=[root.expanduser() for root in args.root],
+        token=read_token(args.token_file),
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_upload_pixels=args.max_upload_pixels,
+    )
 
 
 def _plot_query(out: Path, number: int, query: str, results) -> None:  # type: ignore[no-untyped-def]
@@ -998,7 +1016,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--collections",
         type=Path,
         default=None,
-        help=f"folder of collections to serve (default: {config.data_dir() / 'collections'})",
+        help=f"folder of collections to serve (default: {config.collections_dir()})",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     p.add_argument("--port", type=_non_negative_int, default=8000)
