@@ -116,6 +116,42 @@ def test_a_typo_shows_the_commands_usage(capsys: pytest.CaptureFixture[str]) -> 
     assert "unrecognized arguments: --minscore 0.5" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["serach", "q.jpg"], "unknown command 'serach': did you mean 'search'?"),
+        (["-v", "idnex", "photos"], "unknown command 'idnex': did you mean 'index'?"),
+        (["zzz"], "unknown command 'zzz': choose from index, search, classify, eval, embed"),
+    ],
+)
+def test_a_mistyped_command_gets_the_closest_one(
+    capsys: pytest.CaptureFixture[str], argv: list[str], error: str
+) -> None:
+    code, out, err = run_cli(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err.startswith("usage: lookalike ") and f"lookalike: error: {error}" in err
+
+
+def test_counts_and_rates_read_as_english(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE / "collection" / "cup", folder)
+    (folder / "notes.txt").write_text("a sidecar")
+    db = str(tmp_path / "c.db")
+    code, out, _ = run_cli(capsys, "index", str(folder), "--db", db)
+    assert code == 0 and re.search(r"^added 5, .* in \d+\.\d+ s \(\d+ images/s\)$", out, re.M)
+    assert "  left out 1 file that is not an image by its extension (1 .txt);" in out
+    code, out, _ = run_cli(capsys, "index", str(folder), "--db", db)  # nothing to embed
+    assert code == 0 and re.search(r"^added 0, .*, skipped 0 in \d\.\d\d s$", out, re.M)
+    out_file = tmp_path / "one.parquet"
+    code, out, _ = run_cli(capsys, "embed", str(folder / "image_0002.jpg"), "--out", str(out_file))
+    assert code == 0 and out.startswith(f"wrote 1 vector to {out_file}, skipped 0 files, in ")
+    code, out, _ = run_cli(capsys, "import", str(out_file), "--db", str(tmp_path / "new.db"))
+    assert code == 0
+    assert out == "imported 1 vector from 1 file (0 already imported, 0 rejected); 1 image\n"
+
+
 def test_embed_refuses_a_folder_that_does_not_exist_as_index_does(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -50,3 +51,23 @@ def test_the_quick_suite_leaves_out_postgresql_ray_and_the_browser() -> None:
         or test.startswith(("tests/test_ray.py", "tests/test_page.py", "tests/test_browser.py::"))
     }
     assert slow == {"tests/test_browser.py::test_a_missing_browser_skips_unless_required"}
+
+
+def test_the_search_json_format_names_every_key(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from lookalike.cli import main
+    from tests.conftest import SAMPLE
+
+    documented = README.split("With `search --json`, each line is", 1)[1].split("\n\n", 3)
+    text = "\n".join(documented[:3])
+    db = str(tmp_path / "c.db")
+    assert main(["index", str(SAMPLE / "collection" / "cup"), "--db", db]) == 0
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    query = str(SAMPLE / "queries" / "query_panda.jpg")
+    capsys.readouterr()
+    assert main(["search", query, str(tmp_path / "notes.jpg"), "--db", db, "--json"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    keys = {key for line in lines for key in line}
+    keys |= {key for line in lines for result in line["results"] for key in result}
+    keys |= {"query_box", "reranked", "searched_categories", "predictions", "category", "box"}
+    assert {"weak", "error"} <= keys
+    assert [key for key in sorted(keys) if f'"{key}"' not in text and f"`{key}`" not in text] == []

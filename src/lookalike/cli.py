@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import functools
 import io
 import json
@@ -229,14 +230,13 @@ def _index(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             collection.set_labels(labels)
-        summary = report.as_dict()
-        summary["categories"] = len(collection.categories())
+        known = len(collection.categories())
         if args.json:
-            print(_dumps(summary))
+            print(_dumps({**report.as_dict(), "categories": known}))
         else:
             _print_report(report)
             if labels:
-                print(f"{summary['categories']} categories; classifier trained on the labels")
+                print(f"{_count(known, 'category')}; classifier trained on the labels")
     return 0
 
 
@@ -260,18 +260,29 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
         skipped += f" (and {report.skipped_before} skipped before, unchanged: `lookalike info`)"
     print(
         f"added {report.added}, updated {report.updated}, removed {report.removed}, "
-        f"unchanged {report.unchanged}, {skipped} "
-        f"in {report.seconds:.1f} s ({report.images_per_second:.0f} images/s)"
+        f"unchanged {report.unchanged}, {skipped} in {_took(report)}"
     )
     for path, reason in report.skipped:
         print(f"  skipped {one_line(path)}: {reason}")
     if report.left_out:
         kinds = ", ".join(f"{n} {ext}" for ext, n in report.left_out.items())
         total = sum(report.left_out.values())
-        print(
-            f"  left out {total} file{'' if total == 1 else 's'} that are not images by "
-            f"their extension ({kinds}); --all-files tries every file"
+        what = (
+            "1 file that is not an image by its extension"
+            if total == 1
+            else f"{total:,} files that are not images by their extension"
         )
+        print(f"  left out {what} ({kinds}); --all-files tries every file")
+
+
+def _took(report) -> str:  # type: ignore[no-untyped-def]
+    """How long a run took, and its rate when it embedded anything (``0 images/s`` says
+    nothing when every file was unchanged)."""
+    seconds = report.seconds
+    took = f"{seconds:.1f} s" if seconds >= 0.95 else f"{seconds:.2f} s"
+    if report.embedded:
+        took += f" ({report.images_per_second:,.0f} images/s)"
+    return took
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -340,6 +351,9 @@ def _search(args: argparse.Namespace) -> int:
                     where = ", ".join(outcome.searched) if outcome.searched else "everything"
                     print(f"  searched: {where}")
                 _print_hits(results)
+                if not results:
+                    above = "" if args.min_score is None else f" at or above {args.min_score:g}"
+                    print(f"  no match{above}")
             if args.plot is not None:
                 _plot_query(args.plot, args.images.index(query) + 1, query, results)
     return status
@@ -550,8 +564,8 @@ def _embed(args: argparse.Namespace) -> int:
         print(json.dumps({**report.as_dict(), "out": str(args.out)}))
     else:
         print(
-            f"wrote {report.embedded} vectors to {args.out}, skipped {len(report.skipped)} "
-            f"files, {report.images_per_second:.1f} images/s"
+            f"wrote {_count(report.embedded, 'vector')} to {args.out}, skipped "
+            f"{_count(len(report.skipped), 'file')}, in {_took(report)}"
         )
         for path, reason in report.skipped:
             print(f"  skipped {path}: {reason}")
@@ -569,14 +583,15 @@ def _import(args: argparse.Namespace) -> int:
     with Collection.open(args.db, model=spec) as collection:
         with tqdm(unit="row", desc="importing", disable=not sys.stderr.isatty()) as bar:
             report = parquet_io.import_files(collection, args.files, progress=bar.update)
-        summary = {**report.as_dict(), "images": len(collection)}
+        images = len(collection)
+        summary = {**report.as_dict(), "images": images}
     if args.json:
         print(json.dumps(summary))
     else:
         print(
-            f"imported {report.rows} vectors from {report.files} files "
-            f"({report.already_imported} already imported, {len(report.rejected)} rejected); "
-            f"{summary['images']} images"
+            f"imported {_count(report.rows, 'vector')} from {_count(report.files, 'file')} "
+            f"({report.already_imported:,} already imported, {len(report.rejected):,} "
+            f"rejected); {_count(images, 'image')}"
         )
         for path, reason in report.rejected:
             print(f"  rejected {path}: {reason}")
@@ -1088,12 +1103,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON object with every group")
     p.set_defaults(run=_duplicates)
+    parser.set_defaults(commands=tuple(commands.choices))  # for "did you mean" (see _parse)
     return parser
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse; an unknown option is reported with the usage of its command, not the top one."""
-    args, unknown = build_parser().parse_known_args(argv)
+    """Parse; an unknown option is reported with the usage of its command, not the top one,
+    and a mistyped command with the one it is closest to."""
+    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    # The top level has flags only (-v, --version, -h): the first other word is the command.
+    command = next((word for word in words if not word.startswith("-")), None)
+    names: tuple[str, ...] = parser.get_default("commands")
+    if command is not None and command not in names:
+        close = difflib.get_close_matches(command, names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(names)}"
+        parser.error(f"unknown command {command!r}: {hint}")
+    args, unknown = parser.parse_known_args(argv)
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
