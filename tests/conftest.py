@@ -23,6 +23,30 @@ SAMPLE = Path(lookalike.__file__).parent / "sample"
 #: the quick suite a contributor runs while working (README, "Tests").
 INTEGRATION_FIXTURES = frozenset({"postgres_server", "pg_uri", "local_ray"})
 BROWSER_FIXTURES = frozenset({"page", "open_page"})
+#: End-to-end tests too slow for the quick suite (over ~4 s each on a quiet 2-core machine:
+#: several index runs of real photos, large synthetic collections, background rebuilds, the
+#: quality tier's second model), marked integration as well (checked: test_readme_commands).
+SLOW_TESTS = frozenset(
+    {
+        "test_categories.py::test_classifier_is_retrained_when_labels_change",
+        "test_categories.py::test_pca_compression",
+        "test_categories.py::test_query_expansion",
+        "test_categories.py::test_cli_categories",
+        "test_categories.py::test_category_first_search",
+        "test_category_projection.py::test_category_search_uses_the_projection_refitted_on_label_changes",
+        "test_concurrency.py::test_uploads_deletes_and_searches_at_once",
+        "test_duplicates.py::test_large_collections_find_duplicates_from_index_neighbours",
+        "test_features.py::test_multi_scale_descriptor",
+        "test_persistent_index.py::test_category_filter_inside_the_index",
+        "test_persistent_index.py::test_large_collections_cluster_a_sample_then_assign_in_batches",
+        "test_persistent_index.py::test_reader_searches_an_index_of_an_earlier_codec_without_rebuilding",
+        "test_persistent_index.py::test_codec_refit_rebuilds_in_the_background",
+        "test_persistent_index.py::test_rebuild_for_tombstones_runs_in_the_background",
+        "test_quality_tier.py::test_tier_indexes_searches_and_refuses_other_models",
+        "test_quantize.py::test_int8_graph_is_quantized_cached_and_deterministic",
+        "test_search.py::test_an_unlabelled_upload_keeps_the_classifier_and_the_index_follows",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -33,7 +57,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("db") == "postgres":
             fixtures.add("pg_uri")  # the ``db`` fixture's PostgreSQL side, asked for lazily
-        if fixtures & INTEGRATION_FIXTURES:
+        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        if fixtures & INTEGRATION_FIXTURES or name in SLOW_TESTS:
             item.add_marker(pytest.mark.integration)
         if fixtures & BROWSER_FIXTURES:
             item.add_marker(pytest.mark.browser)

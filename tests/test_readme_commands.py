@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import SLOW_TESTS
+
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -51,6 +53,11 @@ def test_the_quick_suite_leaves_out_postgresql_ray_and_the_browser() -> None:
         or test.startswith(("tests/test_ray.py", "tests/test_page.py", "tests/test_browser.py::"))
     }
     assert slow == {"tests/test_browser.py::test_a_missing_browser_skips_unless_required"}
+    # the slow end-to-end tests named in conftest exist, and are left out too
+    for name in SLOW_TESTS:
+        module, function = name.split("::")
+        assert f"def {function}(" in (ROOT / "tests" / module).read_text(), name
+        assert not any(test.split("[")[0] == f"tests/{name}" for test in selected), name
 
 
 def test_the_search_json_format_names_every_key(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
