@@ -53,6 +53,12 @@ def test_the_quick_suite_leaves_out_postgresql_ray_and_the_browser() -> None:
         or test.startswith(("tests/test_ray.py", "tests/test_page.py", "tests/test_browser.py::"))
     }
     assert slow == {"tests/test_browser.py::test_a_missing_browser_skips_unless_required"}
+    # a module that asks for PostgreSQL or Ray lazily (getfixturevalue), which the marking
+    # by fixture cannot see, marks itself
+    for module in (ROOT / "tests").glob("test_*.py"):
+        text = module.read_text()
+        if re.search(r"getfixturevalue\(['\"](postgres_server|pg_uri|local_ray)", text):
+            assert "pytestmark = pytest.mark.integration" in text, module.name
     # the slow end-to-end tests named in conftest exist, and are left out too
     for name in SLOW_TESTS:
         module, function = name.split("::")
