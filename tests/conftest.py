@@ -18,6 +18,57 @@ import lookalike
 SAMPLE = Path(lookalike.__file__).parent / "sample"
 
 
+#: Fixtures that make a test an integration test (a real PostgreSQL server, a local Ray) or a
+#: browser test (Debian's Chromium): marked so, ``-m 'not integration and not browser'`` is
+#: the quick suite a contributor runs while working (README, "Tests").
+INTEGRATION_FIXTURES = frozenset({"postgres_server", "pg_uri", "local_ray"})
+BROWSER_FIXTURES = frozenset({"page", "open_page"})
+#: End-to-end tests too slow for the quick suite (over ~4 s each on a quiet 2-core machine:
+#: several index runs of real photos, large synthetic collections, background rebuilds, the
+#: quality tier's second model), marked integration as well (checked: test_readme_commands).
+SLOW_TESTS = frozenset(
+    {
+        "test_categories.py::test_category_first_search",
+        "test_categories.py::test_classifier_is_retrained_when_labels_change",
+        "test_categories.py::test_cli_categories",
+        "test_categories.py::test_pca_compression",
+        "test_categories.py::test_query_expansion",
+        "test_category_projection.py::test_category_search_uses_the_projection_refitted_on_label_changes",
+        "test_concurrency.py::test_uploads_deletes_and_searches_at_once",
+        "test_duplicates.py::test_large_collections_find_duplicates_from_index_neighbours",
+        "test_features.py::test_multi_scale_descriptor",
+        "test_persistent_index.py::test_category_filter_inside_the_index",
+        "test_persistent_index.py::test_codec_refit_rebuilds_in_the_background",
+        "test_persistent_index.py::test_large_collections_cluster_a_sample_then_assign_in_batches",
+        "test_persistent_index.py::test_reader_searches_an_index_of_an_earlier_codec_without_rebuilding",
+        "test_persistent_index.py::test_rebuild_for_tombstones_runs_in_the_background",
+        "test_persistent_index.py::test_torn_or_foreign_index_file_is_rebuilt",
+        "test_persistent_index.py::test_writers_save_the_index_now_and_then_and_when_closing",
+        "test_quality_tier.py::test_tier_indexes_searches_and_refuses_other_models",
+        "test_quality_tier.py::test_tier_over_http",
+        "test_quantize.py::test_int8_graph_is_quantized_cached_and_deterministic",
+        "test_search.py::test_a_result_scores_the_same_whatever_ordered_it",
+        "test_search.py::test_an_unlabelled_upload_keeps_the_classifier_and_the_index_follows",
+        "test_write_path.py::test_an_upload_burst_leaves_the_saved_approximate_index_current",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the real services its fixtures start (see the markers in
+    pyproject.toml); a test may also be marked by hand, e.g. a slow end-to-end one."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("db") == "postgres":
+            fixtures.add("pg_uri")  # the ``db`` fixture's PostgreSQL side, asked for lazily
+        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        if fixtures & INTEGRATION_FIXTURES or name in SLOW_TESTS:
+            item.add_marker(pytest.mark.integration)
+        if fixtures & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep built model graphs and default collections out of the user's home."""

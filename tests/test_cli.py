@@ -61,7 +61,7 @@ def test_search_text_output_and_min_score(
     run_cli(capsys, "index", str(photos), "--db", db)
     code, out, _ = run_cli(capsys, "search", str(panda_query), "--db", db, "--min-score", "0.99")
     assert code == 0
-    assert out.strip() == str(panda_query)  # nothing that similar
+    assert out == f"{panda_query}\n  no match at or above 0.99\n"  # nothing that similar
     code, out, _ = run_cli(capsys, "search", str(panda_query), "--db", db, "-k", "2")
     assert len(out.strip().splitlines()) == 3
 

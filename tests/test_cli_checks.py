@@ -4,7 +4,9 @@ the same option names everywhere, and output that survives odd file names and pi
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from PIL import Image
 
 from lookalike import config
 from lookalike.cli import main
+from tests.conftest import SAMPLE
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -66,6 +69,20 @@ def test_commands_other_than_index_need_an_existing_collection(
     assert not (tmp_path / "sub").exists()
 
 
+def test_a_store_whose_driver_is_missing_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lookalike.store import registry
+
+    monkeypatch.setitem(registry.STORE_SCHEMES, "nosuchdb", "lookalike_no_such_driver:Store")
+    code, out, err = run_cli(capsys, "info", "--db", "nosuchdb://host/x")
+    assert code == 2 and out == ""
+    assert err == (
+        "error: --db nosuchdb://... needs an optional part: "
+        "No module named 'lookalike_no_such_driver'\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -97,6 +114,99 @@ def test_a_typo_shows_the_commands_usage(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 2
     assert err.startswith("usage: lookalike search")
     assert "unrecognized arguments: --minscore 0.5" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["serach", "q.jpg"], "unknown command 'serach': did you mean 'search'?"),
+        (["-v", "idnex", "photos"], "unknown command 'idnex': did you mean 'index'?"),
+        (["zzz"], "unknown command 'zzz': choose from index, search, classify, eval, embed"),
+    ],
+)
+def test_a_mistyped_command_gets_the_closest_one(
+    capsys: pytest.CaptureFixture[str], argv: list[str], error: str
+) -> None:
+    code, out, err = run_cli(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err.startswith("usage: lookalike ") and f"lookalike: error: {error}" in err
+
+
+def test_counts_and_rates_read_as_english(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE / "collection" / "cup", folder)
+    (folder / "notes.txt").write_text("a sidecar")
+    db = str(tmp_path / "c.db")
+    code, out, _ = run_cli(capsys, "index", str(folder), "--db", db)
+    assert code == 0 and re.search(r"^added 5, .* in \d+\.\d+ s \(\d+ images/s\)$", out, re.M)
+    assert "  left out 1 file that is not an image by its extension (1 .txt);" in out
+    code, out, _ = run_cli(capsys, "index", str(folder), "--db", db)  # nothing to embed
+    assert code == 0 and re.search(r"^added 0, .*, skipped 0 in \d\.\d\d s$", out, re.M)
+    out_file = tmp_path / "one.parquet"
+    code, out, _ = run_cli(capsys, "embed", str(folder / "image_0002.jpg"), "--out", str(out_file))
+    assert code == 0 and out.startswith(f"wrote 1 vector to {out_file}, skipped 0 files, in ")
+    code, out, _ = run_cli(capsys, "import", str(out_file), "--db", str(tmp_path / "new.db"))
+    assert code == 0
+    assert out == "imported 1 vector from 1 file (0 already imported, 0 rejected); 1 image\n"
+
+
+def test_embed_refuses_a_folder_that_does_not_exist_as_index_does(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing, out = tmp_path / "missing-folder", tmp_path / "y.parquet"
+    code, stdout, err = run_cli(capsys, "embed", str(missing), "--out", str(out))
+    assert (code, stdout, err) == (2, "", f"error: no such file or folder: {missing}\n")
+    assert list(tmp_path.iterdir()) == []  # no y.parquet, nor y.parquet.partial
+
+
+def test_index_with_labels_says_it_trains_the_classifier(
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    photos: Path,
+    tmp_path: Path,
+) -> None:
+    caplog.set_level(logging.INFO, logger="lookalike")
+    db = str(tmp_path / "c.db")
+    code, _, err = run_cli(capsys, "index", str(photos), "--db", db, "--categories-from-folders")
+    assert code == 0
+    assert "labels: 30 files in 6 categories; fitting the category classifier...\n" in err
+    messages = [r.getMessage() for r in caplog.records if r.name == "lookalike.search.fitting"]
+    assert messages[0] == "training the category classifier on 30 labelled images (6 categories)"
+    assert re.fullmatch(r"category classifier trained in \d+\.\d s", messages[1])
+
+
+def test_info_gives_the_search_index_size_per_image(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path
+) -> None:
+    small = tmp_path / "small.db"
+    assert run_cli(capsys, "index", str(SAMPLE / "collection" / "cup"), "--db", str(small))[0] == 0
+    for collection in (db, str(small)):  # 30 images: centred by the default codec; 5: raw
+        code, out, _ = run_cli(capsys, "info", "--db", collection)
+        assert code == 0
+        assert "  search index: exact (setting auto), 5,120 bytes per image\n" in out
+        code, out, _ = run_cli(capsys, "info", "--db", collection, "--json")
+        assert json.loads(out)["index"]["bytes_per_image"] == 4 * 1280  # lite0's 1,280 floats
+
+
+def test_a_folder_given_as_db_gets_a_suggestion_that_works(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, panda_query: Path
+) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE / "collection" / "cup", folder)
+    for command in (["search", str(panda_query)], ["info"], ["index", str(folder)]):
+        code, _, err = run_cli(capsys, *command, "--db", str(folder))
+        assert code == 2
+        assert err == (
+            f"error: {folder} is a folder, not a collection file: to search its images, index "
+            f"them (`lookalike index {folder}`, into the default collection, or with "
+            f"--db {folder / 'lookalike.db'})\n"
+        )
+    suggested = str(folder / "lookalike.db")  # (the default collection is the session's)
+    assert run_cli(capsys, "index", str(folder), "--db", suggested)[0] == 0
+    code, out, _ = run_cli(capsys, "search", str(panda_query), "--db", suggested, "-k", "1")
+    assert code == 0 and str(folder) in out
 
 
 def test_verbose_after_the_command_and_version(capsys: pytest.CaptureFixture[str], db: str) -> None:
@@ -138,6 +248,29 @@ def test_demo_ends_with_the_next_steps(capsys: pytest.CaptureFixture[str], tmp_p
     query = out.split("query: ")[1].split()[0]
     code, out, _ = run_cli(capsys, "search", query, "--db", str(where), "-k", "1")
     assert code == 0 and "/panda/" in out
+
+
+def test_a_plain_serve_after_the_demo_serves_the_demo(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from lookalike.cli import _parse, _serve_settings
+    from lookalike.service import create_app
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "fresh"))  # a new user's data folder
+    _serve_settings(_parse(["serve"]))
+    note = capsys.readouterr().err
+    assert note.startswith(f"note: no collection to serve yet: none in {config.collections_dir()}")
+    assert "`lookalike demo` puts one in the folder" in note
+    code, out, _ = run_cli(capsys, "demo")
+    assert code == 0 and "\n  lookalike serve   # a web page at http://127.0.0.1:8000" in out
+    settings = _serve_settings(_parse(["serve"]))  # what `lookalike serve` then serves
+    assert capsys.readouterr().err == ""
+    with TestClient(create_app(settings)) as client:
+        listed = client.get("/collections").json()
+        assert [c["name"] for c in listed["collections"]] == ["demo"]
+        assert [c["images"] for c in listed["collections"]] == [30]
 
 
 def test_a_labels_csv_with_another_header_is_explained(

@@ -22,6 +22,10 @@ from lookalike.service import ServiceSettings, create_app
 from lookalike.store.postgres import split_uri
 from tests.conftest import SAMPLE
 
+# Every test here reads the `worlds` fixture, which starts PostgreSQL (asked for lazily, so
+# conftest's marking by fixture cannot see it).
+pytestmark = pytest.mark.integration
+
 K = 5
 BOX = (0.2, 0.15, 0.8, 0.85)
 #: Search modes and the flags each door takes for them.

@@ -308,8 +308,9 @@ def test_a_file_that_is_not_an_image_says_so(
     fake.write_text("not really a photo")
     page.set_input_files("#file", str(fake))
     expect(page.locator("#message")).to_contain_text(
-        "Cannot search with holiday.jpg: holiday.jpg: not a recognised image"
+        "Cannot search with holiday.jpg: not a recognised image"
     )
+    expect(page.locator("#message")).not_to_contain_text("holiday.jpg: holiday.jpg")
     expect(page.locator("#results .card")).to_have_count(0)
 
 

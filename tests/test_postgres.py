@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -196,6 +198,43 @@ def test_cli_index_search_info_remove(
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["images"] == 25
     assert "#" in info["db"] and "postgresql://" in info["db"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["info"], ["search", "QUERY"], ["classify", "QUERY"], ["duplicates"], ["remove", "QUERY"]],
+)
+def test_read_commands_on_a_misspelled_collection_create_nothing(
+    postgres_server: str,
+    panda_query: Path,
+    command: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uri = f"{postgres_server}#nosuch"
+    argv = [str(panda_query) if word == "QUERY" else word for word in command]
+    assert main([*argv, "--db", uri]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: no collection at {uri}: create it with `lookalike index")
+    with psycopg.connect(postgres_server) as conn:
+        schemas = conn.execute(
+            "SELECT 1 FROM information_schema.schemata WHERE schema_name = 'nosuch'"
+        ).fetchall()
+    assert schemas == []
+
+
+def test_an_unreachable_server_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"postgresql://me:secret@127.0.0.1:{port}/photos#catalogue"
+    for command in (["info"], ["index", str(SAMPLE / "collection")]):
+        assert main([*command, "--db", uri]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(
+            f"error: cannot reach PostgreSQL for postgresql://me:***@127.0.0.1:{port}/photos"
+            "#catalogue: "
+        )
+        assert "secret" not in error and error.count("\n") == 1
 
 
 def test_a_pca_collection_searches_its_reduced_vectors_in_the_database(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import functools
 import io
 import json
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lookalike import __version__, config
+from lookalike.errors import LookalikeError
 from lookalike.image.files import one_line, printable
 
 log = logging.getLogger("lookalike")
@@ -50,6 +52,14 @@ def _threshold(text: str) -> float:
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {value}")
     return value
+
+
+def _count(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``3,068 categories``: a number and its noun, agreeing."""
+    if number == 1:
+        return f"1 {noun}"
+    plural = plural or (noun[:-1] + "ies" if noun.endswith("y") else noun + "s")
+    return f"{number:,} {plural}"
 
 
 def _dumps(value: object) -> str:
@@ -215,15 +225,20 @@ def _index(args: argparse.Namespace) -> int:
                 if folder.is_dir():
                     labels.update(read_labels(folder))
         if labels:
+            categories = len(set(labels.values()))
+            print(
+                f"labels: {_count(len(labels), 'file')} in {_count(categories, 'category')}; "
+                "fitting the category classifier...",
+                file=sys.stderr,
+            )
             collection.set_labels(labels)
-        summary = report.as_dict()
-        summary["categories"] = len(collection.categories())
+        known = len(collection.categories())
         if args.json:
-            print(_dumps(summary))
+            print(_dumps({**report.as_dict(), "categories": known}))
         else:
             _print_report(report)
             if labels:
-                print(f"{summary['categories']} categories; classifier trained on the labels")
+                print(f"{_count(known, 'category')}; classifier trained on the labels")
     return 0
 
 
@@ -247,18 +262,29 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
         skipped += f" (and {report.skipped_before} skipped before, unchanged: `lookalike info`)"
     print(
         f"added {report.added}, updated {report.updated}, removed {report.removed}, "
-        f"unchanged {report.unchanged}, {skipped} "
-        f"in {report.seconds:.1f} s ({report.images_per_second:.0f} images/s)"
+        f"unchanged {report.unchanged}, {skipped} in {_took(report)}"
     )
     for path, reason in report.skipped:
         print(f"  skipped {one_line(path)}: {reason}")
     if report.left_out:
         kinds = ", ".join(f"{n} {ext}" for ext, n in report.left_out.items())
         total = sum(report.left_out.values())
-        print(
-            f"  left out {total} file{'' if total == 1 else 's'} that are not images by "
-            f"their extension ({kinds}); --all-files tries every file"
+        what = (
+            "1 file that is not an image by its extension"
+            if total == 1
+            else f"{total:,} files that are not images by their extension"
         )
+        print(f"  left out {what} ({kinds}); --all-files tries every file")
+
+
+def _took(report) -> str:  # type: ignore[no-untyped-def]
+    """How long a run took, and its rate when it embedded anything (``0 images/s`` says
+    nothing when every file was unchanged)."""
+    seconds = report.seconds
+    took = f"{seconds:.1f} s" if seconds >= 0.95 else f"{seconds:.2f} s"
+    if report.embedded:
+        took += f" ({report.images_per_second:,.0f} images/s)"
+    return took
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -327,6 +353,9 @@ def _search(args: argparse.Namespace) -> int:
                     where = ", ".join(outcome.searched) if outcome.searched else "everything"
                     print(f"  searched: {where}")
                 _print_hits(results)
+                if not results:
+                    above = "" if args.min_score is None else f" at or above {args.min_score:g}"
+                    print(f"  no match{above}")
             if args.plot is not None:
                 _plot_query(args.plot, args.images.index(query) + 1, query, results)
     return status
@@ -537,8 +566,8 @@ def _embed(args: argparse.Namespace) -> int:
         print(json.dumps({**report.as_dict(), "out": str(args.out)}))
     else:
         print(
-            f"wrote {report.embedded} vectors to {args.out}, skipped {len(report.skipped)} "
-            f"files, {report.images_per_second:.1f} images/s"
+            f"wrote {_count(report.embedded, 'vector')} to {args.out}, skipped "
+            f"{_count(len(report.skipped), 'file')}, in {_took(report)}"
         )
         for path, reason in report.skipped:
             print(f"  skipped {path}: {reason}")
@@ -556,14 +585,15 @@ def _import(args: argparse.Namespace) -> int:
     with Collection.open(args.db, model=spec) as collection:
         with tqdm(unit="row", desc="importing", disable=not sys.stderr.isatty()) as bar:
             report = parquet_io.import_files(collection, args.files, progress=bar.update)
-        summary = {**report.as_dict(), "images": len(collection)}
+        images = len(collection)
+        summary = {**report.as_dict(), "images": images}
     if args.json:
         print(json.dumps(summary))
     else:
         print(
-            f"imported {report.rows} vectors from {report.files} files "
-            f"({report.already_imported} already imported, {len(report.rejected)} rejected); "
-            f"{summary['images']} images"
+            f"imported {_count(report.rows, 'vector')} from {_count(report.files, 'file')} "
+            f"({report.already_imported:,} already imported, {len(report.rejected):,} "
+            f"rejected); {_count(images, 'image')}"
         )
         for path, reason in report.rejected:
             print(f"  rejected {path}: {reason}")
@@ -598,7 +628,7 @@ def _info(args: argparse.Namespace) -> int:
         index = info["index"]
         assert isinstance(index, dict)
         detail = f", {index['dims']} dims (PCA)" if index["dims"] else ""
-        size = f", {index['bytes_per_image']} bytes per image"
+        size = f", {index['bytes_per_image']:,.0f} bytes per image"
         print(f"  search index: {index['kind']} (setting {index['setting']}){detail}{size}")
         for s in skipped:
             print(f"  skipped {one_line(s.path)}: {s.reason}")
@@ -619,11 +649,13 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"\nquery: {query}")
         for rank, hit in enumerate(collection.search(query, k=args.k), 1):
             print(f"  {rank:>3}  {hit.score:.4f}  {os.path.relpath(hit.path, sample)}")
+    # The default demo collection is among those a plain `lookalike serve` serves.
+    serve = "lookalike serve" if Path(db) == config.demo_db() else f"lookalike serve --db {db}"
     print(
         "\nnext:\n"
         f"  lookalike search YOUR_PHOTO.jpg --db {db}\n"
         f"  lookalike search {query} --db {db} --plot results.png   # drawn\n"
-        f"  lookalike serve --db {db}   # a web page at http://127.0.0.1:8000; lookalike[serve]\n"
+        f"  {serve}   # a web page at http://127.0.0.1:8000; lookalike[serve]\n"
         "  lookalike index ~/Pictures    # your own photos, into the default collection"
     )
     return 0
@@ -644,23 +676,9 @@ def _serve(args: argparse.Namespace) -> int:
     from lookalike.extras import require
 
     require("serve", "lookalike serve")
-    from lookalike.service import ServiceSettings, read_token, serve
+    from lookalike.service import serve
 
-    db = args.db
-    if db is None and config.default_db().is_file():
-        db = config.default_db()  # what `lookalike index` filled, as for every other command
-    if isinstance(db, Path) and not db.expanduser().is_file():  # a URL is checked by its store
-        from lookalike.errors import NoCollectionError
-
-        raise NoCollectionError(db.expanduser())
-    settings = ServiceSettings(
-        collections_dir=args.collections or config.data_dir() / "collections",
-        db=db.expanduser().resolve() if isinstance(db, Path) else db,
-        roots=[root.expanduser() for root in args.root],
-        token=read_token(args.token_file),
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-        max_upload_pixels=args.max_upload_pixels,
-    )
+    settings = _serve_settings(args)
     for name in ("lookalike", "uvicorn.error"):  # a server says where it listens
         logging.getLogger(name).setLevel(logging.INFO)
     try:
@@ -675,6 +693,36 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _serve_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """What ``serve`` serves: ``--db`` (else the default collection, if there is one) and
+    the collections folder; when that is nothing at all, a note says where it looked."""
+    from lookalike.service import ServiceSettings, read_token
+
+    db = args.db
+    if db is None and config.default_db().is_file():
+        db = config.default_db()  # what `lookalike index` filled, as for every other command
+    if isinstance(db, Path) and not db.expanduser().is_file():  # a URL is checked by its store
+        from lookalike.errors import NoCollectionError
+
+        raise NoCollectionError(db.expanduser())
+    folder = args.collections or config.collections_dir()
+    if db is None and not any(folder.expanduser().glob("*.db")):
+        print(
+            f"note: no collection to serve yet: none in {folder}, and no {config.default_db()}"
+            " (`lookalike index DIR`) nor --db; `lookalike demo` puts one in the folder, and "
+            "the page can create one",
+            file=sys.stderr,
+        )
+    return ServiceSettings(
+        collections_dir=folder,
+        db=db.expanduser().resolve() if isinstance(db, Path) else db,
+        roots=[root.expanduser() for root in args.root],
+        token=read_token(args.token_file),
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_upload_pixels=args.max_upload_pixels,
+    )
 
 
 def _plot_query(out: Path, number: int, query: str, results) -> None:  # type: ignore[no-untyped-def]
@@ -987,7 +1035,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--collections",
         type=Path,
         default=None,
-        help=f"folder of collections to serve (default: {config.data_dir() / 'collections'})",
+        help=f"folder of collections to serve (default: {config.collections_dir()})",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     p.add_argument("--port", type=_non_negative_int, default=8000)
@@ -1059,12 +1107,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON object with every group")
     p.set_defaults(run=_duplicates)
+    parser.set_defaults(commands=tuple(commands.choices))  # for "did you mean" (see _parse)
     return parser
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse; an unknown option is reported with the usage of its command, not the top one."""
-    args, unknown = build_parser().parse_known_args(argv)
+    """Parse; an unknown option is reported with the usage of its command, not the top one,
+    and a mistyped command with the one it is closest to."""
+    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    # The top level has flags only (-v, --version, -h): the first other word is the command.
+    command = next((word for word in words if not word.startswith("-")), None)
+    names: tuple[str, ...] = parser.get_default("commands")
+    if command is not None and command not in names:
+        close = difflib.get_close_matches(command, names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(names)}"
+        parser.error(f"unknown command {command!r}: {hint}")
+    args, unknown = parser.parse_known_args(argv)
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
@@ -1085,7 +1144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `lookalike info | head -1`: the reader has gone; stop quietly, as `cat` does.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, LookalikeError) as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except sqlite3.Error as exc:

@@ -41,7 +41,6 @@ from lookalike.encode.models import Embedder, ModelSpec
 from lookalike.errors import (
     EmptyCollectionError,
     InvalidInput,
-    NoCollectionError,
 )
 from lookalike.image.files import expand_paths
 from lookalike.index import admin as index_admin
@@ -113,9 +112,7 @@ class Collection:
         target: str | os.PathLike[str] = config.default_db() if path is None else path
         if not is_url(target):
             target = Path(target).expanduser()
-            if not create and not target.is_file():
-                raise NoCollectionError(target)
-        store = open_store(target)
+        store = open_store(target, create=create)
         try:
             stored = store.get_meta("model")
             spec = choice.collection_model(stored, model, target)

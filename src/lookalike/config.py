@@ -154,8 +154,14 @@ def data_dir() -> Path:
 
 
 def demo_db() -> Path:
-    """Where ``lookalike demo`` puts the sample collection."""
-    return data_dir() / "demo.db"
+    """Where ``lookalike demo`` puts the sample collection: among the collections that a
+    plain ``lookalike serve`` serves (:func:`collections_dir`), so the page shows it."""
+    return collections_dir() / "demo.db"
+
+
+def collections_dir() -> Path:
+    """The folder of collections that ``lookalike serve`` serves (and creates) by default."""
+    return data_dir() / "collections"
 
 
 def default_db() -> Path:

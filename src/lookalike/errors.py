@@ -46,6 +46,13 @@ class ModelUnavailable(ModelError, Unavailable):
     """The model needs an optional package that is not installed (the message names it)."""
 
 
+class StoreUnreachable(LookalikeError, ConnectionError):
+    """The database server of a store cannot be reached (down, wrong address, refused)."""
+
+    def __str__(self) -> str:  # OSError would format its arguments as a tuple
+        return str(self.args[0]) if self.args else ""
+
+
 class StorageError(LookalikeError, OSError):
     """The disk refused a write (full, read-only); nothing half-written was kept."""
 

@@ -28,9 +28,9 @@ def describe(
     followed: Callable[[], FollowedIndex],
 ) -> dict[str, object]:
     """Which index searches use (``kind``) and what it holds: for the exact index (``exact``
-    gives it), the size of its vectors (``codec_dims``, or without a codec the stored
-    vectors'); for an approximate one, what ``followed`` (the index held, brought up to date)
-    says."""
+    gives it), the size of its float32 vectors (``codec_dims`` when the codec reduces them,
+    else the stored vectors': a codec of 0 dims centres without reducing); for an approximate
+    one, what ``followed`` (the index held, brought up to date) says."""
     info: dict[str, object] = {
         "setting": persistent_index.setting(store),  # type: ignore[arg-type]
         "kind": kind,
@@ -38,7 +38,7 @@ def describe(
         "dims": codec_dims,
     }
     if kind == "exact":
-        dims = codec_dims if codec_dims is not None else _stored_dims(store, exact())
+        dims = codec_dims or _stored_dims(store, exact())
         info["bytes_per_image"] = 4 * dims
     else:
         info.update(followed().describe())

@@ -30,7 +30,7 @@ import numpy as np
 from lookalike import config
 from lookalike.encode.encoders import load_encoder
 from lookalike.encode.models import Embedder, ModelSpec
-from lookalike.image.files import candidates_for
+from lookalike.image.files import candidates_for, existing_paths
 from lookalike.pipeline import indexer
 from lookalike.pipeline.indexer import IndexReport
 from lookalike.store.records import EmbeddedImage, SkippedFile
@@ -136,7 +136,7 @@ def embed(
 
     The file appears only when complete (written as ``out.partial``, then renamed)."""
     out = Path(out)
-    candidates, _ = candidates_for(paths, all_files=all_files)
+    candidates, _ = candidates_for(existing_paths(paths), all_files=all_files)
     unique = list({c.path: c for c in candidates}.values())
     if on_plan is not None:
         on_plan(len(unique))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -27,6 +29,8 @@ from lookalike.search.categories import (
 )
 from lookalike.search.snapshot import CLASSIFIER_KEY, CODEC_GENERATION
 from lookalike.store.base import MetadataStore
+
+log = logging.getLogger(__name__)
 
 Vectors = Callable[[], tuple[np.ndarray, np.ndarray]]
 
@@ -139,6 +143,12 @@ def _refresh_classifier(store: MetadataStore, vectors: Vectors) -> None:
         return
     model, projection = None, None
     if len(set(labels)) >= 2:
+        started = time.perf_counter()
+        log.info(
+            "training the category classifier on %d labelled images (%d categories)",
+            len(ids),
+            len(set(labels)),
+        )
         read = getattr(store, "vectors_of", None)
         if read is not None:
             labelled = read(ids)
@@ -147,6 +157,7 @@ def _refresh_classifier(store: MetadataStore, vectors: Vectors) -> None:
             labelled = stored[np.searchsorted(all_ids, ids)]
         model = fit_classifier(labelled, labels)
         projection = fit_projection(labelled, labels)
+        log.info("category classifier trained in %.1f s", time.perf_counter() - started)
     store.put_artifact("classifier", model.to_bytes() if model else None)
     store.put_artifact("category_projection", projection.to_bytes() if projection else None)
     store.set_meta(CLASSIFIER_KEY, key)

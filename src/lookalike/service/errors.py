@@ -32,6 +32,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (errors.Unavailable, 422),
     (errors.InvalidInput, 422),
     (errors.ModelError, 503),
+    (errors.StoreUnreachable, 503),
 ]
 
 

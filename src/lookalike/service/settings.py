@@ -18,7 +18,7 @@ NAME_RE = re.compile(NAME_PATTERN)
 class ServiceSettings:
     """Everything ``lookalike serve`` can be told; the defaults are the safe ones."""
 
-    collections_dir: Path = field(default_factory=lambda: config.data_dir() / "collections")
+    collections_dir: Path = field(default_factory=config.collections_dir)
     #: One more collection file to serve (and the page's default), named after its stem.
     db: Path | str | None = None  # a file, or a store URL (postgresql://...#name)
     #: Folders inside which server-side paths may be indexed; none: no server-side paths.

@@ -43,7 +43,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from lookalike import config
-from lookalike.errors import Unavailable
+from lookalike.errors import NoCollectionError, StoreUnreachable, Unavailable
 from lookalike.index import codec as codecs
 from lookalike.index.base import VectorCodec
 from lookalike.store.records import (
@@ -130,12 +130,20 @@ def redact(uri: str) -> str:
 class PostgresStore:
     """Metadata and vectors of one collection in PostgreSQL (same methods as ``Store``)."""
 
-    def __init__(self, uri: str, *, pool_size: int = config.PG_POOL_SIZE) -> None:
+    def __init__(
+        self, uri: str, create: bool = True, *, pool_size: int = config.PG_POOL_SIZE
+    ) -> None:
+        """Open the collection ``uri`` names, creating its schema if it is missing and
+        ``create`` (else :class:`~lookalike.errors.NoCollectionError`, nothing created)."""
         conninfo, self.schema = split_uri(uri)
         #: What messages show for this collection (no password).
         self.path = redact(uri if "#" in uri else f"{uri}#{self.schema}")
         self._lock_key = _stable_hash(self.schema)
-        self._setup(conninfo)
+        try:
+            self._setup(conninfo, create)
+        except psycopg.OperationalError as exc:
+            reason = " ".join(str(exc).split())  # libpq's message spans lines
+            raise StoreUnreachable(f"cannot reach PostgreSQL for {self.path}: {reason}") from exc
         self._pool = ConnectionPool(
             conninfo,
             min_size=1,
@@ -152,10 +160,13 @@ class PostgresStore:
             self.close()
             raise RuntimeError(f"{self.path} has schema {version}, expected {SCHEMA_VERSION}")
 
-    def _setup(self, conninfo: str) -> None:
-        """Create the extension, schema and tables if needed (serialised across processes)."""
+    def _setup(self, conninfo: str, create: bool) -> None:
+        """Create the extension, schema and tables if needed (serialised across processes);
+        without ``create``, only for a collection that exists (its ``meta`` table)."""
         with psycopg.connect(conninfo, autocommit=True) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+            if not create and not _has_table(conn, self.schema, "meta"):
+                raise NoCollectionError(self.path)
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
@@ -687,6 +698,14 @@ def _db(path: str) -> bytes:
     """A path as the database keeps it: its bytes (names that are not UTF-8 round-trip;
     ``os.fsdecode`` gives them back)."""
     return os.fsencode(path)
+
+
+def _has_table(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+        (schema, table),
+    ).fetchone()
+    return found is not None
 
 
 def _stable_hash(text: str) -> int:

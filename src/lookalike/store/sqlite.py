@@ -79,7 +79,11 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if self.path.is_dir():
-            raise StoreError(f"{self.path} is a folder, not a collection file")
+            raise StoreError(
+                f"{self.path} is a folder, not a collection file: to search its images, index "
+                f"them (`lookalike index {self.path}`, into the default collection, or with "
+                f"--db {self.path / 'lookalike.db'})"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared by threads (indexing jobs and searches in the service):
         # the lock keeps a transaction and the statements of other threads apart.

@@ -320,7 +320,10 @@ async function renderSearch(p) {
       showEmptyCollection($("#results"));
     } else {
       $("#results").replaceChildren();
-      say(`Cannot search with ${$("#query-title").textContent}: ${error.message}`);
+      const title = $("#query-title").textContent;
+      // The server's reason may name the file already ("holiday.jpg: not a recognised image").
+      const reason = error.message.startsWith(`${title}: `) ? error.message.slice(title.length + 2) : error.message;
+      say(`Cannot search with ${title}: ${reason}`);
     }
   } finally {
     if (seq === state.searchSeq) loading(false);
