@@ -722,6 +722,7 @@ def _serve_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         token=read_token(args.token_file),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_upload_pixels=args.max_upload_pixels,
+        allow_file_deletion=args.allow_file_deletion,
     )
 
 
@@ -782,18 +783,27 @@ def _duplicates(args: argparse.Namespace) -> int:
         print(_dumps({"threshold": args.threshold, "images": images, "groups": found}))
         return 0
     members = sum(len(g) for g in groups)
+    tiers = ", ".join(
+        f"{sum(g.tier == t for g in groups)} {t}" for t in ("exact", "near", "similar")
+    )
     print(
         f"{len(groups)} group{'' if len(groups) == 1 else 's'} of near-duplicates "
-        f"({members} images) among {images} images "
+        f"({members} images; {tiers}) among {images} images "
         f"at cosine >= {args.threshold}"
     )
+    removable = sum(not m.keep for g in groups for m in g.members)
+    if removable:
+        print(f"{removable} suggested for removal (marked -); + marks the copies to keep")
     for number, group in enumerate(groups, 1):
+        shots = f", {group.pictures} pictures" if group.pictures > 1 else ""
         print(
-            f"group {number}: {len(group)} images, "
+            f"group {number} ({group.tier}{shots}): {len(group)} images, "
             f"cosine {group.min_score:.4f}-{group.max_score:.4f}"
         )
-        for path, score in zip(group.paths, group.scores, strict=True):
-            print(f"  {score:.4f}  {one_line(path)}")
+        for member in group.members:
+            mark = "+" if member.keep else "-"
+            print(f"  {mark} {one_line(member.path)}")
+            print(f"      {member.why}")
     return 0
 
 
@@ -1047,6 +1057,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder whose images may be indexed by server-side path (repeatable)",
     )
     p.add_argument(
+        "--allow-file-deletion",
+        action="store_true",
+        help="let a removal from the page (the review of duplicates) delete the file on disk "
+        "too; off: removed images are only forgotten by the collection",
+    )
+    p.add_argument(
         "--token-file",
         type=Path,
         default=None,
@@ -1097,7 +1113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cluster)
 
-    p = command("duplicates", help="groups of near-duplicate images")
+    p = command(
+        "duplicates",
+        help="groups of near-duplicate images: exact copies, near-duplicates, similar shots; "
+        "which copy to keep",
+    )
     _add_db(p)
     p.add_argument(
         "--threshold",

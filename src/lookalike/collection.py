@@ -464,12 +464,16 @@ class Collection:
         *,
         max_neighbours: int = duplicates.MAX_NEIGHBOURS,
     ) -> list[duplicates.DuplicateGroup]:
-        """Groups of near-duplicate images (cosine >= ``threshold``), tightest group first.
+        """Groups of near-duplicate images (cosine >= ``threshold``), each sorted into tiers:
+        exact copies (same bytes or pixels), near-duplicates (the same picture edited) and
+        merely similar shots (:mod:`lookalike.analysis.duplicate_tiers`). Exact groups come
+        first, then near, then similar, tightest first within a tier.
 
-        In each group the image with the most pixels comes first (the one to keep), then
-        the others by their best score. Memory stays near that of the vectors themselves;
-        a collection with an approximate index takes each image's nearest neighbours from it
-        as candidates (a batch of vectors in memory at a time).
+        ``group.members`` lists each picture's copy to keep first (``keep`` True, ``why`` says
+        why: most pixels, least compressed, original format, earliest), then its copies,
+        suggested for removal. Every grouped file is read once. Memory stays near that of the
+        vectors themselves; a collection with an approximate index takes each image's nearest
+        neighbours from it as candidates (a batch of vectors in memory at a time).
         """
         approximate = self.snapshot() if self.index_kind() != "exact" else None
         return duplicates.find_in_store(

@@ -114,6 +114,13 @@ CODEC_MIN_IMAGES = 20
 MIN_CLUSTER_SIZE = 5
 #: Cosine at or above which two images are near-duplicates (see docs/EVALUATION.md).
 DUPLICATE_THRESHOLD = 0.92
+#: Within a group: a near-duplicate (the same picture edited), not another shot, at cosine >=
+#: DUPLICATE_NEAR_COSINE, or at >= DUPLICATE_NEAR_HASH_COSINE with perceptual hashes at most
+#: DUPLICATE_NEAR_HASH_BITS of 64 bits apart (analysis/duplicate_tiers.py; measured by
+#: benchmarks/eval_duplicates.py --tiers, docs/EVALUATION.md).
+DUPLICATE_NEAR_COSINE = 0.97
+DUPLICATE_NEAR_HASH_COSINE = 0.85
+DUPLICATE_NEAR_HASH_BITS = 10
 #: The fitted PCA is refitted when the collection grew or shrank by more than this fraction.
 PCA_REFIT_FRACTION = 0.1
 

@@ -16,7 +16,7 @@ from swagger_ui_bundle import swagger_ui_path
 import lookalike
 from lookalike.service import errors
 from lookalike.service.core import Service
-from lookalike.service.routes import collections, images, jobs, meta, search
+from lookalike.service.routes import collections, duplicates, images, jobs, meta, search
 from lookalike.service.routes.meta import WEB_DIR
 from lookalike.service.security import Guard, is_loopback
 from lookalike.service.settings import ServiceSettings
@@ -52,7 +52,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     # Swagger UI's files come from the swagger-ui-bundle-v2 package, so /docs works offline.
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
-    for module in (meta, collections, images, search, jobs):
+    for module in (meta, collections, duplicates, images, search, jobs):
         app.include_router(module.router)
     app.include_router(search.query_router)
     guarded: Any = Guard

@@ -377,8 +377,13 @@ class Service:
             results=outcomes,
         )
 
-    def delete_image(self, name: str, image_id: int) -> None:
-        """Remove an image from the collection and delete an uploaded file, as one change."""
+    def delete_image(self, name: str, image_id: int, *, delete_file: bool = False) -> None:
+        """Remove an image from the collection and delete an uploaded file, as one change;
+        with ``delete_file`` (only when the server allows it) the indexed file on disk too."""
+        if delete_file and not self.settings.allow_file_deletion:
+            raise Forbidden(
+                "deleting files on disk is off: start the server with --allow-file-deletion"
+            )
         with self.collections.lease(name) as collection:
             files = self.collections.files_dir(name)
 
@@ -387,6 +392,9 @@ class Service:
                 collection.remove([path])
                 if Path(path).is_relative_to(files):
                     forget_upload(Path(path))
+                elif delete_file:
+                    Path(path).unlink(missing_ok=True)
+                    log.info("deleted %s", path)
 
             collection.write(change)
 

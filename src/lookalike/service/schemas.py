@@ -179,5 +179,53 @@ class Health(BaseModel):
     writes_need_token: bool
     server_paths: bool = Field(description="whether indexing server-side folders is allowed")
     max_upload_bytes: int
+    file_deletion: bool = Field(
+        default=False,
+        description="whether removing an image may delete its file on disk (serve "
+        "--allow-file-deletion)",
+    )
     jobs_queued: int
     jobs_running: int
+
+
+class DuplicateImage(BaseModel):
+    id: int
+    name: str = Field(description="file name")
+    path: str
+    score: float = Field(description="best cosine with another image of the group")
+    picture: int = Field(description="which picture of the group (0: the first listed)")
+    tier: Literal["keep", "exact", "near", "similar"] = Field(
+        description="keep: the copy to keep of picture 0; similar: another shot, the copy to "
+        "keep of its picture; exact (same bytes or pixels) or near (the same picture edited): "
+        "a copy of its picture's keeper, suggested for removal"
+    )
+    keep: bool = Field(description="the suggestion: keep it (else remove it)")
+    why: str = Field(description="why, for people")
+    width: int
+    height: int
+    format: str | None
+    bytes: int
+    jpeg_quality: int | None = Field(description="estimated from the file's tables (JPEG only)")
+    mtime: float | None = Field(description="seconds since the epoch")
+    error: str | None = Field(default=None, description="why the file could not be read")
+    image_url: str
+    thumbnail_url: str
+
+
+class DuplicateGroupOut(BaseModel):
+    size: int
+    tier: Literal["exact", "near", "similar"] = Field(
+        description="exact: one picture, exact copies only; near: one picture, edited copies; "
+        "similar: several pictures (other shots)"
+    )
+    pictures: int
+    min_score: float
+    max_score: float
+    images: list[DuplicateImage]
+
+
+class Duplicates(BaseModel):
+    collection: str
+    threshold: float
+    images: int = Field(description="images in the collection")
+    groups: list[DuplicateGroupOut] = Field(description="exact groups first, then near, similar")

@@ -46,3 +46,6 @@ class ServiceSettings:
     #: A query image with more pixels than this (read from its header) waits for the one
     #: decode slot of large images, so that a few huge images cannot hold up ordinary searches.
     large_image_pixels: int = config.LARGE_QUERY_PIXELS
+    #: Let DELETE .../images/{id}?delete_file=true delete the indexed file on disk too (the
+    #: review of duplicates); off: a removed image is only forgotten by the collection.
+    allow_file_deletion: bool = False

@@ -116,7 +116,19 @@ def get_thumbnail(
 
 
 @router.delete("/{image_id}", status_code=204, dependencies=WRITE)
-def delete_image(name: Name, image_id: ImageId, service: ServiceDep) -> Response:
-    """Remove an image from the collection; an uploaded file is deleted as well."""
-    service.delete_image(name, image_id)
+def delete_image(
+    name: Name,
+    image_id: ImageId,
+    service: ServiceDep,
+    delete_file: Annotated[
+        bool,
+        Query(
+            description="delete the file on disk too: only on a server started with "
+            "--allow-file-deletion (403 otherwise)"
+        ),
+    ] = False,
+) -> Response:
+    """Remove an image from the collection (it is forgotten: the file stays where it is); an
+    uploaded file is deleted as well, and with ``delete_file`` any file."""
+    service.delete_image(name, image_id, delete_file=delete_file)
     return Response(status_code=204)

@@ -54,6 +54,7 @@ def health(service: ServiceDep) -> Health:
         writes_need_token=service.settings.token is not None,
         server_paths=bool(service.roots),
         max_upload_bytes=service.settings.max_upload_bytes,
+        file_deletion=service.settings.allow_file_deletion,
         jobs_queued=counts["queued"],
         jobs_running=counts["running"],
     )
