@@ -18,7 +18,6 @@ from lookalike.analysis.duplicate_tiers import (
     ImageFacts,
     choose_keeper,
     image_facts,
-    jpeg_quality,
     near_matrix,
     pair_tier,
     tier_group,
@@ -206,7 +205,7 @@ def served(
     copies: tuple[dict[str, Path], Path], tmp_path: Path
 ) -> Iterator[tuple[dict[str, Path], TestClient, TestClient]]:
     """The copies' collection served twice: as usual, and allowing file deletion."""
-    files, original_db = copies
+    files, _ = copies
     folder = tmp_path / "photos"
     shutil.copytree(files["original"].parent, folder)
     db = tmp_path / "c.db"

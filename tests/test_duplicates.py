@@ -191,7 +191,9 @@ def test_cli_duplicates_text_and_json(
 
     assert main(["duplicates", "--db", str(db)]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("1 group of near-duplicates (2 images) among 31 images")
+    assert text.startswith(
+        "1 group of near-duplicates (2 images; 0 exact, 1 near, 0 similar) among 31 images"
+    )
     assert "copy_of_0002.jpg" in text
 
     assert main(["duplicates", "--db", str(db), "--threshold", "0.2", "--json"]) == 0

@@ -344,7 +344,8 @@ def tier_group(
     vectors: np.ndarray,
 ) -> tuple[Tier, list[Member]]:
     """The group's tier and its members in review order: picture by picture (the one with
-    the most copies first, then by its keeper), the keeper first, then its exact copies, then near ones.
+    the most copies first, then by its keeper), the keeper first, then its exact copies,
+    then near ones.
 
     A picture is a connected piece of the exact and near pairs among all pairs of the
     group's ``vectors`` (unit rows, one per id). A group's tier is "exact" when it is one

@@ -370,6 +370,13 @@ def with_tiers(
     return out
 
 
+def _rows_of(
+    ids: np.ndarray, order: np.ndarray, vectors: np.ndarray, wanted: np.ndarray
+) -> np.ndarray:
+    """The rows of ``vectors`` (one per id of ``ids``; ``order`` sorts ``ids``) of ``wanted``."""
+    return vectors[order[np.searchsorted(ids, wanted, sorter=order)]]
+
+
 def find_in_store(
     store: MetadataStore,
     approximate: SearchSnapshot | None,
@@ -381,6 +388,7 @@ def find_in_store(
     self-join of the vectors, or, given the search snapshot of a collection with an
     approximate index (``approximate``), from each image's neighbours in that index (a
     batch of vectors in memory at a time); then sorted into tiers (:func:`with_tiers`)."""
+    vectors_of: Callable[[np.ndarray], np.ndarray]
     if approximate is not None:
         batched = cast("Store", store)
         groups = find_duplicates_by_neighbours(
@@ -397,9 +405,6 @@ def find_in_store(
         ids, vectors = store.load_vectors()
         groups = find_duplicates(ids, vectors, threshold=threshold, max_neighbours=max_neighbours)
         order = np.argsort(ids)
-
-        def vectors_of(wanted: np.ndarray) -> np.ndarray:
-            return vectors[order[np.searchsorted(ids, wanted, sorter=order)]]
-
+        vectors_of = functools.partial(_rows_of, ids, order, vectors)
     recorded = with_records(groups, store.records(i for g in groups for i in g.ids))
     return with_tiers(recorded, vectors_of)

@@ -118,7 +118,7 @@ async function render() {
   } else if (wanted && !state.collections.some((c) => c.name === wanted)) {
     say(`There is no collection “${wanted}” here.`);
   }
-  const tab = ["search", "browse", "add"].includes(p.get("tab")) ? p.get("tab") : "search";
+  const tab = ["search", "browse", "add", "review"].includes(p.get("tab")) ? p.get("tab") : "search";
   showTab(tab);
   $("#k").value = p.get("k") || "12";
   $("#min-score").value = p.get("min") || "";
@@ -127,6 +127,7 @@ async function render() {
   $("#rerank").checked = p.get("rr") === "1";
   if (tab === "search") await renderSearch(p);
   if (tab === "browse") await renderBrowse(Number(p.get("offset")) || 0, browseFilters(p));
+  if (tab === "review") await renderReview(p); // review.js
   renderViewer(p.get("view"));
 }
 
@@ -940,6 +941,7 @@ async function start() {
     say("");
     render();
   });
+  startReview(); // review.js
 
   try {
     state.health = await api("/health");
