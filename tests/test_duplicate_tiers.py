@@ -258,3 +258,17 @@ def test_http_duplicates_and_removal(
     }
     assert str(files["bytes"]) not in remaining and str(files["small"]) not in remaining
     assert str(files["original"]) in remaining
+
+
+def test_a_file_gone_since_indexing_is_judged_by_its_cosine(tmp_path: Path) -> None:
+    files = make_copies(tmp_path / "photos")
+    with Collection.open(tmp_path / "c.db") as collection:
+        collection.add([tmp_path / "photos"])
+        files["original"].unlink()  # gone since it was indexed
+        (group,) = collection.duplicates()
+    gone = next(m for m in group.members if m.path == str(files["original"]))
+    assert gone.facts.error is not None and not gone.keep
+    assert gone.tier == "near" and gone.why.startswith("near copy: cosine 1.000")
+    assert group.members[0].path == str(files["bytes"])  # the readable copy is kept
+    (as_json,) = (i for i in group.as_dict()["images"] if i["path"] == gone.path)  # type: ignore[attr-defined]
+    assert as_json["error"] == gone.facts.error

@@ -118,6 +118,8 @@ def image_facts(path: str) -> ImageFacts:
     """Hashes, size, format and compression of one file; ``error`` set when unreadable."""
     try:
         info = os.stat(path)
+        if info.st_size > config.MAX_FILE_BYTES:  # as the indexer refuses it: never read
+            return ImageFacts(path, bytes=info.st_size, error="file too large")
         with open(path, "rb") as handle:
             data = handle.read(config.MAX_FILE_BYTES + 1)
         image = load_image(data)
