@@ -190,7 +190,8 @@ class Health(BaseModel):
 
 class DuplicateImage(BaseModel):
     id: int
-    name: str = Field(description="file name")
+    name: str = Field(description="file name (an upload's: the name it was uploaded under)")
+    folder: str = Field(description='its folder, or "uploaded" for an image uploaded here')
     path: str
     score: float = Field(description="best cosine with another image of the group")
     picture: int = Field(description="which picture of the group (0: the first listed)")

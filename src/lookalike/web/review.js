@@ -1,6 +1,6 @@
 // The review of duplicates (?tab=review&g=N): group by group, side by side, keep or remove,
 // driven by the keyboard. Loaded before app.js, whose helpers ($, api, go, params, say,
-// collectionPath, canWrite, folderOf, shortFolder, plural, refreshCollections) it uses.
+// collectionPath, canWrite, emptyNote, folderLabel, plural, refreshCollections) it uses.
 //
 // Removals are deferred: k / r only mark images (the server's suggestion is the starting
 // mark), u undoes the last mark, and nothing changes until Remove (a) is pressed and
@@ -118,7 +118,7 @@ function reviewCard(image, n, group) {
   if (image.bytes) size.push(`${Math.max(1, Math.round(image.bytes / 1024))} KB`);
   node.querySelector(".review-size").textContent = image.error ? image.error : size.join(" · ");
   node.querySelector(".name").textContent = image.name;
-  node.querySelector(".folder").textContent = shortFolder(image.path);
+  node.querySelector(".folder").textContent = folderLabel(image.folder);
   node.querySelector(".review-why").textContent = image.why;
   const mark = review.marks.get(image.id);
   node.classList.toggle("removing", mark === "remove");

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from lookalike import config
+from lookalike.service.files import shown_folder, shown_name
 from lookalike.service.routes.common import ERRORS, Name, ServiceDep
 from lookalike.service.schemas import DuplicateGroupOut, DuplicateImage, Duplicates
 
@@ -29,6 +29,7 @@ def duplicates(
     with service.collections.lease(name) as collection:
         groups = collection.duplicates(threshold)
         images = len(collection)
+    uploads = service.collections.files_dir(name)
     found = [
         DuplicateGroupOut(
             size=len(g),
@@ -39,7 +40,8 @@ def duplicates(
             images=[
                 DuplicateImage(
                     id=m.id,
-                    name=os.path.basename(m.path),
+                    name=shown_name(m.path, uploads),
+                    folder=shown_folder(m.path, uploads),
                     path=m.path,
                     score=round(m.score, 6),
                     picture=m.picture,
