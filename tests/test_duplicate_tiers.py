@@ -18,7 +18,7 @@ from lookalike.analysis.duplicate_tiers import (
     ImageFacts,
     choose_keeper,
     image_facts,
-    near_matrix,
+    near_pairs,
     pair_tier,
     tier_group,
 )
@@ -154,26 +154,41 @@ def test_the_copy_to_keep() -> None:
     assert choose_keeper([gone, small])[0] == 1
 
 
-def test_pair_rules_agree_with_the_matrix() -> None:
+def test_pair_rules_agree_with_the_vectorised_rules() -> None:
     rng = np.random.default_rng(0)
     n = 40
     members = [
         ImageFacts(f"{i}", f"f{i % 17}", f"p{i % 13}", int(rng.integers(0, 2**63)), 10, 10)
         for i in range(n)
     ]
-    # some hashes a few bits apart, so the hash rule is exercised
+    # some hashes a few bits apart, so the hash rule is exercised; some unreadable files
     members[1:6] = [
         ImageFacts(m.path, m.file_sha, m.pixels_sha, members[0].phash ^ (1 << k), 10, 10)  # type: ignore[operator]
         for k, m in enumerate(members[1:6])
     ]
-    cos = rng.uniform(0.8, 1.0, (n, n))
-    cos = (cos + cos.T) / 2
-    matrix = near_matrix(members, cos)
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                expected = pair_tier(members[i], members[j], float(cos[i, j])) != "similar"
-                assert matrix[i, j] == expected, (i, j)
+    members[30:33] = [ImageFacts(m.path, error="gone") for m in members[30:33]]
+    first, second = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n)))
+    cosines = rng.uniform(0.8, 1.0, len(first))
+    found = near_pairs(members, first, second, cosines)
+    for i, j, c, near in zip(first, second, cosines, found, strict=True):
+        if i != j:
+            assert near == (pair_tier(members[i], members[j], float(c)) != "similar"), (i, j)
+
+
+def test_thousands_of_copies_make_one_picture_without_an_n_by_n_matrix() -> None:
+    import tracemalloc
+
+    n = 3000
+    facts = [ImageFacts(f"{i}.jpg", "same", "same", 0, 10, 10) for i in range(n)]
+    vectors = np.tile(np.array([[1.0, 0.0]], np.float32), (n, 1))
+    tracemalloc.start()
+    try:
+        tier, members = tier_group(tuple(range(n)), (1.0,) * n, facts, vectors)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert tier == "exact" and sum(m.keep for m in members) == 1
+    assert peak < 0.5 * n * n * 4  # far below a 3000 x 3000 float32 matrix (36 MB)
 
 
 def test_cli_text_and_json(

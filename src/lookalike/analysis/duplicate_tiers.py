@@ -319,24 +319,66 @@ class Member:
         }
 
 
-def near_matrix(facts: Sequence[ImageFacts], cosines: np.ndarray) -> np.ndarray:
-    """Which pairs :func:`pair_tier` calls exact or near, for every pair at once."""
-    n = len(facts)
+def near_pairs(
+    facts: Sequence[ImageFacts], first: np.ndarray, second: np.ndarray, cosines: np.ndarray
+) -> np.ndarray:
+    """Which of the pairs (``first[k]``, ``second[k]``) with these cosines :func:`pair_tier`
+    calls exact or near, all at once."""
     hashes = np.array([f.phash if f.phash is not None else 0 for f in facts], dtype=np.uint64)
-    hashed = np.array([f.phash is not None for f in facts])
-    bits = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    hashed = np.array([f.phash is not None for f in facts], dtype=bool)
+    bits = np.bitwise_count(hashes[first] ^ hashes[second])
     near = (cosines >= config.DUPLICATE_NEAR_COSINE) | (
         (cosines >= config.DUPLICATE_NEAR_HASH_COSINE)
         & (bits <= config.DUPLICATE_NEAR_HASH_BITS)
-        & hashed[:, None]
-        & hashed[None, :]
+        & hashed[first]
+        & hashed[second]
     )
-    for key in ("file_sha", "pixels_sha"):
-        values = [getattr(f, key) for f in facts]
-        codes = {v: i for i, v in enumerate(values) if v is not None}
-        same = np.array([codes.get(v, -1 - i) for i, v in enumerate(values)])  # type: ignore[arg-type]
-        near |= same[:, None] == same[None, :]
-    return near | np.eye(n, dtype=bool)
+    for codes in _hash_codes(facts):
+        near |= codes[first] == codes[second]
+    return np.asarray(near, dtype=bool)
+
+
+def _hash_codes(facts: Sequence[ImageFacts]) -> list[np.ndarray]:
+    """For the file hash and the pixel hash: a code per image, the position of the first
+    image with that hash (its own for the first), or negative for an image without one."""
+    out = []
+    for values in ([f.file_sha for f in facts], [f.pixels_sha for f in facts]):
+        codes: dict[str, int] = {}
+        out.append(
+            np.array(
+                [codes.setdefault(v, i) if v is not None else -1 - i for i, v in enumerate(values)]
+            )
+        )
+    return out
+
+
+def _pictures(facts: Sequence[ImageFacts], vectors: np.ndarray) -> np.ndarray:
+    """A picture number per image: connected pieces of the exact and near pairs. Candidate
+    pairs come from a blocked self-join at the lowest near cosine (each image's best few),
+    so that a group of thousands of copies never builds its N x N matrix; exact copies are
+    joined by their hashes, all of them."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from lookalike.analysis.duplicates import MAX_NEIGHBOURS, duplicate_pairs
+
+    n = len(facts)
+    hash_codes = _hash_codes(facts)
+    # one image per set of equal pixels: thousands of exact copies are one candidate
+    distinct = np.flatnonzero((hash_codes[1] < 0) | (hash_codes[1] == np.arange(n)))
+    low = min(config.DUPLICATE_NEAR_COSINE, config.DUPLICATE_NEAR_HASH_COSINE)
+    first, second, score = duplicate_pairs(
+        vectors[distinct], threshold=low, max_neighbours=MAX_NEIGHBOURS
+    )
+    first, second = distinct[first], distinct[second]
+    keep = near_pairs(facts, first, second, score)
+    rows, cols = [first[keep]], [second[keep]]
+    for codes in hash_codes:  # each image joined to the first with its hash
+        rows.append(np.arange(n))
+        cols.append(np.where(codes >= 0, codes, np.arange(n)))
+    a, b = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
 def tier_group(
@@ -349,15 +391,12 @@ def tier_group(
     the most copies first, then by its keeper), the keeper first, then its exact copies,
     then near ones.
 
-    A picture is a connected piece of the exact and near pairs among all pairs of the
-    group's ``vectors`` (unit rows, one per id). A group's tier is "exact" when it is one
+    A picture is a connected piece of the exact and near pairs of the group's ``vectors``
+    (unit rows, one per id; see :func:`_pictures`). A group's tier is "exact" when it is one
     picture of exact copies, "near" when it is one picture, else "similar".
     """
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    cosines = vectors @ vectors.T
-    _, piece = connected_components(csr_matrix(near_matrix(facts, cosines)), directed=False)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    piece = _pictures(facts, vectors)
     pictures: dict[int, list[int]] = {}
     for i, p in enumerate(piece):
         pictures.setdefault(int(p), []).append(i)
@@ -373,7 +412,9 @@ def tier_group(
         if number == 0:
             members.append(_member(ids, scores, facts, keeper, number, "keep", f"keep: {why}"))
         else:
-            relation = pair_reason(facts[first], facts[keeper], float(cosines[first, keeper]))
+            relation = pair_reason(
+                facts[first], facts[keeper], float(vectors[first] @ vectors[keeper])
+            )
             text = f"another shot ({relation})" + (f"; keep: {why}" if len(positions) > 1 else "")
             members.append(_member(ids, scores, facts, keeper, number, "similar", text))
         copies = []
@@ -384,9 +425,9 @@ def tier_group(
                 "exact" if exact_match(facts[keeper], facts[i]) else "near"
             )
             all_exact = all_exact and tier == "exact"
-            reason = pair_reason(facts[keeper], facts[i], float(cosines[keeper, i]))
+            reason = pair_reason(facts[keeper], facts[i], float(vectors[keeper] @ vectors[i]))
             member = _member(ids, scores, facts, i, number, tier, f"{tier} copy: {reason}")
-            copies.append((tier != "exact", -float(cosines[keeper, i]), i, member))
+            copies.append((tier != "exact", -float(vectors[keeper] @ vectors[i]), i, member))
         members.extend(c[3] for c in sorted(copies, key=lambda c: c[:3]))
     group_tier: Tier = "similar" if len(chosen) > 1 else ("exact" if all_exact else "near")
     return group_tier, members
