@@ -275,20 +275,20 @@ LOOKALIKE_CATEGORIES = ("airplanes", "Motorbikes", "car_side", "Faces", "watch",
 
 
 def predicted(pair: dict[str, object]) -> str:
-    """The tier the rules of analysis/duplicate_tiers.py give a pair (from its cosine, hash
-    distance and whether the files are exact copies), or "not grouped" below the grouping
-    threshold (an image joins a group only through a pair at or above it)."""
+    """The tier :func:`lookalike.analysis.duplicate_tiers.pair_tier` gives a pair, from its
+    cosine, hash distance and exactness as measured (files stand-ins that carry just those),
+    or "not grouped" below the grouping threshold (an image joins a group only through a
+    pair at or above it)."""
     from lookalike import config
+    from lookalike.analysis.duplicate_tiers import ImageFacts, pair_tier
 
     cosine, bits = float(pair["cosine"]), int(pair["hash_bits"])  # type: ignore[arg-type, call-overload]
-    if pair["exact"]:
-        return "exact"
-    if cosine < config.DUPLICATE_THRESHOLD:
-        return "not grouped"
-    near = cosine >= config.DUPLICATE_NEAR_COSINE or (
-        cosine >= config.DUPLICATE_NEAR_HASH_COSINE and bits <= config.DUPLICATE_NEAR_HASH_BITS
+    a = ImageFacts("a", file_sha="a", pixels_sha="a", phash=0)
+    b = ImageFacts(
+        "b", file_sha="a" if pair["exact"] else "b", pixels_sha="b", phash=(1 << bits) - 1
     )
-    return "near" if near else "similar"
+    tier = pair_tier(a, b, cosine)
+    return "not grouped" if tier != "exact" and cosine < config.DUPLICATE_THRESHOLD else tier
 
 
 def collect_tier_pairs(args: argparse.Namespace) -> list[dict[str, object]]:
