@@ -287,3 +287,13 @@ def test_a_file_gone_since_indexing_is_judged_by_its_cosine(tmp_path: Path) -> N
     assert group.members[0].path == str(files["bytes"])  # the readable copy is kept
     (as_json,) = (i for i in group.as_dict()["images"] if i["path"] == gone.path)  # type: ignore[attr-defined]
     assert as_json["error"] == gone.facts.error
+
+
+def test_tiers_in_either_store(db: str, tmp_path: Path) -> None:
+    """The same tiers from SQLite and PostgreSQL (the stores differ, the analysis does not)."""
+    files = make_copies(tmp_path / "photos")
+    with Collection.open(db) as collection:
+        collection.add([tmp_path / "photos"])
+        (group,) = collection.duplicates()
+    assert group.tier == "near" and group.members[0].path == str(files["original"])
+    assert [m.tier for m in group.members] == ["keep", "exact", "exact", "near", "near"]
