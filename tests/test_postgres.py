@@ -50,7 +50,9 @@ def test_search_in_the_database_finds_what_exact_search_finds(
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexdef LIKE %s",
             (store.schema, "%USING hnsw%"),
         )
-        assert [r[0] for r in indexes] == ["images_reduced"]
+        column = store.get_meta("search_column")
+        assert column is not None and column.startswith("reduced_")
+        assert [r[0] for r in indexes] == [f"images_{column}"]
         found = shared.search(panda_query, k=10)
         # "more like this" with an indexed file leaves the file itself out
         itself = str(photos / "panda" / "image_0002.jpg")

@@ -240,7 +240,8 @@ class SnapshotCache:
             changes = self.store.vectors_since(
                 None if classifier is not None else self.store.generation()
             )
-            index: VectorIndex = database_index(codec)
+            index: VectorIndex = database_index()
+            codec = index.codec  # type: ignore[attr-defined]  # the codec of the column searched
         else:
             changes = self.store.vectors_since(None)
             kind = self.store.get_meta("index") or indexes.DEFAULT_INDEX

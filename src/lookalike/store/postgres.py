@@ -9,9 +9,12 @@ as several schemas; several processes (indexers, servers) share a collection.
 Tables mirror the SQLite store (:mod:`lookalike.store.sqlite`): ``images`` (with the vector as a
 pgvector ``halfvec``: 2 bytes a dimension, searched through an HNSW index on cosine distance),
 ``skipped``, ``labels``, ``artifacts`` (fitted classifier and PCA) and ``meta``. A collection
-compressed with PCA also keeps each image's PCA-reduced vector (``reduced``, ``halfvec``, its
-own HNSW index), which searches use: every write computes it with the stored PCA inside the
-same transaction, and a refitted PCA rewrites them all in one (:meth:`PostgresStore.reduce`).
+compressed with PCA also keeps each image's PCA-reduced vector (a column ``reduced_*``,
+``halfvec``, with its own HNSW index; meta ``search_column`` names it), which searches use:
+every write computes it with the codec of that column inside the same transaction. A
+refitted codec gets a column and an index of its own, built beside the searched one in short
+batches while searches and writes go on, then searched from one short commit on
+(:meth:`PostgresStore.reduce`).
 
 Writes: every write is one transaction that first takes the collection's writer lock (a
 transaction-level advisory lock), so writers from any number of processes queue up, never
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -45,24 +49,35 @@ from psycopg_pool import ConnectionPool
 from lookalike import config
 from lookalike.errors import NoCollectionError, StoreUnreachable, Unavailable
 from lookalike.index import codec as codecs
-from lookalike.index.base import VectorCodec
+from lookalike.index.base import IdentityCodec, VectorCodec
 from lookalike.store.records import (
     EmbeddedImage,
     FileState,
     ImageRecord,
     SkippedFile,
+    StoreError,
     VectorChanges,
 )
 from lookalike.store.sqlite import _box_text, _parse_box, unchanged_on_disk
 from lookalike.types import IndexCapabilities
 
+log = logging.getLogger(__name__)
+
 DEFAULT_SCHEMA = "lookalike"
-#: Version of the tables below (kept in meta; a future change migrates from it).
-SCHEMA_VERSION = 1
+#: Version of the tables below (kept in meta; older versions are migrated at open).
+#: 2: the searched column and its codec are named in meta (``search_column``), each reduced
+#: column's codec kept as the artifact ``codec:<column>``.
+SCHEMA_VERSION = 2
 _SCHEMES = ("postgresql://", "postgres://")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: Advisory-lock key of schema creation (one per database, any collection).
 _SETUP_LOCK = 0x6C6F6F6B  # "look"
+#: Rows a refit reduces per transaction (a writer that changes one of them waits that long).
+_REFIT_BATCH = 500
+#: How long a refit's ALTER TABLE waits for its lock before trying again: while it waits,
+#: new readers queue behind it, so the wait is kept short.
+_ALTER_LOCK_TIMEOUT = "200ms"
+_ALTER_TRIES = 50
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);
@@ -84,7 +99,6 @@ CREATE TABLE IF NOT EXISTS images (
     box text,
     cluster integer
 );
-ALTER TABLE images ADD COLUMN IF NOT EXISTS reduced halfvec;
 CREATE INDEX IF NOT EXISTS images_seq ON images (seq);
 CREATE INDEX IF NOT EXISTS images_cluster ON images (cluster);
 CREATE TABLE IF NOT EXISTS labels (path bytea PRIMARY KEY, category text NOT NULL);
@@ -139,6 +153,7 @@ class PostgresStore:
         #: What messages show for this collection (no password).
         self.path = redact(uri if "#" in uri else f"{uri}#{self.schema}")
         self._lock_key = _stable_hash(self.schema)
+        self._conninfo = conninfo
         try:
             self._setup(conninfo, create)
         except psycopg.OperationalError as exc:
@@ -154,19 +169,25 @@ class PostgresStore:
             name=f"lookalike-{self.schema}",
         )
         self._dims: int | None = None
-        self._codec: tuple[str | None, VectorCodec | None] = ("", None)  # (generation, codec)
+        #: (the reduced columns, each with its codec), see _column_codecs
+        self._codec: tuple[tuple[str, ...], list[tuple[str, VectorCodec]]] = ((), [])
+        self._refit_key = _stable_hash(f"{self.schema}:refit")
         version = int(self.get_meta("schema_version") or 0)
         if version != SCHEMA_VERSION:
             self.close()
             raise RuntimeError(f"{self.path} has schema {version}, expected {SCHEMA_VERSION}")
+        self.recover_refit()
 
     def _setup(self, conninfo: str, create: bool) -> None:
-        """Create the extension, schema and tables if needed (serialised across processes);
-        without ``create``, only for a collection that exists (its ``meta`` table)."""
+        """Create the extension, schema and tables if needed, or migrate an older collection
+        (serialised across processes); without ``create``, only for a collection that exists
+        (its ``meta`` table). A schema that holds tables but no lookalike meta is another
+        application's: it is refused, nothing created in it."""
         with psycopg.connect(conninfo, autocommit=True) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
             if not create and not _has_table(conn, self.schema, "meta"):
                 raise NoCollectionError(self.path)
+            self._refuse_foreign_schema(conn)
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
@@ -177,11 +198,40 @@ class PostgresStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)  # type: ignore[call-overload]
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', %s)"
-                " ON CONFLICT (key) DO NOTHING",
-                (str(SCHEMA_VERSION),),
+            found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if found is None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', %s),"
+                    " ('search_column', 'vector')",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif found[0] == "1":
+                _migrate_from_1(conn)
+
+    def _refuse_foreign_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """Raise if the collection's schema holds tables and no lookalike ``meta`` with a
+        schema version (another application's schema, or a damaged one)."""
+        tables = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (self.schema,),
             )
+        }
+        if not tables:
+            return
+        if "meta" in tables:
+            found = conn.execute(
+                sql.SQL("SELECT value FROM {}.meta WHERE key = 'schema_version'").format(
+                    sql.Identifier(self.schema)
+                )
+            ).fetchone()
+            if found is not None:
+                return
+        raise StoreError(
+            f"{self.path}: schema {self.schema!r} holds tables that are not a lookalike"
+            f" collection ({', '.join(sorted(tables))}); left as it is"
+        )
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema)))
@@ -284,12 +334,14 @@ class PostgresStore:
         with self._write() as conn:
             seq = self._next_generation(conn)
             now = time.time()
-            pca = self._stored_codec(conn)
-            reduced: list[HalfVector | None] = [None] * len(images)
-            if pca is not None and images:
-                reduced = [
-                    HalfVector(r) for r in pca.transform(np.stack([i.vector for i in images]))
-                ]
+            columns = self._column_codecs(conn) if images else []
+            reduced = [
+                [HalfVector(r) for r in codec.transform(np.stack([i.vector for i in images]))]
+                for _, codec in columns
+            ]
+            extra = "".join(f", {c}" for c, _ in columns)
+            values = ", %s" * len(columns)
+            updates = "".join(f", {c} = excluded.{c}" for c, _ in columns)
             with conn.cursor() as cur:
                 if gone:
                     cur.execute("DELETE FROM images WHERE path = ANY(%s)", (gone,))
@@ -300,14 +352,14 @@ class PostgresStore:
                         ([_db(i.path) for i in images],),
                     )
                     cur.executemany(
-                        "INSERT INTO images (path, size, mtime_ns, width, height, indexed_at,"
-                        " seq, vector, box, reduced)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                        "INSERT INTO images (path, size, mtime_ns, width, height, indexed_at,"  # type: ignore[arg-type]
+                        f" seq, vector, box{extra})"
+                        f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s{values})"
                         " ON CONFLICT (path) DO UPDATE SET size = excluded.size,"
                         " mtime_ns = excluded.mtime_ns, width = excluded.width,"
                         " height = excluded.height, indexed_at = excluded.indexed_at,"
                         " seq = excluded.seq, vector = excluded.vector, box = excluded.box,"
-                        " reduced = excluded.reduced, cluster = NULL",
+                        f" cluster = NULL{updates}",
                         [
                             (
                                 _db(i.path),
@@ -319,9 +371,9 @@ class PostgresStore:
                                 seq,
                                 HalfVector(np.asarray(i.vector, dtype=np.float32)),
                                 _box_text(i.box),
-                                r,
+                                *(column[row] for column in reduced),
                             )
-                            for i, r in zip(images, reduced, strict=True)
+                            for row, i in enumerate(images)
                         ],
                     )
                 if bad:
@@ -337,8 +389,8 @@ class PostgresStore:
 
     def _ensure_vector_index(self, dims: int) -> None:
         """On the first vectors: fix the column's dimensions and build the HNSW index on it
-        (pgvector indexes need a typed column), unless a codec is fitted already: then the
-        reduced vectors are what searches use (see :meth:`reduce`)."""
+        (pgvector indexes need a typed column), unless searches use a codec's reduced vectors
+        (see :meth:`reduce`)."""
         if self._dims == dims:
             return
         with self._write() as conn:
@@ -351,62 +403,216 @@ class PostgresStore:
                 if found[0] != "halfvec":
                     raise ValueError(f"{self.path} holds {found[0]} vectors, not {dims}-d ones")
                 conn.execute(f"ALTER TABLE images ALTER COLUMN vector TYPE {typed}")  # type: ignore[call-overload]
-            if self._stored_codec(conn) is None:
+            searched = conn.execute("SELECT value FROM meta WHERE key = 'search_column'").fetchone()
+            if searched is None or searched[0] == "vector":
                 conn.execute(_VECTOR_INDEX)
         self._dims = dims
 
-    def _stored_codec(self, conn: psycopg.Connection[Any]) -> VectorCodec | None:
-        """The collection's fitted codec (PCA) as stored now, None if it has none (read
-        again only after a refit)."""
-        row = conn.execute("SELECT value FROM meta WHERE key = 'pca_generation'").fetchone()
-        generation = row[0] if row else None
-        if self._codec[0] != generation:
-            found = conn.execute(
-                "SELECT (SELECT value FROM meta WHERE key = 'pca'),"
-                " (SELECT data FROM artifacts WHERE name = 'pca')"
-            ).fetchone()
-            settings = json.loads(found[0] or "{}") if found else {}
-            codec = codecs.load_codec(settings, bytes(found[1]) if found and found[1] else None)
-            self._codec = (generation, codec if _output_dims(codec) else None)
+    def _column_codecs(self, conn: psycopg.Connection[Any]) -> list[tuple[str, VectorCodec]]:
+        """The reduced columns every write fills, each with its codec: the searched one and,
+        while a refit runs, the one being built (read again only when meta changed)."""
+        rows = dict(
+            conn.execute(
+                "SELECT key, value FROM meta WHERE key IN ('search_column', 'pending_column')"
+            ).fetchall()
+        )
+        columns = tuple(
+            c
+            for c in (rows.get("search_column"), rows.get("pending_column"))
+            if c and c != "vector"
+        )
+        if self._codec[0] != columns:
+            self._codec = (columns, [(c, self._load_column_codec(conn, c)) for c in columns])
         return self._codec[1]
 
+    @staticmethod
+    def _load_column_codec(conn: psycopg.Connection[Any], column: str) -> VectorCodec:
+        found = conn.execute(
+            "SELECT (SELECT value FROM meta WHERE key = %s),"
+            " (SELECT data FROM artifacts WHERE name = %s)",
+            (f"codec:{column}", f"codec:{column}"),
+        ).fetchone()
+        settings = json.loads(found[0] or "{}") if found else {}
+        return codecs.load_codec(settings, bytes(found[1]) if found and found[1] else None)
+
+    def search_codec(self) -> tuple[str, VectorCodec]:
+        """The column searches read now and the codec its vectors went through (queries go
+        through it too): ``vector`` and the identity when no codec reduces them."""
+        with self._read() as conn, conn.transaction():
+            found = conn.execute("SELECT value FROM meta WHERE key = 'search_column'").fetchone()
+            column = str(found[0]) if found else "vector"
+            if column == "vector":
+                return column, IdentityCodec()
+            return column, self._load_column_codec(conn, column)
+
     def reduce(self) -> None:
-        """Recompute every image's reduced vector with the stored codec (none: drop them), and
-        rebuild their HNSW index (the only one: the input vectors' HNSW index is kept only
-        while no codec is fitted); one transaction, so searches see the old set or the new."""
-        with self._write() as conn:
-            self._codec = ("", None)
-            pca = self._stored_codec(conn)
-            conn.execute("DROP INDEX IF EXISTS images_reduced")
-            conn.execute("UPDATE images SET reduced = NULL WHERE reduced IS NOT NULL")
-            conn.execute("ALTER TABLE images ALTER COLUMN reduced TYPE halfvec")
-            if pca is None:
-                typed = conn.execute(
-                    "SELECT atttypmod > 0 FROM pg_attribute"
-                    " WHERE attrelid = 'images'::regclass AND attname = 'vector'"
-                ).fetchone()
-                if typed and typed[0]:  # else the first vectors will (_ensure_vector_index)
-                    conn.execute(_VECTOR_INDEX)
+        """Make searches use the stored codec (artifact ``pca``): its reduced vectors in a
+        column of their own (none: the input vectors), built beside the searched column while
+        searches and writes go on, then searched from one short commit on.
+
+        The rows are reduced in short transactions, and a table lock is held only for the
+        instant of an ALTER TABLE (waiting for it at most :data:`_ALTER_LOCK_TIMEOUT` at a
+        time, so readers never queue behind it for long); the index is built
+        ``CONCURRENTLY``. The column searched before is kept until the next refit: a search
+        that began before the switch finishes on it. One refit runs at a time across
+        processes; one that finds another running leaves the codec to it. A refit killed
+        midway leaves the searched column as it was; the next open removes what it built."""
+        with self._refit_lock() as mine:
+            if not mine:
+                log.info("%s: another process is refitting the codec", self.path)
                 return
-            # searches use the reduced vectors from now on: an index on the input vectors
-            # would only cost every insert a second HNSW walk (and as much disk again)
-            conn.execute("DROP INDEX IF EXISTS images_vector")
-            dims = _output_dims(pca)
-            conn.execute(f"ALTER TABLE images ALTER COLUMN reduced TYPE halfvec({dims})")  # type: ignore[call-overload]
-            with conn.cursor(binary=True) as read, conn.cursor() as write:
-                read.execute("SELECT id, vector FROM images ORDER BY id")
-                while rows := read.fetchmany(5000):
-                    ids, vectors = _ids_and_vectors(rows)
-                    assert vectors is not None
-                    write.execute(
-                        "UPDATE images i SET reduced = r.reduced"
-                        " FROM unnest(%s::bigint[], %s::halfvec[]) AS r(id, reduced)"
-                        " WHERE i.id = r.id",
-                        (ids.tolist(), [HalfVector(v) for v in pca.transform(vectors)]),
-                    )
+            self._refit()
+
+    @contextmanager
+    def _refit_lock(self) -> Iterator[bool]:
+        """The collection's refit lock (a session lock, released if the process dies), if no
+        other process holds it: yields whether it was taken. Its own connection, not the
+        pool's: the refit needs every pooled one it may have."""
+        with psycopg.connect(self._conninfo, autocommit=True) as held:
+            row = held.execute("SELECT pg_try_advisory_lock(%s)", (self._refit_key,)).fetchone()
+            if not (row and row[0]):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                held.execute("SELECT pg_advisory_unlock(%s)", (self._refit_key,))
+
+    def _refit(self) -> None:
+        found = self._query(
+            "SELECT (SELECT value FROM meta WHERE key = 'pca'),"
+            " (SELECT data FROM artifacts WHERE name = 'pca'),"
+            " (SELECT value FROM meta WHERE key = 'search_column')"
+        )[0]
+        settings = json.loads(found[0] or "{}")
+        data = bytes(found[1]) if found[1] else None
+        codec = codecs.load_codec(settings, data)
+        dims = _output_dims(codec)
+        self._drop_stale_columns(keep={str(found[2] or "vector")})
+        if not dims:
+            self._build_vector_index()
+            self._switch("vector")
+            return
+        assert data is not None
+        column = f"reduced_{int(time.time() * 1000)}"
+        self._alter(f"ALTER TABLE images ADD COLUMN {column} halfvec({dims})")
+        with self._write() as conn:
             conn.execute(
-                "CREATE INDEX images_reduced ON images USING hnsw (reduced halfvec_cosine_ops)"
+                "INSERT INTO artifacts (name, data) VALUES (%s, %s)",
+                (f"codec:{column}", data),
             )
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (%s, %s), ('pending_column', %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"codec:{column}", json.dumps(settings), column),
+            )
+        # From here on every write fills the new column too; the batches fill the rest,
+        # without the writer lock: a row a writer changed meanwhile has its value already, and
+        # the UPDATE (which re-reads a row changed since the SELECT) leaves it.
+        last = -1
+        while True:
+            with self._read() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
+                rows = cur.execute(
+                    f"SELECT id, vector FROM images WHERE id > %s AND {column} IS NULL"  # type: ignore[call-overload]
+                    " ORDER BY id LIMIT %s",
+                    (last, _REFIT_BATCH),
+                ).fetchall()
+                if not rows:
+                    break
+                ids, vectors = _ids_and_vectors(rows)
+                assert vectors is not None
+                cur.execute(
+                    f"UPDATE images i SET {column} = r.reduced"  # type: ignore[call-overload]
+                    " FROM unnest(%s::bigint[], %s::halfvec[]) AS r(id, reduced)"
+                    f" WHERE i.id = r.id AND i.{column} IS NULL",
+                    (ids.tolist(), [HalfVector(v) for v in codec.transform(vectors)]),
+                )
+                last = int(ids[-1])
+        with self._read() as conn:
+            conn.execute(
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS images_{column} ON images"  # type: ignore[call-overload]
+                f" USING hnsw ({column} halfvec_cosine_ops)"
+            )
+        self._switch(column)
+        # searches use the reduced vectors from now on: an index on the input vectors
+        # would only cost every insert a second HNSW walk (and as much disk again)
+        with self._read() as conn:
+            conn.execute("DROP INDEX CONCURRENTLY IF EXISTS images_vector")
+
+    def _switch(self, column: str) -> None:
+        """The one short commit that makes searches use ``column`` (snapshots see the codec
+        generation change and take its codec)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('search_column', %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (column,),
+            )
+            conn.execute("DELETE FROM meta WHERE key = 'pending_column'")
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('pca_generation', '1')"
+                " ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text"
+            )
+        log.info("%s: searches use %s from now on", self.path, column)
+
+    def _build_vector_index(self) -> None:
+        """The HNSW index on the input vectors (only once their column is typed: else the
+        first vectors build it, see :meth:`_ensure_vector_index`)."""
+        typed = self._query(
+            "SELECT atttypmod > 0 FROM pg_attribute"
+            " WHERE attrelid = 'images'::regclass AND attname = 'vector'"
+        )
+        if typed and typed[0][0]:
+            with self._read() as conn:
+                conn.execute(_VECTOR_INDEX.replace("INDEX", "INDEX CONCURRENTLY", 1))  # type: ignore[call-overload]
+
+    def _drop_stale_columns(self, keep: set[str]) -> None:
+        """Remove the reduced columns no search reads any more (the one searched before the
+        last switch, one an interrupted refit left) with their indexes and codecs."""
+        columns = [
+            str(r[0])
+            for r in self._query(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'images'::regclass"
+                " AND attname LIKE 'reduced%%' AND NOT attisdropped"
+            )
+        ]
+        for column in columns:
+            if column in keep:
+                continue
+            self._alter(f"ALTER TABLE images DROP COLUMN IF EXISTS {column}")
+            with self._write() as conn:
+                conn.execute("DELETE FROM artifacts WHERE name = %s", (f"codec:{column}",))
+                conn.execute(
+                    "DELETE FROM meta WHERE key = %s OR (key = 'pending_column' AND value = %s)",
+                    (f"codec:{column}", column),
+                )
+
+    def _alter(self, statement: str) -> None:
+        """Run an ALTER TABLE (an instant catalog change) under the writer lock, waiting for
+        the table's lock a short while at a time so that readers never queue long behind it."""
+        for attempt in range(_ALTER_TRIES):
+            try:
+                with self._write() as conn:
+                    conn.execute(f"SET LOCAL lock_timeout = '{_ALTER_LOCK_TIMEOUT}'")  # type: ignore[call-overload]
+                    conn.execute(statement)  # type: ignore[call-overload]
+                self._codec = ((), [])
+                return
+            except psycopg.errors.LockNotAvailable:
+                time.sleep(0.05 * (attempt + 1))
+        raise Unavailable(f"{self.path}: the table stayed busy; {statement!r} not done")
+
+    def recover_refit(self) -> None:
+        """Remove what a refit killed midway left (its column, index and codec) unless a refit
+        is running in another process now."""
+        with self._refit_lock() as mine:
+            if mine:
+                pending = self.get_meta("pending_column")
+                if pending:
+                    log.warning("%s: removing %s, left by an interrupted refit", self.path, pending)
+                    self._drop_stale_columns(keep={self.get_meta("search_column") or "vector"})
+                    # the codec it was installing is not the one searched: fitted again at
+                    # the next refresh (searches keep the one they have meanwhile)
+                    self.put_artifact("pca", None)
 
     def remove(self, paths: Iterable[str]) -> int:
         """Forget these files; returns how many indexed images were removed."""
@@ -492,6 +698,7 @@ class PostgresStore:
         allowed: np.ndarray | None = None,
         exclude: Sequence[int | None] | None = None,
         reduced: bool = False,
+        column: str | None = None,
         ef_search: int = config.PG_EF_SEARCH,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, ids)`` of the top ``k`` per query by the HNSW index (approximate), best
@@ -500,14 +707,16 @@ class PostgresStore:
         ``allowed`` (sorted ids) keeps only those images (category-first search): exact
         among them when they are few, else the HNSW index with pgvector's iterative scan
         (see :meth:`_search_filtered`). ``exclude[i]`` is left out of query ``i``'s results.
-        ``reduced``: the queries are codec (PCA) output: search the reduced vectors.
+        ``reduced``: the queries are codec (PCA) output: search the reduced vectors;
+        ``column``: search that column (a snapshot's, see :class:`PostgresIndex`).
         """
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         out_ids = np.full((len(queries), k), -1, dtype=np.int64)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         if k <= 0:
             return out_scores, out_ids
-        column = "reduced" if reduced else "vector"
+        if column is None:
+            column = self.search_codec()[0] if reduced else "vector"
         if allowed is not None:
             return self._search_filtered(
                 queries, k, [int(i) for i in allowed], exclude, column, ef_search
@@ -591,16 +800,20 @@ class PostgresStore:
                 _fill(out_scores[row], out_ids[row], found, excluded)
         return out_scores, out_ids
 
-    def database_index(self, codec: VectorCodec) -> PostgresIndex:
-        """The search index of a snapshot whose queries go through ``codec``: searches run
-        here, on the reduced vectors when the codec reduces (see :meth:`reduce`)."""
-        return PostgresIndex(self, reduced=_output_dims(codec) > 0)
+    def database_index(self) -> PostgresIndex:
+        """The search index of a snapshot: searches run here, on the column searched now and
+        with its codec (see :meth:`reduce`), which the snapshot's queries go through."""
+        column, codec = self.search_codec()
+        return PostgresIndex(self, column=column, codec=codec)
 
-    def vectors_of(self, ids: Iterable[int], *, reduced: bool = False) -> np.ndarray:
-        """Stored vectors (``reduced``: PCA-reduced) of these ids, in the order given (all must
-        be indexed)."""
+    def vectors_of(
+        self, ids: Iterable[int], *, reduced: bool = False, column: str | None = None
+    ) -> np.ndarray:
+        """Stored vectors of these ids, in the order given (all must be indexed): the input
+        vectors, the searched column's (``reduced``) or a named ``column``'s."""
         wanted = [int(i) for i in ids]
-        column = "reduced" if reduced else "vector"
+        if column is None:
+            column = self.search_codec()[0] if reduced else "vector"
         with self._read() as conn, conn.cursor(binary=True) as cur:
             rows = cur.execute(
                 f"SELECT id, {column} FROM images WHERE id = ANY(%s)",  # type: ignore[call-overload]
@@ -669,6 +882,35 @@ class PostgresStore:
         return {int(r[0]): int(r[1]) for r in rows}
 
 
+def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
+    """Schema 1 -> 2: the reduced vectors of version 1 (column ``reduced``, made with the
+    artifact ``pca``) become the searched column, their codec kept as ``codec:reduced``."""
+    found = conn.execute(
+        "SELECT (SELECT value FROM meta WHERE key = 'pca'),"
+        " (SELECT data FROM artifacts WHERE name = 'pca')"
+    ).fetchone()
+    settings = json.loads(found[0] or "{}") if found else {}
+    data = bytes(found[1]) if found and found[1] else None
+    column = "vector"
+    if data is not None and _output_dims(codecs.load_codec(settings, data)):
+        column = "reduced"
+        conn.execute(
+            "INSERT INTO artifacts (name, data) VALUES ('codec:reduced', %s)"
+            " ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+            (data,),
+        )
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('codec:reduced', %s)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (json.dumps(settings),),
+        )
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('search_column', %s), ('schema_version', '2')"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (column,),
+    )
+
+
 def _bitmap(ids: list[int]) -> bytes:
     """Bit ``i`` set for each id ``i`` (PostgreSQL's ``get_bit`` order: low bit first)."""
     bits = np.zeros(max(ids) + 1 if ids else 1, dtype=bool)
@@ -717,15 +959,24 @@ class PostgresIndex:
     """A :class:`~lookalike.index.base.VectorIndex` that holds nothing in memory: every
     search runs in the database (HNSW), so every process serving a collection sees every
     commit at once. ``add`` and ``remove`` change nothing: the store's writes did.
-    ``reduced``: search the codec-reduced vectors (the queries are reduced too)."""
+    ``column``: the column it searches, ``codec``: the codec of that column's vectors (the
+    queries go through it too); a refit switches later snapshots to a new column."""
 
     capabilities = IndexCapabilities(
         exact=False, filter=True, reconstruct=True, snapshot=False, persist=False
     )
 
-    def __init__(self, store: PostgresStore, *, reduced: bool = False) -> None:
+    def __init__(
+        self, store: PostgresStore, *, column: str = "vector", codec: VectorCodec | None = None
+    ) -> None:
         self.store = store
-        self.reduced = reduced
+        self.column = column
+        self.codec: VectorCodec = codec or IdentityCodec()
+
+    @property
+    def reduced(self) -> bool:
+        """Whether it searches codec-reduced vectors (not the input ones)."""
+        return self.column != "vector"
 
     def __len__(self) -> int:
         return self.store.count()
@@ -750,10 +1001,10 @@ class PostgresIndex:
         filter: np.ndarray | None = None,
         exclude: Sequence[int | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self.store.search(queries, k, allowed=filter, exclude=exclude, reduced=self.reduced)
+        return self.store.search(queries, k, allowed=filter, exclude=exclude, column=self.column)
 
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
-        return self.store.vectors_of(ids, reduced=self.reduced)
+        return self.store.vectors_of(ids, column=self.column)
 
     def save(self, path: Path) -> None:
         raise Unavailable("a PostgreSQL collection's index lives in the database")

@@ -1,0 +1,182 @@
+"""Refitting a PostgreSQL collection's codec while it is searched and written (issue 16): the
+new codec's column and index are built beside the searched ones, searches never wait for it,
+writes during it land in both, and a refit killed midway leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from lookalike.index import codec as codecs
+from lookalike.store.postgres import PostgresStore
+from lookalike.store.records import EmbeddedImage
+
+ROWS = 6_000
+DIMS = 64
+
+
+def _vectors(count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(count, DIMS))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _fill(store: PostgresStore, vectors: np.ndarray, prefix: str) -> None:
+    for start in range(0, len(vectors), 2000):
+        store.write_batch(
+            [
+                EmbeddedImage(f"/{prefix}/{i:06}.jpg", 1, 1, 1, 1, vectors[i])
+                for i in range(start, min(start + 2000, len(vectors)))
+            ],
+            [],
+        )
+
+
+def _fit(store: PostgresStore, vectors: np.ndarray, dims: int) -> None:
+    """Store a newly fitted codec (as lookalike.search.fitting does before ``reduce``)."""
+    settings = {"dims": dims, "whiten": False}
+    store.set_meta("pca", json.dumps(settings))
+    store.put_artifact("pca", codecs.fit_codec(settings, vectors).to_bytes())
+
+
+def _reduced_columns(store: PostgresStore) -> list[str]:
+    return [
+        str(r[0])
+        for r in store._query(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'images'::regclass"
+            " AND attname LIKE 'reduced%%' AND NOT attisdropped ORDER BY attname"
+        )
+    ]
+
+
+def test_searches_and_writes_go_on_while_the_codec_is_refitted(pg_uri: str) -> None:
+    vectors = _vectors(ROWS, 1)
+    store = PostgresStore(pg_uri, pool_size=4)
+    reader = PostgresStore(pg_uri, pool_size=2)  # another server's connections
+    try:
+        _fill(store, vectors, "a")
+        _fit(store, vectors[:2000], 16)
+        store.reduce()  # the first codec: searches use its reduced vectors
+        first = store.database_index()
+        assert first.reduced
+        query = first.codec.transform(vectors[:1])
+        _fit(store, vectors, 16)  # refitted on all of them
+
+        done = threading.Event()
+        failures: list[BaseException] = []
+
+        def refit() -> None:
+            try:
+                store.reduce()
+            except BaseException as exc:  # reported by the assertion below
+                failures.append(exc)
+            finally:
+                done.set()
+
+        written = _vectors(300, 2)
+        write_times: list[float] = []
+
+        def write() -> None:
+            writer = PostgresStore(pg_uri, pool_size=1)
+            try:
+                for start in range(0, len(written), 20):
+                    began = time.monotonic()
+                    writer.write_batch(
+                        [
+                            EmbeddedImage(f"/b/{i:06}.jpg", 1, 1, 1, 1, written[i])
+                            for i in range(start, start + 20)
+                        ],
+                        [],
+                    )
+                    write_times.append(time.monotonic() - began)
+                    if done.is_set():
+                        break
+            finally:
+                writer.close()
+
+        threads = [threading.Thread(target=refit), threading.Thread(target=write)]
+        for thread in threads:
+            thread.start()
+        search_times: list[float] = []
+        while not done.is_set():
+            began = time.monotonic()
+            _, ids = reader.search(query, 10, reduced=True)
+            search_times.append(time.monotonic() - began)
+            assert ids[0][0] > 0
+        for thread in threads:
+            thread.join()
+        assert not failures, failures
+        # the refit took long enough for many searches, none of which waited for it
+        assert len(search_times) >= 20, search_times
+        assert max(search_times) < 1.0, sorted(search_times)[-5:]
+        assert max(write_times) < 2.0, sorted(write_times)[-5:]
+
+        # searches now use the new codec's column; each row (those written during the refit
+        # too) holds its vector through that codec; the old column is kept until the next refit
+        index = reader.database_index()
+        assert index.reduced and index.column != first.column
+        assert store.get_meta("pending_column") is None
+        ids, raw = store.load_vectors()
+        np.testing.assert_allclose(
+            store.vectors_of(ids, column=index.column), index.codec.transform(raw), atol=3e-3
+        )
+        assert _reduced_columns(store) == sorted([first.column, index.column])
+        _fit(store, vectors, 8)
+        store.reduce()
+        latest = store.database_index()
+        assert _reduced_columns(store) == sorted([index.column, latest.column])
+    finally:
+        store.close()
+        reader.close()
+
+
+_REFIT_THEN_DIE = """
+import sys, threading
+from lookalike.store.postgres import PostgresStore
+store = PostgresStore(sys.argv[1])
+def stop(column):
+    print("built", flush=True)
+    threading.Event().wait()  # killed here: after the column is built, before the switch
+store._switch = stop
+store.reduce()
+"""
+
+
+def test_a_refit_killed_midway_leaves_the_searched_column_and_no_orphan(pg_uri: str) -> None:
+    vectors = _vectors(3000, 3)
+    store = PostgresStore(pg_uri, pool_size=2)
+    try:
+        _fill(store, vectors, "a")
+        _fit(store, vectors[:1000], 16)
+        store.reduce()
+        before = store.database_index()
+        _fit(store, vectors, 8)
+    finally:
+        store.close()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _REFIT_THEN_DIE, pg_uri],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "built"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    reopened = PostgresStore(pg_uri, pool_size=2)
+    try:
+        index = reopened.database_index()
+        assert index.column == before.column  # searches never saw the half-made refit
+        assert _reduced_columns(reopened) == [before.column]  # its column is gone
+        assert reopened.get_meta("pending_column") is None
+        assert reopened.get_artifact("pca") is None  # fitted again at the next refresh
+        _, ids = reopened.search(index.codec.transform(vectors[:1]), 5, column=index.column)
+        assert ids[0][0] == 1
+    finally:
+        reopened.close()
