@@ -226,17 +226,19 @@ class FollowedIndex:
             self.build_seconds = built.seconds
 
     def _training_sample(self, codec: VectorCodec | None) -> np.ndarray:
-        """Encoded vectors of a random sample, fetched a batch at a time."""
+        """Encoded vectors of a random sample, fetched a batch at a time (images removed
+        meanwhile, by a writer here or in another process, are left out of it)."""
         from lookalike.index import ann as ann_index
 
         ids = self.store.ids()
         size = ann_index.training_size(len(ids))
         if len(ids) > size:
             ids = np.sort(np.random.default_rng(0).choice(ids, size, replace=False))
-        parts = [
-            _encode(codec, self.store.vectors_of(ids[start : start + BATCH]))
-            for start in range(0, len(ids), BATCH)
-        ]
+        parts = []
+        for start in range(0, len(ids), BATCH):
+            vectors = self.store.vectors_present(ids[start : start + BATCH])[1]
+            if len(vectors):
+                parts.append(_encode(codec, vectors))
         dims = codec.dims if codec is not None else 0
         return np.concatenate(parts) if parts else np.empty((0, dims), np.float32)
 

@@ -352,28 +352,34 @@ class Store:
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
         """Vectors of these ids, in their order (every id must be indexed)."""
         wanted = [int(i) for i in ids]
+        found = self._vector_rows(wanted)
+        if len(found) < len(set(wanted)):
+            raise KeyError("some ids are not indexed")
+        return _stack(found, wanted)
+
+    def vectors_present(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of these still indexed (in their order) and their vectors: ids read before
+        an image was removed (by another thread or process) are left out, not an error."""
+        found = self._vector_rows([int(i) for i in ids])
+        kept = [int(i) for i in ids if int(i) in found]
+        return np.array(kept, dtype=np.int64), _stack(found, kept)
+
+    def _vector_rows(self, wanted: list[int]) -> dict[int, bytes]:
         found: dict[int, bytes] = {}
         for start in range(0, len(wanted), 500):  # stay under SQLite's variable limit
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for row in self._query(f"SELECT id, vector FROM images WHERE id IN ({marks})", chunk):
                 found[int(row[0])] = row[1]
-        if len(found) < len(set(wanted)):
-            raise KeyError("some ids are not indexed")
-        if not wanted:
-            return np.empty((0, 0), dtype=np.float32)
-        return (
-            np.frombuffer(b"".join(found[i] for i in wanted), dtype="<f4")
-            .reshape(len(wanted), -1)
-            .astype(np.float32)
-        )
+        return found
 
     def sample_vectors(self, size: int, *, seed: int = 0) -> np.ndarray:
-        """Vectors of up to ``size`` images drawn at random (fitting PCA and the like)."""
+        """Vectors of up to ``size`` images drawn at random (fitting PCA and the like); an
+        image removed while they are read is left out."""
         ids = self.ids()
         if len(ids) > size:
             ids = np.sort(np.random.default_rng(seed).choice(ids, size, replace=False))
-        return self.vectors_of(ids)
+        return self.vectors_present(ids)[1]
 
     def vectors_since(self, cursor: int | None) -> VectorChanges:
         """Every indexed id, and the rows written after ``cursor`` (the ``latest`` of an
@@ -576,6 +582,17 @@ def _ids_and_vectors(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarra
         return ids, None
     vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4")
     return ids, vectors.reshape(len(rows), -1).astype(np.float32, copy=False)
+
+
+def _stack(found: dict[int, bytes], ids: list[int]) -> np.ndarray:
+    """The stored vectors of ``ids`` (all in ``found``) as an (N, D) float32 matrix."""
+    if not ids:
+        return np.empty((0, 0), dtype=np.float32)
+    return (
+        np.frombuffer(b"".join(found[i] for i in ids), dtype="<f4")
+        .reshape(len(ids), -1)
+        .astype(np.float32)
+    )
 
 
 def _box_text(box: Box | None) -> str | None:
