@@ -31,6 +31,7 @@ from lookalike.errors import Conflict, Forbidden, InvalidInput, NotFound
 from lookalike.image.decode import DecodeError, load_image
 from lookalike.search.engine import QueryOutcome, SearchResult
 from lookalike.service.batcher import QueryBatcher
+from lookalike.service.decoding import DecodeSlots
 from lookalike.service.errors import BadUpload
 from lookalike.service.files import (
     ThumbnailCache,
@@ -112,8 +113,8 @@ class Service:
         self._batchers: dict[ModelSpec, QueryBatcher] = {}
         self._batchers_lock = threading.Lock()
         self._direct_searches = threading.BoundedSemaphore(cores)
-        # Thumbnails decode files already indexed: a few at a time bounds their memory.
-        self._thumbnail_decodes = threading.BoundedSemaphore(cores)
+        #: Every decode (uploads, query images, stored files, thumbnails) holds one of these.
+        self.decodes = DecodeSlots(ordinary=cores, large_pixels=settings.large_image_pixels)
         self.jobs: Jobs | None = None
         self._blas_limit: Any = None
 
@@ -253,14 +254,16 @@ class Service:
         return jpeg_fitting(image, config.PREVIEW_SIDE)
 
     def decode_query(self, data: bytes, filename: str, min_side: int | None) -> Image.Image:
-        """An uploaded query image, or :class:`BadUpload` with the decoder's reason."""
+        """An uploaded query image, or :class:`BadUpload` with the decoder's reason (in a
+        decode slot)."""
         try:
-            return load_image(
-                data,
-                min_side=min_side,
-                max_bytes=self.settings.max_upload_bytes,
-                max_pixels=self.settings.max_upload_pixels,
-            )
+            with self.decodes.hold(header_pixels(data)):
+                return load_image(
+                    data,
+                    min_side=min_side,
+                    max_bytes=self.settings.max_upload_bytes,
+                    max_pixels=self.settings.max_upload_pixels,
+                )
         except DecodeError as exc:
             raise BadUpload(filename, exc.reason) from exc
 
@@ -473,7 +476,7 @@ class Service:
         return self.metrics.render(gauges)
 
     def thumbnail(self, path: str) -> bytes:
-        with self._thumbnail_decodes:
+        with self.decodes.for_file(path):
             return make_thumbnail(path)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import nullcontext
 from typing import Annotated
 
 from fastapi import APIRouter, File, Response, UploadFile
@@ -124,14 +125,17 @@ def more_like_this(
         # content). A region of it is decoded and described afresh (and left out too).
         try:
             query: Query = path if part is None else Region(path, part)
-            outcome = service.search_direct(
-                collection,
-                query,
-                k=k + 1,
-                min_score=min_score,
-                by_category=by_category,
-                rerank=rerank,
-            )
+            # a region is decoded from the stored file: in a decode slot, as every decode
+            decoding = service.decodes.for_file(path) if part is not None else nullcontext()
+            with decoding:
+                outcome = service.search_direct(
+                    collection,
+                    query,
+                    k=k + 1,
+                    min_score=min_score,
+                    by_category=by_category,
+                    rerank=rerank,
+                )
         except DecodeError as exc:
             raise NotFound(f"image {image_id} is no longer readable: {exc}") from None
     results = [r for r in outcome.results if r.id != image_id][:k]

@@ -1,0 +1,91 @@
+"""The server's bounds under hostile or careless use (issue 16): decodes of stored files held
+to the decode slots, folders' files that are not collections, slow clients, the job queue."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lookalike import Collection
+from lookalike.service import ServiceSettings, create_app
+from lookalike.service.core import Service
+from tests.conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("limits")
+    root = base / "root"
+    shutil.copytree(SAMPLE / "collection" / "cup", root / "cup")
+    shutil.copytree(SAMPLE / "collection" / "panda", root / "panda")
+    db = base / "demo.db"
+    with Collection.open(db) as demo:
+        demo.add([root])
+    return {"base": base, "root": root, "db": db}
+
+
+@pytest.fixture(scope="module")
+def client(world: dict[str, Path]) -> Iterator[TestClient]:
+    settings = ServiceSettings(
+        collections_dir=world["base"] / "collections", db=world["db"], roots=[world["root"]]
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _service(client: TestClient) -> Service:
+    service: Service = client.app.state.service  # type: ignore[attr-defined]
+    return service
+
+
+def test_a_region_of_a_stored_image_is_decoded_in_a_decode_slot(client: TestClient) -> None:
+    """`similar?box=` decodes the stored file: with every decode slot taken, it waits."""
+    slots = _service(client).decodes
+    held = [slots.hold(0) for _ in range(slots.ordinary)]
+    for slot in held:
+        slot.__enter__()
+    answered: list[int] = []
+
+    def ask() -> None:
+        response = client.get("/collections/demo/images/1/similar", params={"box": "0,0,0.5,0.5"})
+        answered.append(response.status_code)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        asker.join(timeout=3)
+        assert asker.is_alive() and not answered  # waiting for a slot
+        # ... while a search by id (no decode) is answered at once
+        assert client.get("/collections/demo/images/2/similar").status_code == 200
+    finally:
+        for slot in held:
+            slot.__exit__(None, None, None)
+    asker.join(timeout=60)
+    assert answered == [200]
+
+
+def test_thumbnails_take_a_decode_slot(client: TestClient) -> None:
+    slots = _service(client).decodes
+    held = [slots.hold(0) for _ in range(slots.ordinary)]
+    for slot in held:
+        slot.__enter__()
+    answered: list[int] = []
+    asker = threading.Thread(
+        target=lambda: answered.append(
+            client.get("/collections/demo/images/3/thumbnail").status_code
+        )
+    )
+    asker.start()
+    try:
+        asker.join(timeout=2)
+        assert asker.is_alive() and not answered
+    finally:
+        for slot in held:
+            slot.__exit__(None, None, None)
+    asker.join(timeout=60)
+    assert answered == [200]
