@@ -30,6 +30,10 @@ class Forbidden(LookalikeError):
     """Not allowed by the configuration (a path outside the roots, a --db collection)."""
 
 
+class ReadOnlyCollection(Forbidden, PermissionError):
+    """A write to a collection on read-only media (it can be searched, not changed)."""
+
+
 class InvalidInput(LookalikeError, ValueError):
     """The caller's input is wrong (a bad path, an unknown option)."""
 

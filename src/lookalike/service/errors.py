@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lookalike import errors
 from lookalike.image.decode import DecodeError
 from lookalike.service.files import DISK_ERRNOS
+from lookalike.store.records import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (errors.InvalidInput, 422),
     (errors.ModelError, 503),
     (errors.StoreUnreachable, 503),
+    # a collection file that cannot be used (damaged, too new): nothing the client can change
+    (StoreError, 503),
 ]
 
 

@@ -24,6 +24,7 @@ from lookalike.encode.models import ModelSpec
 from lookalike.errors import AlreadyExists, Forbidden, NotFound
 from lookalike.service.settings import NAME_PATTERN, NAME_RE
 from lookalike.store.registry import is_url
+from lookalike.store.sqlite import is_collection
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Collections:
         if not NAME_RE.match(name):
             return None
         path = self.folder / f"{name}.db"
-        return path if path.is_file() else None
+        return path if path.is_file() and is_collection(path) else None
 
     def files_dir(self, name: str) -> Path:
         """Where images uploaded into a collection are stored (an absolute path)."""
@@ -83,7 +84,11 @@ class Collections:
         return path.with_suffix(".files")
 
     def names(self) -> list[str]:
-        found = {p.stem for p in self.folder.glob("*.db") if NAME_RE.match(p.stem)}
+        # only collections: another application's .db in the folder is neither listed,
+        # opened nor deleted
+        found = {
+            p.stem for p in self.folder.glob("*.db") if NAME_RE.match(p.stem) and is_collection(p)
+        }
         return sorted((found | set(self._extra)) - self._deleting)
 
     def deletable(self, name: str) -> bool:
@@ -124,6 +129,8 @@ class Collections:
         with self._lock:
             if self.path_of(name) is not None or name in self._deleting:
                 raise AlreadyExists(f"collection {name!r} exists")
+            if (self.folder / f"{name}.db").exists():
+                raise AlreadyExists(f"{name}.db exists in the collections folder, not a collection")
             collection = Collection.open(
                 self.folder / f"{name}.db", model=spec, encoders=self.encoders
             )

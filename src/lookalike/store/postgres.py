@@ -54,8 +54,8 @@ from lookalike.store.records import (
     EmbeddedImage,
     FileState,
     ImageRecord,
+    NotACollection,
     SkippedFile,
-    StoreError,
     VectorChanges,
 )
 from lookalike.store.sqlite import _box_text, _parse_box, unchanged_on_disk
@@ -228,7 +228,7 @@ class PostgresStore:
             ).fetchone()
             if found is not None:
                 return
-        raise StoreError(
+        raise NotACollection(
             f"{self.path}: schema {self.schema!r} holds tables that are not a lookalike"
             f" collection ({', '.join(sorted(tables))}); left as it is"
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lookalike.errors import LookalikeError
 from lookalike.types import Box
 
 
@@ -64,5 +65,10 @@ class SkippedFile:
     reason: str
 
 
-class StoreError(RuntimeError):
+class StoreError(LookalikeError, RuntimeError):
     """The collection file cannot be used: not a database, a folder, damaged, too new."""
+
+
+class NotACollection(StoreError):
+    """A file or schema that is not a lookalike collection (another application's): it is
+    left as it is."""

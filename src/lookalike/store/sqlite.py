@@ -14,6 +14,12 @@ Paths are stored as text when the name is valid UTF-8, else as the raw bytes of 
 file on disk; :func:`_db_path` and :func:`_path_from_db` are the only conversions.
 
 Older files are upgraded in place, one schema version at a time (:data:`_MIGRATIONS`).
+
+A collection file carries ``PRAGMA application_id`` :data:`APPLICATION_ID`; one made before
+that is recognised by its exact schema (:func:`recognise`). Any other file is refused before
+anything is written to it: another application's database is never changed. A collection on
+read-only media (a read-only mount, a file or folder that cannot be written) is opened
+read-only: searched as usual, every write refused with :class:`ReadOnlyCollection`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,10 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.errors import ReadOnlyCollection
 from lookalike.store.records import (
     EmbeddedImage,
     FileState,
     ImageRecord,
+    NotACollection,
     SkippedFile,
     StoreError,
     VectorChanges,
@@ -43,6 +52,19 @@ from lookalike.types import Box
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
+#: ``PRAGMA application_id`` of a collection file: "LOOK".
+APPLICATION_ID = 0x4C4F4F4B
+#: The tables of every schema version, and the columns of ``images`` in versions 1, 2, 3:
+#: a file without the application id is a collection only if its schema is one of these.
+_TABLES = frozenset({"meta", "images", "labels", "artifacts", "skipped"})
+_V1_COLUMNS = frozenset(
+    {"id", "path", "size", "mtime_ns", "width", "height", "indexed_at", "vector"}
+)
+_IMAGE_COLUMNS = (
+    _V1_COLUMNS,
+    _V1_COLUMNS | {"box", "cluster"},
+    _V1_COLUMNS | {"box", "cluster", "seq"},
+)
 
 #: The current schema, for new files; existing ones are brought to it by _MIGRATIONS.
 _SCHEMA = """
@@ -89,15 +111,27 @@ class Store:
         # the lock keeps a transaction and the statements of other threads apart.
         self._lock = threading.RLock()
         self._count: tuple[int, int] | None = None  # (generation, images), see count()
+        #: On read-only media: searched, never written (writes raise ReadOnlyCollection).
+        self.read_only = self.path.exists() and _on_read_only_media(self.path)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db = _connect(self.path, read_only=self.read_only)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         try:
             self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._create_or_migrate()
+            kind = recognise(self._db)  # before anything is written
+            if kind == "foreign":
+                raise NotACollection(
+                    f"{self.path} is not a lookalike collection (another application's"
+                    " database?): left as it is"
+                )
+            if self.read_only:
+                self._check_readable(kind)
+            else:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._create_or_migrate()
+                self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except BaseException as exc:
             self._db.close()
             if isinstance(exc, sqlite3.DatabaseError):
@@ -105,6 +139,25 @@ class Store:
                     f"{self.path} is not a lookalike collection or is damaged: {exc}"
                 ) from exc
             raise
+
+    def _check_readable(self, kind: str) -> None:
+        """A read-only file can be searched only as it is: a collection of this schema."""
+        if kind == "empty":
+            raise NotACollection(f"{self.path} is empty and read-only: not a collection")
+        version = self._schema_version()
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema {version} and is read-only: this lookalike reads"
+                f" schema {SCHEMA_VERSION} (open it once where it can be written to upgrade it)"
+            )
+        log.info("%s is on read-only media: opened read-only", self.path)
+
+    def _refuse_writes(self) -> None:
+        if self.read_only:
+            raise ReadOnlyCollection(
+                f"{self.path} is read-only (a read-only mount or file): it can be searched,"
+                " not changed"
+            )
 
     def _create_or_migrate(self) -> None:
         """Create the current schema in a new file, or upgrade an older one step by step."""
@@ -144,6 +197,7 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        self._refuse_writes()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -164,6 +218,7 @@ class Store:
         return str(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
+        self._refuse_writes()
         self._query(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -582,6 +637,66 @@ def _ids_and_vectors(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarra
         return ids, None
     vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4")
     return ids, vectors.reshape(len(rows), -1).astype(np.float32, copy=False)
+
+
+def recognise(db: sqlite3.Connection) -> str:
+    """What an open SQLite file is: ``collection`` (the application id, or the exact schema
+    of a collection made before it), ``empty`` (no table: a new collection may be made in
+    it) or ``foreign`` (anything else). Reads only."""
+    app_id = int(db.execute("PRAGMA application_id").fetchone()[0])
+    if app_id == APPLICATION_ID:
+        return "collection"
+    if app_id != 0:
+        return "foreign"
+    tables = {
+        str(r[0])
+        for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if not str(r[0]).startswith("sqlite_")
+    }
+    if not tables:
+        return "empty"
+    if "images" in tables and tables <= _TABLES:
+        columns = frozenset(str(r[1]) for r in db.execute("PRAGMA table_info(images)"))
+        if columns in _IMAGE_COLUMNS:
+            return "collection"
+    return "foreign"
+
+
+def is_collection(path: Path) -> bool:
+    """Whether ``path`` is a lookalike collection file (read without changing anything)."""
+    try:
+        db = _connect(path, read_only=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return recognise(db) == "collection"
+    except sqlite3.Error:
+        return False
+    finally:
+        db.close()
+
+
+def _on_read_only_media(path: Path) -> bool:
+    """True when the file or its folder cannot be written (a read-only mount says so even
+    to root; SQLite needs the folder for its WAL files)."""
+    return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+
+def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    """A connection (``read_only``: that can never write, nor create a file). A WAL file
+    whose ``-shm`` cannot be made on read-only media is opened ``immutable``."""
+    if not read_only:
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    uri = "file:" + urllib.parse.quote(str(path.absolute()))
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+    return sqlite3.connect(
+        f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
+    )
 
 
 def _stack(found: dict[int, bytes], ids: list[int]) -> np.ndarray:
