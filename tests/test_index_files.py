@@ -3,11 +3,20 @@ deletions, index files of another collection, orphans left by crashes."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lookalike.index import ann as ann_index
 from lookalike.index.persistent import FollowedIndex, Target
 from lookalike.store.records import EmbeddedImage
 from lookalike.store.sqlite import Store
@@ -73,5 +82,144 @@ def test_sampling_vectors_leaves_out_images_deleted_meanwhile(tmp_path: Path) ->
         assert store.sample_vectors(1000).shape == (298, DIMS)
         with pytest.raises(KeyError):  # the strict read still says what is missing
             store.vectors_of(np.array([4, 201]))
+    finally:
+        store.close()
+
+
+def _saved_index(folder: Path, name: str, seed: int) -> tuple[Store, FollowedIndex]:
+    store = Store(folder / name)
+    _fill(store, _vectors(1200, seed))
+    followed = FollowedIndex(store, IVF)
+    followed.current()  # built and saved
+    return store, followed
+
+
+def _index_files(folder: Path, name: str) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.name.startswith(f"{name}.ann.")}
+
+
+def test_a_header_copied_from_another_collection_never_removes_its_files(
+    tmp_path: Path,
+) -> None:
+    a, _ = _saved_index(tmp_path, "a.db", 1)
+    a.close()
+    a_files = _index_files(tmp_path, "a.db")
+    assert len(a_files) == 2  # its FAISS data and ids
+    b = Store(tmp_path / "b.db")
+    _fill(b, _vectors(1200, 2))
+    shutil.copy(tmp_path / "a.db.ann", tmp_path / "b.db.ann")  # a careless copy
+    followed = FollowedIndex(b, IVF)
+    followed.current()  # not b's index: rebuilt and saved over the copied header
+    followed.save()
+    b.close()
+    assert _index_files(tmp_path, "a.db") == a_files  # a's files untouched
+    assert ann_index.load(tmp_path / "a.db.ann") is not None
+    header = json.loads((tmp_path / "b.db.ann").read_text())
+    assert header["index_file"].startswith("b.db.ann.")
+
+
+_SAVE_THEN_DIE = """
+import sys, threading
+from lookalike.index import ann
+from lookalike.index import ann as ann_index
+from lookalike.index.persistent import FollowedIndex, Target
+from lookalike.store.sqlite import Store
+from lookalike.store.records import EmbeddedImage
+import numpy as np
+
+def stop(path, header):
+    print("written", flush=True)
+    threading.Event().wait()  # killed here: data files written, header not replaced
+
+store = Store(sys.argv[1])
+vectors = np.random.default_rng(5).normal(size=(50, 32)).astype(np.float32)
+store.write_batch([EmbeddedImage(f"/q/{i}.jpg", 1, 1, 8, 8, v) for i, v in enumerate(vectors)], [])
+followed = FollowedIndex(store, Target("ivf", None, "ivf:pca0", None))
+followed.current()
+ann._write_header = stop
+followed.save()
+"""
+
+
+def test_files_left_by_a_save_killed_midway_are_removed_at_the_next_open(
+    tmp_path: Path,
+) -> None:
+    store, _ = _saved_index(tmp_path, "c.db", 1)
+    store.close()
+    saved = _index_files(tmp_path, "c.db")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SAVE_THEN_DIE, str(tmp_path / "c.db")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "written"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    left = _index_files(tmp_path, "c.db") - saved
+    assert len(left) == 2  # the killed save's FAISS data and ids
+    store = Store(tmp_path / "c.db")
+    try:
+        followed = FollowedIndex(store, IVF)
+        index = followed.current()  # opened: the saved index, caught up; the orphans gone
+        assert len(index) == 1250
+        assert _index_files(tmp_path, "c.db") == saved
+    finally:
+        store.close()
+
+
+def test_data_files_of_a_deleted_header_are_removed_at_the_next_open(tmp_path: Path) -> None:
+    store, _ = _saved_index(tmp_path, "c.db", 1)
+    store.close()
+    old = _index_files(tmp_path, "c.db")
+    (tmp_path / "c.db.ann").unlink()
+    store = Store(tmp_path / "c.db")
+    try:
+        FollowedIndex(store, IVF).current()  # rebuilt (and saved anew)
+        now = _index_files(tmp_path, "c.db")
+        assert not now & old and len(now) == 2
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MiB tmpfs (root only; skipped where mounting is not allowed)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_leaves_no_partial_index_file_and_says_so(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(small_disk / "c.db")
+    try:
+        _fill(store, _vectors(1200, 1))
+        followed = FollowedIndex(store, IVF)
+        followed.current()
+        saved = _index_files(small_disk, "c.db")
+        _fill(store, _vectors(1300, 2)[1200:])
+        followed.current()  # caught up: unsaved changes
+        ballast = small_disk / "ballast"
+        with open(ballast, "wb") as f:  # fill the disk
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        with caplog.at_level(logging.ERROR):
+            followed.save()  # as at shutdown
+        assert "could not be saved" in caplog.text
+        assert _index_files(small_disk, "c.db") == saved  # no 0-byte .faiss left
     finally:
         store.close()

@@ -23,9 +23,13 @@ Persistence (:meth:`AnnIndex.save` / :func:`load`): the FAISS index and the posi
 are written whole to new files and fsynced, then a small JSON header naming them (with
 their sizes, fingerprints and whatever the caller records: the store's change cursor, the
 codec) replaces the old header atomically. A crash mid-write leaves the old header and its
-files. Loading checks sizes and fingerprints (O(1), not a read of the whole file) and
-memory-maps the FAISS data, so a cold process opens a million-image index in milliseconds;
-anything amiss (or FAISS failing to read it) returns None and the caller rebuilds.
+files; the new files it left are removed at the next open (:func:`remove_orphans`: their
+names carry the writer's process id). An index only ever reads or removes files of its own
+name (``<header>.<tag>.faiss|ids|codec``): a header copied from another collection names that
+one's files, which are never touched. Loading checks sizes and fingerprints (O(1), not a
+read of the whole file) and memory-maps the FAISS data, so a cold process opens a
+million-image index in milliseconds; anything amiss (or FAISS failing to read it) returns
+None and the caller rebuilds.
 """
 
 from __future__ import annotations
@@ -56,6 +60,14 @@ KINDS = ("ivf", "hnsw")
 FORMAT_VERSION = 2
 #: Header keys naming data files beside the header.
 DATA_FILES = ("index_file", "ids_file", "codec_file")
+#: How data files end (their names: ``<header name>.<tag><suffix>``).
+DATA_SUFFIXES = (".faiss", ".ids", ".codec")
+#: Unreferenced data files of an older lookalike (no process id in their tag) are removed
+#: once this old: a save in progress is never that long.
+ORPHAN_SECONDS = 3600
+#: Data files this process is writing now (never orphans, whatever the header says).
+_writing: set[str] = set()
+_writing_lock = threading.Lock()
 #: Bytes at each end of the FAISS file that its fingerprint covers.
 FINGERPRINT_BYTES = 1 << 20
 #: Share of an HNSW index's positions that may be tombstones before it asks for a rebuild.
@@ -331,10 +343,25 @@ class AnnIndex:
         header and its files or the new ones: a header never names a partly written file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        tag = f"{os.getpid()}-{os.urandom(6).hex()}"  # whose they are, should it die
+        new = [path.with_name(f"{path.name}.{tag}{suffix}") for suffix in DATA_SUFFIXES]
+        with _writing_lock:
+            _writing.update(f.name for f in new)
+        try:
+            self._write(path, new, extra, codec)
+        except BaseException:
+            for f in new:  # a full disk: no partial file is left behind
+                f.unlink(missing_ok=True)
+            raise
+        finally:
+            with _writing_lock:
+                _writing.difference_update(f.name for f in new)
+
+    def _write(
+        self, path: Path, new: list[Path], extra: dict[str, Any] | None, codec: bytes | None
+    ) -> None:
+        index_file, ids_file, codec_file = new
         with self._lock:  # (a memory-mapped index is written from its mapping)
-            tag = hashlib.sha256(os.urandom(16)).hexdigest()[:12]
-            index_file = path.with_name(f"{path.name}.{tag}.faiss")
-            ids_file = path.with_name(f"{path.name}.{tag}.ids")
             faiss.write_index(self.index, str(index_file))
             _fsync(index_file)
             ids_bytes = self._ids.astype("<i8").tobytes()
@@ -353,7 +380,6 @@ class AnnIndex:
                 **(extra or {}),
             }
         if codec is not None:
-            codec_file = path.with_name(f"{path.name}.{tag}.codec")
             _write_synced(codec_file, codec)
             header["codec_file"] = codec_file.name
             header["codec_sha256"] = hashlib.sha256(codec).hexdigest()
@@ -362,9 +388,9 @@ class AnnIndex:
         _write_header(path, header)
         if old is not None:
             for key in DATA_FILES:
-                name = old.get(key)
-                if name and name != header.get(key):
-                    path.with_name(name).unlink(missing_ok=True)
+                owned = _owned_file(path, old.get(key))
+                if owned is not None and owned.name != header.get(key):
+                    owned.unlink(missing_ok=True)
 
     def _own_locked(self) -> None:
         """Read a memory-mapped index into memory before FAISS changes it (FAISS aborts the
@@ -410,9 +436,12 @@ def load(
             return None
     if header.get("format") != FORMAT_VERSION:
         return None
+    index_file = _owned_file(path, header.get("index_file"))
+    ids_file = _owned_file(path, header.get("ids_file"))
+    if index_file is None or ids_file is None:
+        log.warning("%s names files that are not its own: rebuilding the index", path)
+        return None
     try:
-        index_file = path.with_name(header["index_file"])
-        ids_file = path.with_name(header["ids_file"])
         if index_file.stat().st_size != header["index_bytes"]:
             log.warning("%s: not the size its header says, rebuilding the index", index_file)
             return None
@@ -449,11 +478,11 @@ def load(
 
 def read_codec(path: Path, header: dict[str, Any]) -> bytes | None:
     """The fitted codec saved with an index (None: none saved, or it fails its checksum)."""
-    name = header.get("codec_file")
-    if not name:
+    owned = _owned_file(Path(path), header.get("codec_file"))
+    if owned is None:
         return None
     try:
-        data = Path(path).with_name(name).read_bytes()
+        data = owned.read_bytes()
     except OSError:
         return None
     return data if hashlib.sha256(data).hexdigest() == header.get("codec_sha256") else None
@@ -491,9 +520,92 @@ def remove_files(path: Path) -> None:
     header = _read_header(path)
     if header is not None:
         for key in DATA_FILES:
-            if header.get(key):
-                path.with_name(header[key]).unlink(missing_ok=True)
+            owned = _owned_file(path, header.get(key))
+            if owned is not None:
+                owned.unlink(missing_ok=True)
     path.unlink(missing_ok=True)
+    remove_orphans(path)
+
+
+def _owned_file(path: Path, name: object) -> Path | None:
+    """The data file ``name`` (from a header) if it is one of the index at ``path``'s own: a
+    plain name ``<path's name>.<tag><suffix>`` beside it; else None (another collection's
+    file, a path elsewhere), which is never read nor removed."""
+    if not isinstance(name, str) or "/" in name or os.sep in name:
+        return None
+    prefix = path.name + "."
+    if not (name.startswith(prefix) and name.endswith(DATA_SUFFIXES)):
+        return None
+    tag = name[len(prefix) : name.rindex(".")]
+    if not tag or "." in tag:
+        return None
+    return path.with_name(name)
+
+
+def remove_orphans(path: Path) -> list[Path]:
+    """Remove the data files of the index at ``path`` that no header names and no live
+    process is writing: left by a save that crashed (or met a full disk), or by a header
+    that was deleted. Their tag names the process that wrote them; files of an older
+    lookalike (without it) go once :data:`ORPHAN_SECONDS` old. Returns what was removed."""
+    path = Path(path)
+    named = _named_files(path)
+    removed: list[Path] = []
+    try:
+        candidates = sorted(path.parent.iterdir())
+    except OSError:
+        return removed
+    for candidate in candidates:
+        if _owned_file(path, candidate.name) is None or candidate.name in named:
+            continue
+        if not _abandoned(path, candidate) or candidate.name in _named_files(path):
+            continue  # (the header read again: a save may have just named it)
+        try:
+            candidate.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as error:  # read-only media: left as it is
+            log.debug("cannot remove %s: %s", candidate, error)
+            continue
+        removed.append(candidate)
+    if removed:
+        log.warning(
+            "%s: removed %d file(s) left by an interrupted save: %s",
+            path,
+            len(removed),
+            ", ".join(f.name for f in removed),
+        )
+    return removed
+
+
+def _named_files(path: Path) -> set[str]:
+    header = _read_header(path) or {}
+    return {str(header[key]) for key in DATA_FILES if header.get(key)}
+
+
+def _abandoned(path: Path, data_file: Path) -> bool:
+    """Whether no live process may still be writing ``data_file`` (see
+    :func:`remove_orphans`)."""
+    with _writing_lock:
+        if data_file.name in _writing:
+            return False
+    tag = data_file.name[len(path.name) + 1 : data_file.name.rindex(".")]
+    pid, dash, _ = tag.partition("-")
+    if dash and pid.isdigit():
+        return int(pid) == os.getpid() or not _alive(int(pid))
+    try:
+        return time.time() - data_file.stat().st_mtime > ORPHAN_SECONDS
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _read_header(path: Path) -> dict[str, Any] | None:

@@ -169,6 +169,7 @@ class FollowedIndex:
     def _load(self) -> bool:
         from lookalike.index import ann as ann_index
 
+        ann_index.remove_orphans(self.path)  # what a crashed save left
         loaded = ann_index.load(self.path, settings=search_settings())
         if loaded is None:
             return False
@@ -351,7 +352,8 @@ class FollowedIndex:
             if self.index is None or self.saved_generation == self.generation:
                 return
             generation = self.generation
-            self._save(self.index, self.target, generation, self.cursor, self.build_seconds)
+            if not self._save(self.index, self.target, generation, self.cursor, self.build_seconds):
+                return
             self.saved_generation = generation
             self._swapped_unsaved = self._unsaved = False
 
@@ -374,20 +376,42 @@ class FollowedIndex:
         generation: int,
         cursor: Any,
         seconds: float | None,
-    ) -> None:
-        with self._save_lock:
-            index.save(
+    ) -> bool:
+        """Write the index beside the store; False (logged) when the disk refused: the index
+        is only a copy of the store's vectors, so a failed save costs the next process a
+        catch-up or a rebuild, never a write."""
+        try:
+            with self._save_lock:
+                self._write(index, target, generation, cursor, seconds)
+        except (OSError, RuntimeError) as error:  # FAISS reports a full disk as RuntimeError
+            log.error(
+                "%s: the index could not be saved (%s); the next open catches up or rebuilds",
                 self.path,
-                {
-                    "codec": target.codec_key,
-                    "codec_kind": target.codec_kind if target.codec is not None else None,
-                    "store": _store_id(self.store),
-                    "generation": generation,
-                    "cursor": cursor,
-                    "built_seconds": seconds,
-                },
-                codec=target.codec.to_bytes() if target.codec is not None else None,
+                error,
             )
+            return False
+        return True
+
+    def _write(
+        self,
+        index: AnnIndex,
+        target: Target,
+        generation: int,
+        cursor: Any,
+        seconds: float | None,
+    ) -> None:
+        index.save(
+            self.path,
+            {
+                "codec": target.codec_key,
+                "codec_kind": target.codec_kind if target.codec is not None else None,
+                "store": _store_id(self.store),
+                "generation": generation,
+                "cursor": cursor,
+                "built_seconds": seconds,
+            },
+            codec=target.codec.to_bytes() if target.codec is not None else None,
+        )
 
     def describe(self) -> dict[str, Any]:
         """What ``lookalike info`` shows of the index."""
