@@ -3,7 +3,11 @@ to the decode slots, folders' files that are not collections, slow clients, the 
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,3 +93,40 @@ def test_thumbnails_take_a_decode_slot(client: TestClient) -> None:
             slot.__exit__(None, None, None)
     asker.join(timeout=60)
     assert answered == [200]
+
+
+_UPLOAD_THEN_DIE = """
+import os, sys, threading
+from pathlib import Path
+from lookalike.service import files
+
+def stop(fd):
+    print("writing", flush=True)
+    threading.Event().wait()  # killed here, the upload's temporary file half done
+
+files.os.fsync = stop
+files.store_by_content(Path(sys.argv[1]), b"0" * 100_000, "JPEG", "w.jpg")
+"""
+
+
+def test_an_upload_killed_midway_leaves_no_part_file_after_the_next_open(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "collections"
+    with Collection.open(folder / "c.db"):
+        pass
+    uploads = folder / "c.files"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _UPLOAD_THEN_DIE, str(uploads)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "writing"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert len(list(uploads.glob("*/*.part"))) == 1
+    settings = ServiceSettings(collections_dir=folder, warm_up=False)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/collections/c/images").status_code == 200  # opened
+    assert list(uploads.glob("*/*.part")) == []

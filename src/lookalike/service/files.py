@@ -6,10 +6,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import logging
 import os
 import stat
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from PIL import Image
 
 from lookalike.errors import NotFound, StorageError
 from lookalike.image.decode import SUPPORTED_FORMATS, load_image
+
+log = logging.getLogger(__name__)
 
 #: Suffix and media type of stored and served files, by decoded format.
 SUFFIXES = {
@@ -75,7 +79,9 @@ def store_by_content(folder: Path, data: bytes, fmt: str, filename: str) -> tupl
     (see :func:`shown_name`); a file uploaded again under another name keeps its first one.
 
     Written to a temporary file and renamed, so the target is whole or absent; should the
-    disk refuse, the temporary file is removed and :class:`StorageError` raised."""
+    disk refuse, the temporary file is removed and :class:`StorageError` raised. The temporary
+    file's name starts with the process id: one a killed process left is removed when the
+    collection is next opened (:func:`remove_abandoned_parts`)."""
     digest = hashlib.sha256(data).hexdigest()
     target = folder / digest[:2] / f"{digest}{SUFFIXES[fmt]}"
     if target.is_file() and target.stat().st_size == len(data):
@@ -96,7 +102,9 @@ def _write_whole(target: Path, data: bytes) -> None:
     tmp_name: str | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as tmp:
+        with tempfile.NamedTemporaryFile(
+            dir=target.parent, prefix=f"{os.getpid()}-", suffix=".part", delete=False
+        ) as tmp:
             tmp_name = tmp.name
             tmp.write(data)
             tmp.flush()
@@ -146,6 +154,44 @@ def forget_upload(path: Path) -> None:
     """Delete an uploaded file and the name kept beside it."""
     path.unlink(missing_ok=True)
     _name_file(path).unlink(missing_ok=True)
+
+
+def remove_abandoned_parts(folder: Path) -> list[Path]:
+    """Remove the temporary files of uploads whose process is gone (killed while writing:
+    see :func:`store_by_content`); those of an older lookalike (no process id in the name)
+    once an hour old. Returns what was removed."""
+    removed: list[Path] = []
+    for part in sorted(folder.glob("*/*.part")):
+        pid, dash, _ = part.name.partition("-")
+        if dash and pid.isdigit():
+            abandoned = not _alive(int(pid))
+        else:
+            try:
+                abandoned = time.time() - part.stat().st_mtime > 3600
+            except OSError:
+                continue
+        if not abandoned:
+            continue
+        try:
+            part.unlink()
+        except OSError:
+            continue
+        removed.append(part)
+    if removed:
+        log.warning(
+            "%s: removed %d upload(s) left unfinished by a killed process", folder, len(removed)
+        )
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def servable(path: str, allowed: list[Path]) -> str:

@@ -22,6 +22,7 @@ from lookalike.collection import Collection
 from lookalike.encode.encoders import EncoderPool
 from lookalike.encode.models import ModelSpec
 from lookalike.errors import AlreadyExists, Forbidden, NotFound
+from lookalike.service.files import remove_abandoned_parts
 from lookalike.service.settings import NAME_PATTERN, NAME_RE
 from lookalike.store.registry import is_url
 from lookalike.store.sqlite import is_collection
@@ -105,6 +106,7 @@ class Collections:
                 raise NotFound(f"no collection {name!r}")
             served = _Served(Collection.open(path, encoders=self.encoders))
             self._open[name] = served
+            remove_abandoned_parts(self.files_dir(name))
         return served
 
     def get(self, name: str) -> Collection:
