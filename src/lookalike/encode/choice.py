@@ -44,10 +44,23 @@ def collection_model(
         wanted = dataclasses.replace(wanted, precision=spec.precision, calibration=spec.calibration)
     if wanted is not None and wanted != spec:
         raise InvalidInput(
-            f"{target} was built with {spec.label}, not {wanted.label}; vectors of different "
-            "models or precisions are never mixed: use another --db"
+            f"{target} was built with {_difference(spec, wanted)}; vectors of different "
+            "models, precisions or descriptors are never mixed: use another --db"
         )
     return spec
+
+
+def _difference(stored: ModelSpec, wanted: ModelSpec) -> str:
+    """What differs between two model specs, for a message: their labels when those differ,
+    else the differing settings (``pooling gem, not avg``)."""
+    if stored.label != wanted.label:
+        return f"{stored.label}, not {wanted.label}"
+    changed = [
+        f"{f.name} {getattr(stored, f.name)}, not {getattr(wanted, f.name)}"
+        for f in dataclasses.fields(ModelSpec)
+        if getattr(stored, f.name) != getattr(wanted, f.name)
+    ]
+    return f"{stored.label} ({'; '.join(changed)})"
 
 
 def query_localization(spec: ModelSpec, localize: Localize | None) -> Localize:
