@@ -6,18 +6,24 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
-from lookalike import Collection
+from lookalike import Collection, config
+from lookalike.errors import Conflict
 from lookalike.service import ServiceSettings, create_app
 from lookalike.service.core import Service
+from lookalike.service.http import uvicorn_options
+from lookalike.service.jobs import Job, Jobs
 from tests.conftest import SAMPLE
 
 
@@ -130,3 +136,67 @@ def test_an_upload_killed_midway_leaves_no_part_file_after_the_next_open(
     with TestClient(create_app(settings)) as client:
         assert client.get("/collections/c/images").status_code == 200  # opened
     assert list(uploads.glob("*/*.part")) == []
+
+
+def test_the_job_queue_has_a_cap() -> None:
+    release = threading.Event()
+    jobs = Jobs(lambda job: (release.wait(), {})[1], max_queued=3)
+    try:
+        for _ in range(3):
+            jobs.submit(Job(collection="c", paths=["/x"], resolved=["/x"], all_files=False))
+        with pytest.raises(Conflict, match="queued or running"):
+            jobs.submit(Job(collection="c", paths=["/x"], resolved=["/x"], all_files=False))
+    finally:
+        release.set()
+        jobs.close()
+
+
+@pytest.fixture
+def real_server(world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """The app under uvicorn as ``serve`` runs it (its HTTP options), headers due in 1 s."""
+    monkeypatch.setattr(config, "HTTP_HEADER_SECONDS", 1)
+    settings = ServiceSettings(
+        collections_dir=world["base"] / "collections2", db=world["db"], warm_up=False
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), log_config=None, **uvicorn_options())
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def _closed_within(conn: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``conn`` within ``seconds`` (reading what it sends)."""
+    conn.settimeout(seconds)
+    try:
+        while conn.recv(65536):
+            pass
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_slow_clients_are_cut_off(real_server: int) -> None:
+    silent = socket.create_connection(("127.0.0.1", real_server))
+    slow = socket.create_connection(("127.0.0.1", real_server))
+    slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the rest
+    try:
+        assert _closed_within(silent, 5)
+        assert _closed_within(slow, 5)
+    finally:
+        silent.close()
+        slow.close()
+    with socket.create_connection(("127.0.0.1", real_server)) as ok:  # a prompt one is served
+        ok.sendall(b"GET /collections HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        ok.settimeout(10)
+        assert ok.recv(65536).startswith(b"HTTP/1.1 200")

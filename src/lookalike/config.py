@@ -140,6 +140,16 @@ THUMBNAIL_CACHE = 1024
 PREVIEW_SIDE = 1024
 #: Values listed per facet (category, folder, cluster) when browsing, most common first.
 FACET_SIZE = 30
+#: Indexing jobs queued or running at once in `serve` (more are refused with 409): each holds
+#: its paths and report in memory until it runs.
+MAX_QUEUED_JOBS = 64
+#: Seconds `serve` waits for the next request on an idle keep-alive connection ...
+HTTP_KEEP_ALIVE_SECONDS = 5
+#: ... and for a request's headers, from the connection (or the previous response) on: a
+#: client that connects and sends nothing, or its headers a byte at a time, is cut off.
+HTTP_HEADER_SECONDS = 10
+#: Most bytes of a request's headers.
+HTTP_MAX_HEADER_BYTES = 64 * 1024
 #: Query images with more pixels than this share one decode slot (so that a few huge ones
 #: cannot hold up ordinary searches).
 LARGE_QUERY_PIXELS = 16_000_000

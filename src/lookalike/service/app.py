@@ -74,6 +74,8 @@ def serve(
     ``insecure_public``."""
     import uvicorn
 
+    from lookalike.service.http import uvicorn_options
+
     if not is_loopback(host):
         if settings.token is None and not insecure_public:
             raise ValueError(
@@ -87,4 +89,6 @@ def serve(
     app = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
     log.info("serving on http://%s:%d (API docs at /docs)", shown, port)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=access_log)
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, access_log=access_log, **uvicorn_options()
+    )

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lookalike import config
+from lookalike.errors import Conflict
 from lookalike.service.schemas import JobInfo, JobState
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,16 @@ class Jobs:
     Finished jobs are kept (the most recent ``history``) so that clients can read reports.
     """
 
-    def __init__(self, run: Callable[[Job], dict[str, Any]], *, history: int = 200) -> None:
+    def __init__(
+        self,
+        run: Callable[[Job], dict[str, Any]],
+        *,
+        history: int = 200,
+        max_queued: int = config.MAX_QUEUED_JOBS,
+    ) -> None:
         self._run = run
         self._history = history
+        self._max_queued = max_queued
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -73,7 +82,11 @@ class Jobs:
         self._thread.start()
 
     def submit(self, job: Job) -> Job:
+        """Queue ``job``; :class:`Conflict` when :data:`config.MAX_QUEUED_JOBS` wait already."""
         with self._lock:
+            waiting = sum(j.state in ("queued", "running") for j in self._jobs.values())
+            if waiting >= self._max_queued:
+                raise Conflict(f"{waiting} indexing jobs are queued or running: try again later")
             self._jobs[job.id] = job
             self._forget_old()
         self._queue.put(job)
