@@ -19,6 +19,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from lookalike import Collection, config
+from lookalike.encode.models import builtin_spec
 from lookalike.errors import Conflict
 from lookalike.service import ServiceSettings, create_app
 from lookalike.service.core import Service
@@ -200,3 +201,26 @@ def test_slow_clients_are_cut_off(real_server: int) -> None:
         ok.sendall(b"GET /collections HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         ok.settimeout(10)
         assert ok.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_loading_a_model_holds_up_no_search_of_another(client: TestClient) -> None:
+    """Creating a `lite0+lite2` collection loads two models (seconds): searches of a
+    collection whose model is loaded go on meanwhile."""
+    service = _service(client)
+    demo = service.collections.get("demo").spec
+    service.batcher(demo)  # loaded
+    composite = builtin_spec("lite0+lite2")
+    loading = threading.Thread(target=service.batcher, args=(composite,))
+    began = time.monotonic()
+    loading.start()
+    waits: list[float] = []
+    while loading.is_alive():
+        asked = time.monotonic()
+        service.batcher(demo)
+        waits.append(time.monotonic() - asked)
+        time.sleep(0.01)
+    loaded_in = time.monotonic() - began
+    assert loaded_in > 0.5  # long enough for the check to mean something
+    assert max(waits) < 0.1, (max(waits), loaded_in)
+    response = client.get("/collections/demo/images/2/similar")
+    assert response.status_code == 200

@@ -68,14 +68,23 @@ class EncoderPool:
     def __init__(self) -> None:
         self._loaded: dict[tuple[ModelSpec, int | None], ImageEncoder] = {}
         self._lock = threading.Lock()
+        self._loading: dict[tuple[ModelSpec, int | None], threading.Lock] = {}
 
     def get(self, spec: ModelSpec, *, threads: int | None = None) -> ImageEncoder:
+        """The encoder, loaded on first use; loading one model never holds up the others."""
         key = (spec, threads)
         with self._lock:
             found = self._loaded.get(key)
+            if found is not None:
+                return found
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                found = self._loaded.get(key)
             if found is None:
                 found = load_encoder(spec, threads=threads)
-                self._loaded[key] = found
+                with self._lock:
+                    found = self._loaded.setdefault(key, found)
             return found
 
     def put(self, spec: ModelSpec, encoder: ImageEncoder, *, threads: int | None = None) -> None:

@@ -112,6 +112,7 @@ class Service:
         )
         self._batchers: dict[ModelSpec, QueryBatcher] = {}
         self._batchers_lock = threading.Lock()
+        self._loading: dict[ModelSpec, threading.Lock] = {}  # one lock a model being loaded
         self._direct_searches = threading.BoundedSemaphore(cores)
         #: Every decode (uploads, query images, stored files, thumbnails) holds one of these.
         self.decodes = DecodeSlots(ordinary=cores, large_pixels=settings.large_image_pixels)
@@ -157,9 +158,18 @@ class Service:
 
     def batcher(self, spec: ModelSpec) -> QueryBatcher:
         """The query model of ``spec``, loaded once and shared by its collections (and their
-        index runs: one ONNX Runtime session per model)."""
+        index runs: one ONNX Runtime session per model).
+
+        Loading a model (seconds; a large or int8 one more) holds a lock of that model only:
+        searches of collections whose model is loaded never wait for it."""
         with self._batchers_lock:
             found = self._batchers.get(spec)
+            if found is not None:
+                return found
+            loading = self._loading.setdefault(spec, threading.Lock())
+        with loading:
+            with self._batchers_lock:
+                found = self._batchers.get(spec)
             if found is None:
                 log.info("loading model %s", spec.name)
                 encoder = self.encoders.get(spec, threads=1)
@@ -171,7 +181,8 @@ class Service:
                 )
                 found.warm_up()
                 self.encoders.put(spec, encoder)  # the collections' query model too
-                self._batchers[spec] = found
+                with self._batchers_lock:
+                    self._batchers[spec] = found
             return found
 
     def models_loaded(self) -> list[str]:
