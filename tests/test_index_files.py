@@ -121,49 +121,62 @@ def test_a_header_copied_from_another_collection_never_removes_its_files(
 _SAVE_THEN_DIE = """
 import sys, threading
 from lookalike.index import ann
-from lookalike.index import ann as ann_index
 from lookalike.index.persistent import FollowedIndex, Target
 from lookalike.store.sqlite import Store
 from lookalike.store.records import EmbeddedImage
 import numpy as np
 
-def stop(path, header):
-    print("written", flush=True)
-    threading.Event().wait()  # killed here: data files written, header not replaced
+def stopping(name, before):
+    original = getattr(ann, name)
+    def stop(*args):
+        if not before:
+            original(*args)
+        print("stopped", flush=True)
+        threading.Event().wait()  # killed here
+    return stop
 
 store = Store(sys.argv[1])
 vectors = np.random.default_rng(5).normal(size=(50, 32)).astype(np.float32)
 store.write_batch([EmbeddedImage(f"/q/{i}.jpg", 1, 1, 8, 8, v) for i, v in enumerate(vectors)], [])
 followed = FollowedIndex(store, Target("ivf", None, "ivf:pca0", None))
 followed.current()
-ann._write_header = stop
+name, when = sys.argv[2].split(":")
+setattr(ann, name, stopping(name, when == "before"))
 followed.save()
 """
 
+#: Where a save is killed: the FAISS data written; every data file written; the header's
+#: temporary file written; the new header in place, the old data files not yet removed.
+SAVE_POINTS = ["_fsync:after", "_fsync_dir:before", "_write_header:before", "_write_header:after"]
 
-def test_files_left_by_a_save_killed_midway_are_removed_at_the_next_open(
-    tmp_path: Path,
+
+@pytest.mark.parametrize("point", SAVE_POINTS)
+def test_a_save_killed_at_any_point_leaves_an_index_that_opens_and_no_orphan(
+    tmp_path: Path, point: str
 ) -> None:
     store, _ = _saved_index(tmp_path, "c.db", 1)
     store.close()
     saved = _index_files(tmp_path, "c.db")
     child = subprocess.Popen(
-        [sys.executable, "-c", _SAVE_THEN_DIE, str(tmp_path / "c.db")],
+        [sys.executable, "-c", _SAVE_THEN_DIE, str(tmp_path / "c.db"), point],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ,
     )
-    assert child.stdout is not None and child.stdout.readline().strip() == "written"
+    assert child.stdout is not None and child.stdout.readline().strip() == "stopped"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    left = _index_files(tmp_path, "c.db") - saved
-    assert len(left) == 2  # the killed save's FAISS data and ids
+    assert _index_files(tmp_path, "c.db") != saved  # it left files behind
     store = Store(tmp_path / "c.db")
     try:
         followed = FollowedIndex(store, IVF)
-        index = followed.current()  # opened: the saved index, caught up; the orphans gone
-        assert len(index) == 1250
-        assert _index_files(tmp_path, "c.db") == saved
+        index = followed.current()  # opened (the old index or the new one), caught up
+        assert len(index) == 1250  # every committed row
+        _, ids = index.search(_vectors(1200, 1)[5:6], 10)  # it searches: ids of the store
+        assert len(set(ids[0])) == 10 and set(ids[0]) <= set(store.ids())
+        header = json.loads((tmp_path / "c.db.ann").read_text())
+        named = {header["index_file"], header["ids_file"]}
+        assert _index_files(tmp_path, "c.db") == named  # nothing else: no orphan
     finally:
         store.close()
 

@@ -13,6 +13,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from lookalike.index import codec as codecs
 from lookalike.store.postgres import PostgresStore
@@ -139,18 +140,44 @@ def test_searches_and_writes_go_on_while_the_codec_is_refitted(pg_uri: str) -> N
 
 _REFIT_THEN_DIE = """
 import sys, threading
-from lookalike.store.postgres import PostgresStore
-store = PostgresStore(sys.argv[1])
-def stop(column):
-    print("built", flush=True)
-    threading.Event().wait()  # killed here: after the column is built, before the switch
-store._switch = stop
+from lookalike.store import postgres
+
+def stop():
+    print("stopped", flush=True)
+    threading.Event().wait()  # killed here
+
+point = sys.argv[2]
+postgres._REFIT_BATCH = 500
+store = postgres.PostgresStore(sys.argv[1])
+calls = []
+if point in ("filling", "half-filled"):
+    reduce_rows = postgres._ids_and_vectors
+    def counted(rows):
+        calls.append(1)
+        if len(calls) == (1 if point == "filling" else 2):
+            stop()
+        return reduce_rows(rows)
+    postgres._ids_and_vectors = counted
+else:
+    switch = store._switch
+    def stopping(column):
+        if point == "switched":
+            switch(column)
+        stop()
+    store._switch = stopping
 store.reduce()
 """
 
+#: Where a refit is killed: its column added, no row filled; half its rows filled; all filled
+#: and indexed, not switched to; switched to, the input vectors' index not yet dropped.
+REFIT_POINTS = ["filling", "half-filled", "built", "switched"]
 
-def test_a_refit_killed_midway_leaves_the_searched_column_and_no_orphan(pg_uri: str) -> None:
-    vectors = _vectors(3000, 3)
+
+@pytest.mark.parametrize("point", REFIT_POINTS)
+def test_a_refit_killed_at_any_point_leaves_a_searchable_collection_and_no_orphan(
+    pg_uri: str, point: str
+) -> None:
+    vectors = _vectors(1500, 3)
     store = PostgresStore(pg_uri, pool_size=2)
     try:
         _fill(store, vectors, "a")
@@ -161,21 +188,31 @@ def test_a_refit_killed_midway_leaves_the_searched_column_and_no_orphan(pg_uri: 
     finally:
         store.close()
     child = subprocess.Popen(
-        [sys.executable, "-c", _REFIT_THEN_DIE, pg_uri],
+        [sys.executable, "-c", _REFIT_THEN_DIE, pg_uri, point],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ,
     )
-    assert child.stdout is not None and child.stdout.readline().strip() == "built"
+    assert child.stdout is not None and child.stdout.readline().strip() == "stopped"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     reopened = PostgresStore(pg_uri, pool_size=2)
     try:
         index = reopened.database_index()
-        assert index.column == before.column  # searches never saw the half-made refit
-        assert _reduced_columns(reopened) == [before.column]  # its column is gone
+        assert reopened.count() == 1500  # every committed row
         assert reopened.get_meta("pending_column") is None
-        assert reopened.get_artifact("pca") is None  # fitted again at the next refresh
+        if point == "switched":  # the refit was done: its column is searched
+            assert index.column != before.column and index.codec.dims == 8
+            assert _reduced_columns(reopened) == sorted([before.column, index.column])
+        else:  # searches never saw the half-made refit, whose column is gone
+            assert index.column == before.column
+            assert _reduced_columns(reopened) == [before.column]
+            assert reopened.get_artifact("pca") is None  # fitted again at the next refresh
+        hnsw = reopened._query(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexdef LIKE %s",
+            (reopened.schema, "%USING hnsw%"),
+        )
+        assert [r[0] for r in hnsw] == [f"images_{c}" for c in _reduced_columns(reopened)]
         _, ids = reopened.search(index.codec.transform(vectors[:1]), 5, column=index.column)
         assert ids[0][0] == 1
     finally:

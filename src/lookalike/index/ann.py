@@ -60,8 +60,10 @@ KINDS = ("ivf", "hnsw")
 FORMAT_VERSION = 2
 #: Header keys naming data files beside the header.
 DATA_FILES = ("index_file", "ids_file", "codec_file")
-#: How data files end (their names: ``<header name>.<tag><suffix>``).
+#: How data files end (their names: ``<header name>.<tag><suffix>``), and a header's
+#: temporary file (replaced by the header once written).
 DATA_SUFFIXES = (".faiss", ".ids", ".codec")
+_TEMPORARY = ".tmp"
 #: Unreferenced data files of an older lookalike (no process id in their tag) are removed
 #: once this old: a save in progress is never that long.
 ORPHAN_SECONDS = 3600
@@ -527,14 +529,14 @@ def remove_files(path: Path) -> None:
     remove_orphans(path)
 
 
-def _owned_file(path: Path, name: object) -> Path | None:
+def _owned_file(path: Path, name: object, suffixes: tuple[str, ...] = DATA_SUFFIXES) -> Path | None:
     """The data file ``name`` (from a header) if it is one of the index at ``path``'s own: a
     plain name ``<path's name>.<tag><suffix>`` beside it; else None (another collection's
     file, a path elsewhere), which is never read nor removed."""
     if not isinstance(name, str) or "/" in name or os.sep in name:
         return None
     prefix = path.name + "."
-    if not (name.startswith(prefix) and name.endswith(DATA_SUFFIXES)):
+    if not (name.startswith(prefix) and name.endswith(suffixes)):
         return None
     tag = name[len(prefix) : name.rindex(".")]
     if not tag or "." in tag:
@@ -555,7 +557,8 @@ def remove_orphans(path: Path) -> list[Path]:
     except OSError:
         return removed
     for candidate in candidates:
-        if _owned_file(path, candidate.name) is None or candidate.name in named:
+        owned = _owned_file(path, candidate.name, (*DATA_SUFFIXES, _TEMPORARY))
+        if owned is None or candidate.name in named:
             continue
         if not _abandoned(path, candidate) or candidate.name in _named_files(path):
             continue  # (the header read again: a save may have just named it)
@@ -617,7 +620,8 @@ def _read_header(path: Path) -> dict[str, Any] | None:
 
 
 def _write_header(path: Path, header: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # named like the data files (the process id in the tag): one a crash left is an orphan
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{os.urandom(6).hex()}.tmp")
     _write_synced(tmp, json.dumps(header, indent=1).encode())
     os.replace(tmp, path)
     _fsync_dir(path.parent)

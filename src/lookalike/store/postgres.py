@@ -613,6 +613,10 @@ class PostgresStore:
                     # the codec it was installing is not the one searched: fitted again at
                     # the next refresh (searches keep the one they have meanwhile)
                     self.put_artifact("pca", None)
+                if (self.get_meta("search_column") or "vector") != "vector":
+                    # a refit that switched, killed before it dropped this index
+                    with self._read() as conn:
+                        conn.execute("DROP INDEX CONCURRENTLY IF EXISTS images_vector")
 
     def remove(self, paths: Iterable[str]) -> int:
         """Forget these files; returns how many indexed images were removed."""
