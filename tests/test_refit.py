@@ -217,3 +217,38 @@ def test_a_refit_killed_at_any_point_leaves_a_searchable_collection_and_no_orpha
         assert ids[0][0] == 1
     finally:
         reopened.close()
+
+
+def test_a_schema_1_collection_is_migrated_and_searched_as_before(pg_uri: str) -> None:
+    """Schema 1 kept the reduced vectors in ``reduced`` (made with the artifact ``pca``) and
+    named no searched column: opened by this version, it searches them, then refits beside."""
+    vectors = _vectors(1500, 4)
+    store = PostgresStore(pg_uri, pool_size=2)
+    try:
+        _fill(store, vectors, "a")
+        _fit(store, vectors, 16)
+        store.reduce()
+        column = store.database_index().column
+        codec = store.get_artifact(f"codec:{column}")
+        with store._write() as conn:  # back to how schema 1 laid it out
+            conn.execute(f"ALTER TABLE images RENAME COLUMN {column} TO reduced")  # type: ignore[call-overload]
+            conn.execute(f"ALTER INDEX images_{column} RENAME TO images_reduced")  # type: ignore[call-overload]
+            conn.execute("DELETE FROM meta WHERE key LIKE 'codec:%%' OR key = 'search_column'")
+            conn.execute("DELETE FROM artifacts WHERE name LIKE 'codec:%%'")
+            conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        assert store.get_artifact("pca") == codec
+    finally:
+        store.close()
+    reopened = PostgresStore(pg_uri, pool_size=2)
+    try:
+        assert reopened.get_meta("schema_version") == "2"
+        index = reopened.database_index()
+        assert index.column == "reduced" and index.codec.dims == 16
+        _, ids = reopened.search(index.codec.transform(vectors[:1]), 5, column=index.column)
+        assert ids[0][0] == 1
+        _fit(reopened, vectors, 8)
+        reopened.reduce()
+        assert _reduced_columns(reopened) != ["reduced"]
+        assert reopened.database_index().codec.dims == 8
+    finally:
+        reopened.close()
