@@ -13,7 +13,16 @@ protocols of :mod:`~lookalike.interfaces`.
 from lookalike.collection import Collection
 from lookalike.image.decode import DecodeError
 from lookalike.pipeline.indexer import IndexReport
-from lookalike.search.engine import Region, SearchResult
+from lookalike.search.engine import Region, SearchResult, Text
+from lookalike.search.words import UnknownWords
 
-__all__ = ["Collection", "DecodeError", "IndexReport", "Region", "SearchResult"]
+__all__ = [
+    "Collection",
+    "DecodeError",
+    "IndexReport",
+    "Region",
+    "SearchResult",
+    "Text",
+    "UnknownWords",
+]
 __version__ = "0.1.0"

@@ -55,6 +55,7 @@ from lookalike.search import fitting
 from lookalike.search.categories import CategoryModel, CategoryProjection
 from lookalike.search.engine import Query, QueryOutcome, SearchResult
 from lookalike.search.snapshot import SearchSnapshot, SnapshotCache
+from lookalike.search.words import Concept, Vocabulary
 from lookalike.store.base import MetadataStore
 from lookalike.store.registry import is_url, open_store
 from lookalike.store.sqlite import Store
@@ -282,6 +283,19 @@ class Collection:
     def pca(self) -> Pca | None:
         return fitting.pca(self.store)
 
+    def vocabulary(self) -> Vocabulary:
+        """What search by words knows (:mod:`lookalike.search.words`): the labels the
+        collection's classifier was trained on (two or more labels are needed), then the
+        model's 1000 ImageNet concepts (built-in models only)."""
+        classifier = self.snapshot().classifier
+        labels = classifier.classes if classifier is not None else ()
+        head = imagenet.head_weights(self.spec)
+        return Vocabulary.of(labels, imagenet_class_names(), head)
+
+    def concepts(self) -> list[Concept]:
+        """Every concept words can name in this collection (``lookalike concepts``)."""
+        return list(self.vocabulary().concepts)
+
     # --- searching -------------------------------------------------------------------------
 
     def snapshot(self) -> SearchSnapshot:
@@ -304,6 +318,7 @@ class Collection:
             lambda: self.query_embedder(localize),
             self.store,
             object_views=localize == "border" and self.spec.localize == "none",
+            vocabulary=self.vocabulary,
         )
 
     def query_vectors(
@@ -425,6 +440,8 @@ class Collection:
         head = imagenet.head_of(encoder, self.spec.name)
         if isinstance(query, np.ndarray):
             raise InvalidInput("a vector cannot be classified without a category classifier")
+        if isinstance(query, search.Text):
+            raise InvalidInput("words cannot be classified: search with them instead")
         image = search.query_image(query, lambda: encoder)
         return imagenet.top_classes(head([image])[0], imagenet.imagenet_class_names(), top)
 
@@ -482,7 +499,11 @@ class Collection:
 
 
 def _expanded(query: Query) -> Query:
-    """A query with ``~`` in its path (or its region's) expanded."""
+    """A query with ``~`` in its path (or its region's, or its photo's) expanded."""
+    if isinstance(query, search.Text) and query.like is not None:
+        like = _expanded(query.like)
+        assert not isinstance(like, search.Text | np.ndarray)
+        return dataclasses.replace(query, like=like)
     if isinstance(query, str | os.PathLike):
         return expand_paths([query])[0]
     if isinstance(query, search.Region) and isinstance(query.source, str | os.PathLike):

@@ -65,6 +65,12 @@ DEFAULT_K = 10
 #: Results below this cosine are shown as weak matches (see docs/EVALUATION.md, "Weak
 #: matches"): a query unlike anything in the collection still gets k results.
 WEAK_MATCH = 0.4
+#: A query of words alone (``search --text``): results below this cosine between the image
+#: and the words' direction are weak matches (see docs/EVALUATION.md, "Search by words").
+WEAK_WORDS = 0.15
+#: A photo searched with words (``search PHOTO --text WORDS``) is searched among at most this
+#: many of the images the words find (those not weak matches of them).
+WORD_CANDIDATES = 500
 #: `index --index auto` (the default) searches exactly below this many images, and with an
 #: approximate FAISS index (HNSW graph over 8-bit codes of PCA-256 vectors) from it on: see
 #: BENCHMARKS.md, "Large collections".

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.encode.base import ImageEncoder
+from lookalike.encode.models import ModelSpec
 from lookalike.errors import InvalidInput
 
 Head = Callable[[list[Image.Image]], np.ndarray]
@@ -39,3 +40,29 @@ def imagenet_class_names() -> tuple[str, ...]:
     timm, Apache-2.0)."""
     text = (Path(__file__).parent / "imagenet_classes.txt").read_text()
     return tuple(line.split("\t", 1)[1] for line in text.splitlines() if line.strip())
+
+
+def head_weights(spec: ModelSpec) -> np.ndarray | None:
+    """(1000, D) rows ``w_c`` of the built-in model's ImageNet head, one per class, in the
+    space of the model's vectors: the logit of class ``c`` is ``w_c . f + b_c`` on the
+    average-pooled features ``f`` (search by words scores stored vectors with these rows;
+    docs/EVALUATION.md, "Search by words"). A composite model's rows are its parts' unit rows
+    side by side, as its vectors are. None for a model without a head (a user's ONNX model)."""
+    if spec.onnx_path is not None:
+        return None
+    names = [part.name for part in spec.parts] or [spec.name]
+    rows = [_unit_rows(_fc_weight(name)) for name in names]
+    return np.concatenate(rows, axis=1) if len(rows) > 1 else _fc_weight(names[0])
+
+
+@functools.cache
+def _fc_weight(name: str) -> np.ndarray:
+    from lookalike.encode.checkpoint import load_state_dict
+    from lookalike.encode.models import _checkpoint_path
+
+    weight = load_state_dict(_checkpoint_path(name))["_fc.weight"]
+    return np.asarray(weight, dtype=np.float32)
+
+
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)

@@ -37,6 +37,12 @@ class VectorCodec(Protocol):
         """(N, D) raw unit vectors -> (N, d) vectors for the index (unit length for cosine)."""
         ...
 
+    def direction(self, linear: np.ndarray) -> np.ndarray:
+        """(N, D) linear scores on raw vectors (rows ``w`` scoring ``w . x``) -> (N, d) unit
+        query vectors whose cosine with a transformed vector ranks the images as ``w`` does
+        on what the codec keeps of them (search by words, :mod:`lookalike.search.words`)."""
+        ...
+
     def to_bytes(self) -> bytes: ...
 
 
@@ -47,6 +53,10 @@ class IdentityCodec:
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         return np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+
+    def direction(self, linear: np.ndarray) -> np.ndarray:
+        rows = np.atleast_2d(np.asarray(linear, dtype=np.float32))
+        return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
     def to_bytes(self) -> bytes:
         return b""

@@ -49,6 +49,15 @@ class Pca:
         norms = np.linalg.norm(projected, axis=1, keepdims=True)
         return (projected / np.maximum(norms, 1e-12)).astype(np.float32)
 
+    def direction(self, linear: np.ndarray) -> np.ndarray:
+        """Rows ``w`` -> unit ``q`` with ``q . transform(x)`` proportional to ``w . (x - mean)``
+        within the kept components (whitening's scale undone, so it ranks as ``w`` does)."""
+        rows = np.atleast_2d(np.asarray(linear, dtype=np.float32))
+        if self.dims:
+            rows = rows @ self.components.T / np.maximum(self.scale, 1e-12)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         np.savez(

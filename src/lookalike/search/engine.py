@@ -20,6 +20,7 @@ through these functions, so what is measured is what users get:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from lookalike.index.base import VectorIndex
 from lookalike.search.categories import CategoryModel, choose_categories
 from lookalike.search.rerank import MIN_IMAGES, AugmentedVectors
 from lookalike.search.snapshot import SearchSnapshot
+from lookalike.search.words import Match, Vocabulary, WordQuery, query_directions
 from lookalike.store.base import MetadataStore
 from lookalike.types import Box
 
@@ -63,9 +65,22 @@ class Region:
     box: Box
 
 
+@dataclass(frozen=True)
+class Text:
+    """A query of words (:mod:`lookalike.search.words`: concepts of a fixed vocabulary, not
+    free text): the images showing what they name; with ``like`` (a photo, or a region of
+    one), the images most like that photo among those the words find ("more like this
+    photo, but a dress"). ``match``: how several terms (split at commas) combine."""
+
+    words: str
+    match: Match = "all"
+    like: ImageSource | Region | None = None
+
+
 #: What can be searched with: a file path (an indexed file searches "more like this" with
-#: its stored vector), encoded image bytes, a decoded image, a region of one, or a vector.
-Query = ImageSource | Region | np.ndarray
+#: its stored vector), encoded image bytes, a decoded image, a region of one, words
+#: (:class:`Text`) or a vector.
+Query = ImageSource | Region | Text | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,14 @@ class QueryOutcome:
     predictions: list[tuple[str, float]] | None = None  # top predicted categories
     query_box: Box | None = None  # where the object was found in the query, if localized
     reranked: bool = False  # re-ranked (asked for, and the collection was large enough)
+    #: Results scored below this are weak matches: the cosine of a photo query
+    #: (:data:`config.WEAK_MATCH`) or of a words-only query (:data:`config.WEAK_WORDS`).
+    weak_below: float = config.WEAK_MATCH
+    #: The concepts the words of a :class:`Text` query named, as ``source:name``.
+    concepts: list[str] | None = None
+
+    def is_weak(self, result: SearchResult) -> bool:
+        return result.score < self.weak_below
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,10 @@ class DescribedQueries:
     boxes: list[Box | None]
     #: Raw vectors of the objects that border localization cut from query photos, by query.
     views: dict[int, np.ndarray] = field(default_factory=dict)
+    #: The words of :class:`Text` queries, matched, by query.
+    words: dict[int, WordQuery] = field(default_factory=dict)
+    #: The queries of words alone (their row of ``vectors`` is zeros: no photo).
+    word_only: frozenset[int] = frozenset()
 
     def take(self, rows: Sequence[int]) -> DescribedQueries:
         """These queries only, in this order."""
@@ -120,6 +147,8 @@ class DescribedQueries:
             [self.own_ids[row] for row in rows],
             [self.boxes[row] for row in rows],
             {position[row]: view for row, view in self.views.items() if row in position},
+            {position[row]: w for row, w in self.words.items() if row in position},
+            frozenset(position[row] for row in self.word_only if row in position),
         )
 
 
@@ -152,17 +181,30 @@ def describe_queries(
     store: MetadataStore | None,
     *,
     object_views: bool = False,
+    vocabulary: Callable[[], Vocabulary] | None = None,
 ) -> DescribedQueries:
     """Raw vectors of the queries; ``encoder`` is called only if some query needs the model.
 
     ``object_views``: where :func:`lookalike.image.localization.find_object` finds an object on a
     plain background in a query photo, the object cut from it is described too (a second
-    view, searched alongside the whole photo) and its box returned."""
+    view, searched alongside the whole photo) and its box returned. ``vocabulary``: what the
+    words of :class:`Text` queries are matched to (called only if there are some);
+    :class:`lookalike.search.words.UnknownWords` if a word names nothing."""
     vectors: list[np.ndarray | None] = [None] * len(queries)
     own_ids: list[int | None] = [None] * len(queries)
     boxes: list[Box | None] = [None] * len(queries)
+    words: dict[int, WordQuery] = {}
     to_embed: list[tuple[int, Image.Image]] = []
-    for i, query in enumerate(queries):
+    for i, asked in enumerate(queries):
+        query: Query | None = asked
+        if isinstance(asked, Text):
+            if vocabulary is None:
+                raise InvalidInput("this search cannot match words: no vocabulary given")
+            words[i] = vocabulary().match(asked.words, asked.match)
+            query = asked.like
+        if query is None:
+            continue
+        assert not isinstance(query, Text)
         if isinstance(query, np.ndarray):
             vectors[i] = np.asarray(query, dtype=np.float32).ravel()
             continue
@@ -190,8 +232,11 @@ def describe_queries(
         for (j, box), vector in zip(crops, described.vectors[n:], strict=True):
             i = to_embed[j][0]
             views[i], boxes[i] = vector, box
-    stacked = np.stack([v for v in vectors if v is not None])
-    return DescribedQueries(stacked, own_ids, boxes, views)
+    photos_described = [v for v in vectors if v is not None]
+    dims = len(photos_described[0]) if photos_described else 0
+    stacked = np.stack([np.zeros(dims, np.float32) if v is None else v for v in vectors])
+    word_only = frozenset(i for i, v in enumerate(vectors) if v is None)
+    return DescribedQueries(stacked, own_ids, boxes, views, words, word_only)
 
 
 @dataclass(frozen=True)
@@ -245,11 +290,14 @@ def rank(
     expand: int = 0,
     index: VectorIndex | None = None,
     augmented: AugmentedVectors | None = None,
+    within: Sequence[np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, ids)`` of the top ``k`` for index-space query ``vectors`` (of ``index``,
     by default the snapshot's).
 
-    ``searched[i]``: the categories query ``i`` may return (None: all). ``expand`` > 0: each
+    ``searched[i]``: the categories query ``i`` may return (None: all); ``within[i]``: the
+    sorted ids it may return (None: all; the words of a :class:`Text` query with a photo
+    found them). ``expand`` > 0: each
     query is averaged with its top ``expand`` results and searched again. ``augmented``
     (``snapshot.augmented(index)``): re-ranked instead, by alpha query expansion against
     the database-side augmented vectors (:mod:`lookalike.search.rerank`); scores are those of the
@@ -258,24 +306,19 @@ def rank(
     index = snapshot.index if index is None else index
     n = len(vectors)
     exclude = list(exclude) if exclude is not None else [None] * n
+    filters = _filters(snapshot, n, searched, within)
     if augmented is not None:
-        partition = snapshot.partition
-        filters = [
-            None if partition is None or s is None else partition.ids_of(s)
-            for s in (searched if searched is not None else [None] * n)
-        ]
         return augmented.search(index, vectors, k, filters=filters, exclude=exclude)
-    if searched is None or snapshot.partition is None or all(s is None for s in searched):
+    if all(f is None for f in filters):
         scores, ids = index.search(vectors, k, exclude=exclude)
         if expand > 0:
             vectors = expand_queries(index, vectors, ids[:, :expand])
             scores, ids = index.search(vectors, k, exclude=exclude)
         return scores, ids
-    partition = snapshot.partition
     out_scores = np.full((n, k), -np.inf, dtype=np.float32)
     out_ids = np.full((n, k), -1, dtype=np.int64)
     for i in range(n):
-        allowed = None if searched[i] is None else partition.ids_of(searched[i])  # type: ignore[arg-type]
+        allowed = filters[i]
         query, mine = vectors[i : i + 1], exclude[i : i + 1]
         scores, ids = index.search(query, k, filter=allowed, exclude=mine)
         if expand > 0:
@@ -283,6 +326,26 @@ def rank(
             scores, ids = index.search(query, k, filter=allowed, exclude=mine)
         out_scores[i], out_ids[i] = scores[0], ids[0]
     return out_scores, out_ids
+
+
+def _filters(
+    snapshot: SearchSnapshot,
+    n: int,
+    searched: Sequence[list[str] | None] | None,
+    within: Sequence[np.ndarray | None] | None,
+) -> list[np.ndarray | None]:
+    """Per query, the sorted ids it may return (None: any): its categories' images
+    (``searched``, with the snapshot's partition), within ``within``."""
+    partition = snapshot.partition
+    out: list[np.ndarray | None] = []
+    for i in range(n):
+        categories = None if searched is None else searched[i]
+        allowed = None if partition is None or categories is None else partition.ids_of(categories)
+        only = None if within is None else within[i]
+        if only is not None:
+            allowed = only if allowed is None else np.intersect1d(allowed, only)
+        out.append(allowed)
+    return out
 
 
 def search(
@@ -299,6 +362,104 @@ def search(
     max_categories: int = config.MAX_CATEGORIES,
 ) -> list[QueryOutcome]:
     """Described queries -> outcomes, on one snapshot (see the module's steps).
+
+    A query of words alone (:class:`Text` without a photo) is ranked by its concepts'
+    directions in the common space (:func:`search_words`; by-category search, query
+    expansion and re-ranking are for photos and leave it as it is). A photo query with
+    words is searched as any photo query, among the images its words find
+    (:func:`word_candidates`); its score is the photo's cosine. See :func:`search_photos`
+    for the rest."""
+    n = len(queries.own_ids)
+    outcomes: dict[int, QueryOutcome] = {
+        i: search_words(snapshot, store, queries.words[i], k=k, min_score=min_score)
+        for i in sorted(queries.word_only)
+    }
+    rows = [i for i in range(n) if i not in queries.word_only]
+    if rows:
+        photos = queries.take(rows)
+        within = [
+            word_candidates(snapshot, photos.words[j]) if j in photos.words else None
+            for j in range(len(rows))
+        ]
+        found = search_photos(
+            snapshot,
+            store,
+            photos,
+            k=k,
+            min_score=min_score,
+            by_category=by_category,
+            expand=expand,
+            rerank=rerank,
+            coverage=coverage,
+            max_categories=max_categories,
+            within=within if photos.words else None,
+        )
+        for j, (i, outcome) in enumerate(zip(rows, found, strict=True)):
+            if j in photos.words:
+                outcome = dataclasses.replace(outcome, concepts=concept_names(photos.words[j]))
+            outcomes[i] = outcome
+    return [outcomes[i] for i in range(n)]
+
+
+def concept_names(query: WordQuery) -> list[str]:
+    return [f"{c.source}:{c.name}" for c in query.concepts]
+
+
+def word_ranking(
+    snapshot: SearchSnapshot, query: WordQuery, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, ids)`` (1, ``k``) of the images the words find, best first: each the cosine
+    of the image and the words' direction in the common space (the best of the concepts'
+    with ``any``), see :mod:`lookalike.search.words`."""
+    directions = query_directions(query, snapshot.classifier, snapshot.codec.direction)
+    scores, ids = snapshot.index.search(directions, k)
+    best = (ids[:1], scores[:1])
+    for row in range(1, len(directions)):
+        fused_ids, fused_scores = fuse(best, (ids[row : row + 1], scores[row : row + 1]), k)
+        best = (fused_ids, fused_scores)
+    return best[1], best[0]
+
+
+def word_candidates(snapshot: SearchSnapshot, query: WordQuery) -> np.ndarray:
+    """Sorted ids of the images the words find, for a photo searched among them: the top
+    :data:`config.WORD_CANDIDATES` of their ranking that are not weak matches of them
+    (cosine at least :data:`config.WEAK_WORDS`)."""
+    scores, ids = word_ranking(snapshot, query, config.WORD_CANDIDATES)
+    kept = (ids[0] >= 0) & (scores[0] >= config.WEAK_WORDS)
+    return np.sort(ids[0][kept])
+
+
+def search_words(
+    snapshot: SearchSnapshot,
+    store: MetadataStore,
+    query: WordQuery,
+    *,
+    k: int = config.DEFAULT_K,
+    min_score: float | None = None,
+) -> QueryOutcome:
+    """The images a query of words alone finds (see :func:`word_ranking`); results scored
+    below :data:`config.WEAK_WORDS` are weak matches."""
+    scores, ids = word_ranking(snapshot, query, k + DELETED_SLACK)
+    (row,) = results_for(store, ids, scores, min_score)
+    return QueryOutcome(row[:k], weak_below=config.WEAK_WORDS, concepts=concept_names(query))
+
+
+def search_photos(
+    snapshot: SearchSnapshot,
+    store: MetadataStore,
+    queries: DescribedQueries,
+    *,
+    k: int = config.DEFAULT_K,
+    min_score: float | None = None,
+    by_category: bool = False,
+    expand: int = 0,
+    rerank: bool = False,
+    coverage: float = config.CATEGORY_COVERAGE,
+    max_categories: int = config.MAX_CATEGORIES,
+    within: Sequence[np.ndarray | None] | None = None,
+) -> list[QueryOutcome]:
+    """Described photo queries -> outcomes, on one snapshot (see the module's steps).
+    ``within[i]``: the sorted ids query ``i`` may return (None: any).
 
     ``rerank``: database-side augmentation + alpha query expansion (for collections of
     categories, not for finding one exact item; it replaces ``expand``); a no-op, said in
@@ -345,6 +506,7 @@ def search(
         expand=expand,
         index=index,
         augmented=augmented,
+        within=within,
     )
     for i, view in queries.views.items():
         view_scores, view_ids = rank(
@@ -356,6 +518,7 @@ def search(
             expand=expand,
             index=index,
             augmented=augmented,
+            within=[within[i]] if within is not None else None,
         )
         fused_ids, fused_scores = fuse(
             (ids[i : i + 1], scores[i : i + 1]), (view_ids, view_scores), k + DELETED_SLACK
