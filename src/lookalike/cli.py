@@ -16,10 +16,15 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lookalike import __version__, config
-from lookalike.errors import LookalikeError
+from lookalike.errors import InvalidInput, LookalikeError
 from lookalike.image.files import one_line, printable
+
+if TYPE_CHECKING:
+    from lookalike.search.engine import Query
+    from lookalike.search.words import Match
 
 log = logging.getLogger("lookalike")
 
@@ -287,12 +292,32 @@ def _took(report) -> str:  # type: ignore[no-untyped-def]
     return took
 
 
+def _search_queries(args: argparse.Namespace) -> list[tuple[str, Query]]:
+    """(what to print as the query, the query) for each query of ``lookalike search``: each
+    image (its ``--box`` region), with ``--text`` searched among what the words find; only
+    ``--text``: the words alone."""
+    from lookalike.search.engine import Region, Text
+
+    match: Match = "any" if args.any else "all"
+    if not args.images:
+        if args.text is None:
+            raise InvalidInput("nothing to search for: give query images, --text WORDS, or both")
+        return [(f"text: {args.text}", Text(args.text, match))]
+    queries: list[tuple[str, Query]] = []
+    for path in args.images:
+        query: Query = path if args.box is None else Region(path, args.box)
+        if args.text is not None:
+            query = Text(args.text, match, like=query)  # type: ignore[arg-type]
+        queries.append((path, query))
+    return queries
+
+
 def _search(args: argparse.Namespace) -> int:
     from lookalike.image.decode import DecodeError
-    from lookalike.search.engine import Region
     from lookalike.search.rerank import MIN_IMAGES as MIN_RERANK_IMAGES
 
     status = 0
+    queries = _search_queries(args)
     with _open(args) as collection:
         if len(collection) == 0:
             print(
@@ -312,10 +337,10 @@ def _search(args: argparse.Namespace) -> int:
                 f"re-rank (fewer than {MIN_RERANK_IMAGES}): --rerank is a plain search",
                 file=sys.stderr,
             )
-        for query in args.images:
+        for number, (query, asked) in enumerate(queries, 1):
             try:
                 (outcome,) = collection.search_detailed(
-                    [query if args.box is None else Region(query, args.box)],
+                    [asked],
                     k=args.k,
                     min_score=args.min_score,
                     by_category=args.by_category,
@@ -335,10 +360,11 @@ def _search(args: argparse.Namespace) -> int:
             if args.json:
                 line: dict[str, object] = {
                     "query": query,
-                    "results": [
-                        {**r.as_dict(), "weak": r.score < config.WEAK_MATCH} for r in results
-                    ],
+                    "results": [{**r.as_dict(), "weak": outcome.is_weak(r)} for r in results],
                 }
+                if outcome.concepts is not None:
+                    line["text"] = args.text
+                    line["concepts"] = outcome.concepts
                 if args.rerank:
                     line["reranked"] = outcome.reranked
                 if args.by_category:
@@ -349,29 +375,55 @@ def _search(args: argparse.Namespace) -> int:
                 print(_dumps(line))
             else:
                 print(one_line(query))
+                if outcome.concepts is not None:
+                    print(
+                        f"  words: {', '.join(outcome.concepts)} ({'any' if args.any else 'all'})"
+                    )
                 if args.by_category:
                     where = ", ".join(outcome.searched) if outcome.searched else "everything"
                     print(f"  searched: {where}")
-                _print_hits(results)
+                _print_hits(results, outcome.weak_below)
                 if not results:
                     above = "" if args.min_score is None else f" at or above {args.min_score:g}"
                     print(f"  no match{above}")
-            if args.plot is not None:
-                _plot_query(args.plot, args.images.index(query) + 1, query, results)
+            if args.plot is not None and args.images:
+                _plot_query(args.plot, number, query, results)
     return status
 
 
-def _print_hits(results) -> None:  # type: ignore[no-untyped-def]
+def _print_hits(results, weak_below: float = config.WEAK_MATCH) -> None:  # type: ignore[no-untyped-def]
     """Ranked results, weak matches marked (and said so when every result is weak)."""
     for rank, hit in enumerate(results, 1):
         label = f"  [{hit.category}]" if hit.category else ""
-        weak = "  (weak)" if hit.score < config.WEAK_MATCH else ""
+        weak = "  (weak)" if hit.score < weak_below else ""
         print(f"  {rank:>3}  {hit.score:.4f}  {one_line(hit.path)}{label}{weak}")
-    if results and all(hit.score < config.WEAK_MATCH for hit in results):
+    if results and all(hit.score < weak_below for hit in results):
         print(
-            f"  every match is weak (cosine < {config.WEAK_MATCH}): probably nothing like "
+            f"  every match is weak (cosine < {weak_below}): probably nothing like "
             "this in the collection"
         )
+
+
+def _concepts(args: argparse.Namespace) -> int:
+    from lookalike.search.words import normalise
+
+    with _open(args) as collection:
+        concepts = collection.concepts()
+    if args.source is not None:
+        concepts = [c for c in concepts if c.source == args.source]
+    if args.containing is not None:
+        wanted = normalise(args.containing)
+        concepts = [
+            c for c in concepts if any(wanted in normalise(n) for n in (c.name, *c.synonyms))
+        ]
+    for concept in concepts:
+        if args.json:
+            print(_dumps(concept.as_dict()))
+        else:
+            others = [n for n in concept.synonyms if n != concept.name]
+            also = f"  (also: {', '.join(others)})" if others else ""
+            print(f"{concept.source:<9} {concept.name}{also}")
+    return 0
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -879,7 +931,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_index)
 
     p = command("search", help="find the indexed images most like each query")
-    p.add_argument("images", nargs="+", help="query image files (indexed ones too)")
+    p.add_argument(
+        "images", nargs="*", help="query image files (indexed ones too); none with --text"
+    )
+    p.add_argument(
+        "--text",
+        default=None,
+        metavar="WORDS",
+        help="search by words: ImageNet concepts and the collection's labels (a fixed "
+        "vocabulary, `lookalike concepts` lists it; several: commas). With images: the "
+        "images most like each among those the words find",
+    )
+    p.add_argument(
+        "--any",
+        action="store_true",
+        help="with several --text words: images showing any of them (default: all of them)",
+    )
     _add_db(p)
     _add_k(p, config.DEFAULT_K, "results per query")
     p.add_argument("--min-score", type=_cosine, default=None, help="lowest cosine to show (-1..1)")
@@ -933,6 +1000,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw the query and its results; more queries: OUT-2.png, OUT-3.png, ...",
     )
     p.set_defaults(run=_search)
+
+    p = command("concepts", help="list the concepts that search --text knows")
+    p.add_argument("containing", nargs="?", default=None, help="only names containing this")
+    _add_db(p)
+    p.add_argument("--source", choices=["label", "imagenet"], default=None)
+    p.add_argument("--json", action="store_true", help="one JSON line per concept")
+    p.set_defaults(run=_concepts)
 
     p = command("classify", help="predict the categories of images")
     p.add_argument("images", nargs="+")

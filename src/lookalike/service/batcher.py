@@ -29,7 +29,7 @@ from lookalike.encode.base import ImageEncoder
 from lookalike.encode.features import Localize
 from lookalike.encode.models import ModelSpec
 from lookalike.search import engine as search
-from lookalike.search.engine import QueryOutcome, Region
+from lookalike.search.engine import QueryOutcome, Region, Text
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class SearchOptions:
 @dataclass
 class _Query:
     collection: Collection
-    image: Image.Image | Region
+    image: Image.Image | Region | Text
     options: SearchOptions
     future: Future[QueryOutcome]
 
@@ -76,10 +76,11 @@ class QueryBatcher:
         self.embedder.embed_images([Image.new("RGB", (side, side))])
 
     def submit(
-        self, collection: Collection, image: Image.Image | Region, options: SearchOptions
+        self, collection: Collection, image: Image.Image | Region | Text, options: SearchOptions
     ) -> Future[QueryOutcome]:
         """Search ``collection`` for the decoded RGB ``image`` (or a region of one: a decoded
-        image needs no store to describe); the future holds the outcome."""
+        image needs no store to describe; or words, with or without such an image); the
+        future holds the outcome."""
         future: Future[QueryOutcome] = Future()
         self._queue.put(_Query(collection, image, options, future))
         return future

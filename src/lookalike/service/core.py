@@ -237,7 +237,9 @@ class Service:
         except NotFound as exc:
             raise NotFound(f"image {image_id} is {exc}") from None
 
-    def hits(self, name: str, results: list[SearchResult]) -> list[Hit]:
+    def hits(
+        self, name: str, results: list[SearchResult], weak_below: float = config.WEAK_MATCH
+    ) -> list[Hit]:
         uploads = self.collections.files_dir(name)
         return [
             Hit(
@@ -249,7 +251,7 @@ class Service:
                 category=r.category,
                 cluster=r.cluster,
                 box=r.box,
-                weak=r.score < config.WEAK_MATCH,
+                weak=r.score < weak_below,
                 image_url=f"/collections/{name}/images/{r.id}",
                 thumbnail_url=f"/collections/{name}/images/{r.id}/thumbnail",
             )

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from lookalike.config import WEAK_MATCH
+from lookalike.config import WEAK_MATCH, WEAK_WORDS
 from lookalike.encode.models import builtin_models
 from lookalike.service.settings import NAME_PATTERN
 
@@ -55,7 +55,10 @@ class Hit(BaseModel):
     box: tuple[float, float, float, float] | None = Field(
         default=None, description="where the object is, relative x0, y0, x1, y1"
     )
-    weak: bool = Field(default=False, description=f"a weak match: score below {WEAK_MATCH}")
+    weak: bool = Field(
+        default=False,
+        description=f"a weak match: score below {WEAK_MATCH} ({WEAK_WORDS} for words alone)",
+    )
     image_url: str
     thumbnail_url: str
 
@@ -73,8 +76,19 @@ class SearchResponse(BaseModel):
         default=None, description="categories searched (by_category); null: all of them"
     )
     reranked: bool = Field(default=False, description="re-ranked (rerank, enough images)")
+    concepts: list[str] | None = Field(
+        default=None, description="what the words named (text), as source:name"
+    )
     results: list[Hit]
     took_ms: float
+
+
+class ConceptItem(BaseModel):
+    name: str
+    source: Literal["label", "imagenet"] = Field(
+        description="the collection's own label, or one of the model's ImageNet classes"
+    )
+    synonyms: list[str] = Field(description="other names that find it (ImageNet)")
 
 
 class ImageItem(BaseModel):

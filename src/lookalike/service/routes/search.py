@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import nullcontext
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Response, UploadFile
+from fastapi import APIRouter, File, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from PIL import Image
 
 from lookalike import config
-from lookalike.errors import Conflict, NotFound
+from lookalike.errors import Conflict, InvalidInput, NotFound
 from lookalike.image.decode import DecodeError
 from lookalike.search import engine as search
-from lookalike.search.engine import Query, Region
+from lookalike.search.engine import Region, Text
 from lookalike.service.batcher import SearchOptions
 from lookalike.service.files import shown_folder, shown_name
 from lookalike.service.routes.common import (
@@ -31,7 +32,7 @@ from lookalike.service.routes.common import (
     read_upload,
     region,
 )
-from lookalike.service.schemas import SearchResponse
+from lookalike.service.schemas import ConceptItem, SearchResponse
 
 #: What searching a collection without images answers (409).
 EMPTY = "this collection is empty: add images first"
@@ -59,25 +60,46 @@ async def preview_upload(
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
+Words = Annotated[
+    str | None,
+    Query(
+        max_length=1000,
+        description="search by words: ImageNet concepts and the collection's labels, a fixed "
+        "vocabulary (GET .../concepts lists it; several: commas). With a file: the images "
+        "most like it among those the words find. A word that names nothing: 422, with the "
+        "nearest known names",
+        examples=["golden retriever"],
+    ),
+]
+MatchQuery = Annotated[
+    Literal["all", "any"],
+    Query(description="several words: images showing all of them, or any one"),
+]
+
+
 @router.post("/search")
 async def search_by_upload(
     name: Name,
     service: ServiceDep,
-    file: Annotated[UploadFile, File(description="the query image")],
+    file: Annotated[UploadFile | None, File(description="the query image")] = None,
     k: K = config.DEFAULT_K,
     min_score: MinScore = None,
     by_category: ByCategory = False,
     localize: LocalizeQuery = None,
     box: RegionQuery = None,
     rerank: Rerank = False,
+    text: Words = None,
+    match: MatchQuery = "all",
 ) -> SearchResponse:
-    """The indexed images most like an uploaded one (or the ``box`` region of it), best
-    first, described and searched as `lookalike search` and `Collection.search` do (through
-    the query batcher). Needs no token. An empty collection answers 409."""
+    """The indexed images most like an uploaded one (or the ``box`` region of it), or that
+    the words of ``text`` name, or both, best first, described and searched as `lookalike
+    search` and `Collection.search` do (through the query batcher). Needs no token. An
+    empty collection answers 409."""
     started = time.perf_counter()
+    if file is None and text is None:
+        raise InvalidInput("nothing to search for: send a file, text, or both")
     part = region(box)
-    data = await read_upload(file, service)
-    filename = file.filename or "upload"
+    data = await read_upload(file, service) if file is not None else None
     options = SearchOptions(
         k=k, min_score=min_score, by_category=by_category, rerank=rerank, localize=localize
     )
@@ -85,22 +107,44 @@ async def search_by_upload(
         if len(collection) == 0:
             raise Conflict(EMPTY)
         batcher = await run_in_threadpool(service.batcher, collection.spec)
-        # decoded as the library decodes a query file (see lookalike.search.engine.Region)
-        setting = collection.query_localization(localize)
-        encoder = await run_in_threadpool(collection.query_embedder, setting)
-        side = search.decode_side(encoder, region=part is not None)
-        async with service.slots.search(data):
-            image = await run_in_threadpool(service.decode_query, data, filename, side)
-        query = image if part is None else Region(image, part)
+        photo: Image.Image | Region | None = None
+        if data is not None:
+            assert file is not None
+            # decoded as the library decodes a query file (see lookalike.search.engine.Region)
+            setting = collection.query_localization(localize)
+            encoder = await run_in_threadpool(collection.query_embedder, setting)
+            side = search.decode_side(encoder, region=part is not None)
+            async with service.slots.search(data):
+                image = await run_in_threadpool(
+                    service.decode_query, data, file.filename or "upload", side
+                )
+            photo = image if part is None else Region(image, part)
+        query: Image.Image | Region | Text
+        if text is not None:
+            query = Text(text, match, like=photo)
+        else:
+            assert photo is not None
+            query = photo
         outcome = await asyncio.wrap_future(batcher.submit(collection, query, options))
     return SearchResponse(
         collection=name,
         query_box=outcome.query_box,
         searched_categories=outcome.searched,
         reranked=outcome.reranked,
-        results=service.hits(name, outcome.results),
+        concepts=outcome.concepts,
+        results=service.hits(name, outcome.results, outcome.weak_below),
         took_ms=round((time.perf_counter() - started) * 1000, 2),
     )
+
+
+@router.get("/concepts")
+def concepts(name: Name, service: ServiceDep) -> list[ConceptItem]:
+    """What ``text`` can name in this collection: its labels (two or more are needed), then
+    the model's ImageNet classes with their synonyms. Search by words is concept search over
+    this fixed vocabulary, not free text."""
+    with service.collections.lease(name) as collection:
+        found = collection.concepts()
+    return [ConceptItem(name=c.name, source=c.source, synonyms=list(c.synonyms)) for c in found]
 
 
 @router.get("/images/{image_id}/similar")
@@ -124,7 +168,7 @@ def more_like_this(
         # and is left out of its results (should the file have changed since, with its
         # content). A region of it is decoded and described afresh (and left out too).
         try:
-            query: Query = path if part is None else Region(path, part)
+            query: search.Query = path if part is None else Region(path, part)
             # a region is decoded from the stored file: in a decode slot, as every decode
             decoding = service.decodes.for_file(path) if part is not None else nullcontext()
             with decoding:
