@@ -88,6 +88,8 @@ class Collection:
         self.snapshots = SnapshotCache(store)
         #: The one way changes reach the collection (:mod:`lookalike.pipeline.write_path`).
         self.writes = WritePath(store, self.snapshots, name)
+        #: The vocabulary of search by words, and the labels it was made with.
+        self._vocabulary: tuple[tuple[str, ...], Vocabulary] | None = None
 
     @classmethod
     def open(
@@ -289,8 +291,12 @@ class Collection:
         model's 1000 ImageNet concepts (built-in models only)."""
         classifier = self.snapshot().classifier
         labels = classifier.classes if classifier is not None else ()
-        head = imagenet.head_weights(self.spec)
-        return Vocabulary.of(labels, imagenet_class_names(), head)
+        kept = self._vocabulary
+        if kept is None or kept[0] != labels:
+            head = imagenet.head_weights(self.spec)
+            kept = (labels, Vocabulary.of(labels, imagenet_class_names(), head))
+            self._vocabulary = kept  # a benign race: both threads build the same
+        return kept[1]
 
     def concepts(self) -> list[Concept]:
         """Every concept words can name in this collection (``lookalike concepts``)."""

@@ -50,12 +50,16 @@ def head_weights(spec: ModelSpec) -> np.ndarray | None:
     side by side, as its vectors are. None for a model without a head (a user's ONNX model)."""
     if spec.onnx_path is not None:
         return None
-    names = [part.name for part in spec.parts] or [spec.name]
-    rows = [_unit_rows(_fc_weight(name)) for name in names]
-    return np.concatenate(rows, axis=1) if len(rows) > 1 else _fc_weight(names[0])
+    return _head_of(tuple(part.name for part in spec.parts) or (spec.name,))
 
 
 @functools.cache
+def _head_of(names: tuple[str, ...]) -> np.ndarray:
+    if len(names) == 1:
+        return _fc_weight(names[0])
+    return np.concatenate([_unit_rows(_fc_weight(name)) for name in names], axis=1)
+
+
 def _fc_weight(name: str) -> np.ndarray:
     from lookalike.encode.checkpoint import load_state_dict
     from lookalike.encode.models import _checkpoint_path

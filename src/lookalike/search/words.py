@@ -25,6 +25,7 @@ own labels. Not free text: a word is found only if it names a concept.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -116,13 +117,12 @@ class Vocabulary:
     ) -> Vocabulary:
         """The collection's ``labels`` (those with a classifier) first, then the ImageNet
         classes when the model has a head (``head``)."""
-        concepts = [Concept(label, "label", label) for label in labels]
+        concepts = tuple(Concept(label, "label", label) for label in labels)
         if head is not None:
-            for index, names in enumerate(imagenet_names):
-                synonyms = tuple(n.strip() for n in names.split(",") if n.strip())
-                concepts.append(Concept(synonyms[0], "imagenet", index, synonyms))
-        return cls(tuple(concepts), head)
+            concepts += imagenet_concepts(tuple(imagenet_names))
+        return cls(concepts, head)
 
+    @functools.cached_property
     def _by_name(self) -> dict[str, list[Concept]]:
         found: dict[str, list[Concept]] = {}
         labels = {normalise(c.name) for c in self.concepts if c.source == "label"}
@@ -142,7 +142,7 @@ class Vocabulary:
         terms_text = [t.strip() for t in re.split(r"[,+]", text) if t.strip()]
         if not terms_text:
             raise InvalidInput("no words to search for")
-        by_name = self._by_name()
+        by_name = self._by_name
         terms, unknown = [], {}
         for word in terms_text:
             key = normalise(word)
@@ -157,6 +157,17 @@ class Vocabulary:
         if unknown:
             raise UnknownWords(unknown)
         return WordQuery(text, tuple(terms), match, self.head)
+
+
+@functools.cache
+def imagenet_concepts(names: tuple[str, ...]) -> tuple[Concept, ...]:
+    """The ImageNet classes as concepts, each under all its names (``"laptop, laptop
+    computer"``: first the name shown)."""
+    concepts = []
+    for index, line in enumerate(names):
+        synonyms = tuple(n.strip() for n in line.split(",") if n.strip())
+        concepts.append(Concept(synonyms[0], "imagenet", index, synonyms))
+    return tuple(concepts)
 
 
 def linear_rows(query: WordQuery, classifier: CategoryModel | None) -> list[np.ndarray]:
