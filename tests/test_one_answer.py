@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from lookalike import Collection, Region
+from lookalike import Collection, Region, Text
 from lookalike.cli import main
 from lookalike.service import ServiceSettings, create_app
 from lookalike.store.postgres import split_uri
@@ -295,3 +295,96 @@ def test_sqlite_and_postgres_give_the_same_answer(
         assert got_paths == paths, label
         assert got_scores == pytest.approx(scores, abs=1e-4), label
         assert got_box == query_box, label
+
+
+#: Queries of words (issue 21): label -> (words, match, photo searched with them or None).
+WORDS = {
+    "label": ("starfish", "all", None),
+    "imagenet": ("daisy", "all", None),
+    "any": ("chair, daisy", "any", None),
+    "all": ("cup + starfish", "all", None),
+    "photo": ("sunflower", "all", "wall"),
+}
+
+
+def _words_photo(world: World, photo: str | None) -> Path | None:
+    return None if photo is None else world.uploads[photo][0]
+
+
+def cli_words(world: World, capsys: pytest.CaptureFixture[str]) -> dict[str, Answer]:
+    out: dict[str, Answer] = {}
+    for label, (words, match, photo) in WORDS.items():
+        path = _words_photo(world, photo)
+        args = ["search", "--text", words, "--db", world.db, "-k", str(K), "--json"]
+        args += (["--any"] if match == "any" else []) + ([] if path is None else [str(path)])
+        capsys.readouterr()
+        assert main(args) == 0
+        line = json.loads(capsys.readouterr().out)
+        out[label] = _from_dicts(line["results"], line.get("query_box"))
+    return out
+
+
+def api_words(world: World) -> dict[str, Answer]:
+    with Collection.open(world.db, create=False) as collection:
+        asked = [
+            Text(words, match, like=None if photo is None else str(_words_photo(world, photo)))  # type: ignore[arg-type]
+            for words, match, photo in WORDS.values()
+        ]
+        outcomes = collection.search_detailed(asked, k=K)
+    return {
+        label: Answer(
+            [r.id for r in o.results],
+            [r.path for r in o.results],
+            [r.score for r in o.results],
+            None if o.query_box is None else [round(v, 4) for v in o.query_box],
+        )
+        for label, o in zip(WORDS, outcomes, strict=True)
+    }
+
+
+def http_words(world: World) -> dict[str, Answer]:
+    out: dict[str, Answer] = {}
+    for label, (words, match, photo) in WORDS.items():
+        path = _words_photo(world, photo)
+        files = None if path is None else {"file": (path.name, path.read_bytes())}
+        response = world.client.post(
+            f"/collections/{world.name}/search",
+            params={"k": K, "text": words, "match": match},
+            files=files,
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        box_found = body["query_box"]
+        out[label] = _from_dicts(
+            body["results"], None if box_found is None else [round(v, 4) for v in box_found]
+        )
+    return out
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_words_give_the_same_answer_through_every_door(
+    worlds: dict[str, World], store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Words alone, several combined, and words with a photo: the CLI, the Python API and
+    HTTP (the batcher) agree. (``eval`` takes photo queries only.)"""
+    world = worlds[store]
+    expected = cli_words(world, capsys)
+    assert all(len(a.ids) == K for a in expected.values())
+    assert expected["photo"].query_box is not None  # the photo was localized as alone
+    assert_same(expected, api_words(world), "python")
+    assert_same(expected, http_words(world), "http batched")
+
+
+def test_words_give_the_same_answer_in_sqlite_and_postgres(
+    worlds: dict[str, World], capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = {}
+    for store, world in worlds.items():
+        answers[store] = {
+            label: ([str(Path(p).relative_to(world.photos)) for p in a.paths], a.scores)
+            for label, a in cli_words(world, capsys).items()
+        }
+    for label, (paths, scores) in answers["sqlite"].items():
+        got_paths, got_scores = answers["postgres"][label]
+        assert got_paths == paths, label
+        assert got_scores == pytest.approx(scores, abs=1e-4), label
