@@ -230,3 +230,37 @@ def test_paste_and_drop_a_photo(
     page.fill("#k", "3")
     page.locator("#k").dispatch_event("change")
     expect(page.locator("#results .card")).to_have_count(3)
+
+
+def test_search_by_words_alone_then_with_the_photo(
+    page,  # type: ignore[no-untyped-def]
+    server: str,
+    photos: Path,
+) -> None:
+    """The words box: words alone (issue 21), then a photo searched among what they find."""
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server + "/")
+    expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    page.fill("#words", "starfish")
+    page.click("#words-form button")
+    expect(page.locator("#results .card")).to_have_count(12)
+    expect(page.locator("#query-title")).to_have_text("\u201cstarfish\u201d")
+    assert all("/starfish/" in path for _, _, path in card_facts(page)[:5])
+    assert "t=starfish" in page.url and "q=words" in page.url
+
+    page.fill("#words", "golden retreiver")
+    page.click("#words-form button")
+    expect(page.locator("#message")).to_contain_text("nearest known names: golden retriever")
+
+    page.set_input_files("#file", str(photos / "chair" / "image_0003.jpg"))
+    expect(page.locator("#query-title")).to_have_text("image_0003.jpg")
+    expect(page.locator("#words")).to_have_value("")  # a new photo: its own search
+    page.fill("#words", "cup")
+    page.click("#words-form button")
+    expect(page.locator("#query-meta")).to_contain_text("result")
+    facts = card_facts(page)
+    assert facts and all("/cup/" in path for _, _, path in facts), facts
+    assert errors == []

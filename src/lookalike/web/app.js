@@ -225,6 +225,7 @@ function searchParams(p) {
   if (p.get("cat") === "1") query.set("by_category", "true");
   if (p.get("rr") === "1") query.set("rerank", "true");
   if (p.get("box")) query.set("box", p.get("box"));
+  if (p.get("t")) query.set("text", p.get("t"));
   return query;
 }
 
@@ -272,7 +273,15 @@ async function renderSearch(p) {
   compactDrop(true);
 
   let request;
-  if (q.startsWith("id:")) {
+  $("#words").value = p.get("t") || "";
+  $("#query-frame").hidden = q === "words";
+  $(".region-hint").hidden = q === "words";
+  if (q === "words") {
+    if (!p.get("t")) return;
+    $("#query-title").textContent = `“${p.get("t")}”`;
+    $("#query-title").title = "";
+    request = () => api(`${collectionPath("/search")}?${searchParams(p)}`, { method: "POST" });
+  } else if (q.startsWith("id:")) {
     const id = Number(q.slice(3));
     const known = state.items.get(id);
     showQuery(collectionPath(`/images/${id}/thumbnail`), `More like ${known ? known.name : `image #${id}`}`,
@@ -443,7 +452,7 @@ async function searchFile(file) {
     return;
   }
   const key = await keepUpload(file);
-  await go({ tab: null, q: `upload:${key}`, box: null, view: null });
+  await go({ tab: null, q: `upload:${key}`, box: null, view: null, t: null });
 }
 
 // --- dragging a box on the query: search that region -----------------------------------------
@@ -882,6 +891,16 @@ async function start() {
   document.querySelectorAll(".tabs button").forEach((button) => {
     button.addEventListener("click", () => go({ tab: button.dataset.tab === "search" ? null : button.dataset.tab, view: null }));
   });
+  $("#words-form").addEventListener("submit", (event) => {
+    // words alone, or with the photo shown: that photo searched among what the words find
+    event.preventDefault();
+    if (!state.collection) return say("Create a collection first (+ new).");
+    const words = $("#words").value.trim();
+    const q = params().get("q") || "";
+    const photo = q.startsWith("upload:") ? q : "words";
+    if (!words && photo === "words") return;
+    go({ tab: null, q: photo, t: words, view: null });
+  });
   $("#file").addEventListener("change", (event) => {
     searchFile(event.target.files[0]);
     event.target.value = "";
@@ -933,7 +952,7 @@ async function start() {
   });
   $("#viewer-similar").addEventListener("click", () => {
     const id = $("#viewer").dataset.id;
-    go({ tab: null, q: `id:${id}`, box: null, view: null });
+    go({ tab: null, q: `id:${id}`, box: null, view: null, t: null });
     window.scrollTo({ top: 0 });
   });
   $("#viewer-delete").addEventListener("click", deleteViewed);
