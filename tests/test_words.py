@@ -257,3 +257,28 @@ def test_http_searches_by_words(tmp_path: Path, sample_dbs: dict[str, tuple[str,
             "source": "imagenet",
             "synonyms": ["laptop", "laptop computer"],
         } in listed.json()
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_a_codec_turns_a_linear_score_into_a_query_vector_that_scores_as_it(whiten: bool) -> None:
+    """q . transform(x) is w . (x - mean) on the kept components, over the transformed
+    vector's length: the cosine that ranks as the linear score does (PCA, whitened or not,
+    and centring only)."""
+    from lookalike.index.pca import fit
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(200, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    w = rng.normal(size=16).astype(np.float32)
+    for dims in (0, 6):
+        codec = fit(vectors, dims, whiten=whiten)
+        (q,) = codec.direction(w[None])
+        assert np.linalg.norm(q) == pytest.approx(1.0, abs=1e-5)
+        centred = vectors - codec.mean
+        kept = centred @ codec.components.T * codec.scale if dims else centred
+        basis = codec.components.T @ codec.components if dims else np.eye(16)
+        linear = centred @ basis @ w
+        cosine = codec.transform(vectors) @ q
+        ratio = cosine * np.linalg.norm(kept, axis=1) / linear
+        assert np.allclose(ratio, ratio[0], rtol=1e-3)  # one positive factor for every image
+        assert ratio[0] > 0
