@@ -282,3 +282,33 @@ def test_a_codec_turns_a_linear_score_into_a_query_vector_that_scores_as_it(whit
         ratio = cosine * np.linalg.norm(kept, axis=1) / linear
         assert np.allclose(ratio, ratio[0], rtol=1e-3)  # one positive factor for every image
         assert ratio[0] > 0
+
+
+def test_a_bad_word_fails_its_own_query_not_the_batch(
+    sample_dbs: dict[str, tuple[str, Path]],
+) -> None:
+    """The query batcher describes the queries waiting together: words that name nothing
+    fail their own search only, and the words of each collection are matched to its own
+    vocabulary."""
+    from PIL import Image
+
+    from lookalike.service.batcher import QueryBatcher, SearchOptions
+
+    db, photos = sample_dbs["sqlite"]
+    with Collection.open(db, create=False) as collection:
+        batcher = QueryBatcher(collection.spec, collection.query_embedder(), workers=1, max_batch=8)
+        try:
+            big = Image.open(photos / "cup" / "image_0004.jpg").convert("RGB").resize((1600, 1200))
+            options = SearchOptions(k=3)
+            busy = batcher.submit(collection, big, options)  # the worker is busy with it...
+            chair = Image.open(photos / "chair" / "image_0003.jpg").convert("RGB")
+            bad = batcher.submit(collection, Text("golden retreiver"), options)
+            good = batcher.submit(collection, chair, options)  # ...these two wait together
+            words = batcher.submit(collection, Text("starfish"), options)
+            assert busy.result(timeout=60).results
+            assert folder(good.result(timeout=60).results[0]) == "chair"
+            assert [folder(r) for r in words.result(timeout=60).results] == ["starfish"] * 3
+            with pytest.raises(UnknownWords):
+                bad.result(timeout=60)
+        finally:
+            batcher.close()

@@ -121,11 +121,14 @@ class QueryBatcher:
     def _run(self, batch: list[_Query]) -> None:
         # One model run per description setting: every collection of this batcher has its
         # model, so queries of several collections are described together.
-        by_description: dict[Localize, list[_Query]] = {}
+        # A query of words is described on its own: its words are matched to its collection's
+        # vocabulary, and words that name nothing fail that query only.
+        by_description: dict[tuple[Localize, int], list[_Query]] = {}
         for q in batch:
             setting = q.collection.query_localization(q.options.localize)
-            by_description.setdefault(setting, []).append(q)
-        for setting, queries in by_description.items():
+            alone = id(q) if isinstance(q.image, Text) else 0
+            by_description.setdefault((setting, alone), []).append(q)
+        for (setting, _), queries in by_description.items():
             try:
                 described = queries[0].collection.describe(
                     [q.image for q in queries], localize=setting
