@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,30 +87,41 @@ def test_a_model_without_a_head_knows_only_the_labels() -> None:
 # --- searching a collection ----------------------------------------------------------------
 
 
+def index_sample(base: Path, db: str) -> tuple[str, Path]:
+    """The 30 sample photos, without labels, in the collection ``db``."""
+    photos = base / "photos"
+    shutil.copytree(SAMPLE / "collection", photos)
+    assert main(["index", str(photos), "--db", db, "--json"]) == 0
+    return db, photos
+
+
 @pytest.fixture(scope="module")
-def sample_dbs(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, tuple[str, Path]]]:
-    """The 30 sample photos in a SQLite file and a PostgreSQL schema, without labels."""
-    built = {}
-    for store in ("sqlite", "postgres"):
-        base = tmp_path_factory.mktemp(f"words-{store}")
-        photos = base / "photos"
-        shutil.copytree(SAMPLE / "collection", photos)
-        if store == "sqlite":
-            db = str(base / "words.db")
-        else:
-            db = f"{request.getfixturevalue('postgres_server')}#words"
-        assert main(["index", str(photos), "--db", db, "--json"]) == 0
-        built[store] = (db, photos)
-    yield built
+def sqlite_sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    base = tmp_path_factory.mktemp("words-sqlite")
+    return index_sample(base, str(base / "words.db"))
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+@pytest.fixture(scope="module")
+def postgres_sample(
+    postgres_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
+    return index_sample(tmp_path_factory.mktemp("words-postgres"), f"{postgres_server}#words")
+
+
+#: Both stores; PostgreSQL's tests are integration tests (a real server).
+STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
+
+
+def sample(request: pytest.FixtureRequest, store: str) -> tuple[str, Path]:
+    found: tuple[str, Path] = request.getfixturevalue(f"{store}_sample")
+    return found
+
+
+@pytest.mark.parametrize("store", STORES)
 def test_words_find_the_images_of_their_concept_scored_as_the_module_says(
-    sample_dbs: dict[str, tuple[str, Path]], store: str
+    request: pytest.FixtureRequest, store: str
 ) -> None:
-    db, _ = sample_dbs[store]
+    db, _ = sample(request, store)
     with Collection.open(db, create=False) as collection:
         (outcome,) = collection.search_detailed([Text("starfish")], k=5)
         assert outcome.concepts == ["imagenet:starfish"]
@@ -133,11 +143,9 @@ def test_words_find_the_images_of_their_concept_scored_as_the_module_says(
         assert [r.id for r in kept.results] == [r.id for r in outcome.results[:3]]
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgres"])
-def test_several_words_combine_all_or_any(
-    sample_dbs: dict[str, tuple[str, Path]], store: str
-) -> None:
-    db, _ = sample_dbs[store]
+@pytest.mark.parametrize("store", STORES)
+def test_several_words_combine_all_or_any(request: pytest.FixtureRequest, store: str) -> None:
+    db, _ = sample(request, store)
     with Collection.open(db, create=False) as collection:
         size = len(collection)
         singles = {
@@ -164,11 +172,11 @@ def test_several_words_combine_all_or_any(
         assert [r.id for r in both] != sorted(singles["cup"], key=lambda i: -singles["cup"][i])
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+@pytest.mark.parametrize("store", STORES)
 def test_a_photo_with_words_is_searched_among_what_the_words_find(
-    sample_dbs: dict[str, tuple[str, Path]], store: str
+    request: pytest.FixtureRequest, store: str
 ) -> None:
-    db, photos = sample_dbs[store]
+    db, photos = sample(request, store)
     chair = str(photos / "chair" / "image_0003.jpg")
     with Collection.open(db, create=False) as collection:
         size = len(collection)
@@ -206,9 +214,9 @@ def test_labels_are_words_too(tmp_path: Path, photos: Path) -> None:
 
 
 def test_cli_searches_by_words_and_says_what_it_does_not_know(
-    sample_dbs: dict[str, tuple[str, Path]], capsys: pytest.CaptureFixture[str]
+    sqlite_sample: tuple[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db, _ = sample_dbs["sqlite"]
+    db, _ = sqlite_sample
     capsys.readouterr()
     assert main(["search", "--text", "starfish", "--db", db, "-k", "3", "--json"]) == 0
     line = json.loads(capsys.readouterr().out)
@@ -226,8 +234,8 @@ def test_cli_searches_by_words_and_says_what_it_does_not_know(
     assert all("retriever" in " ".join([c["name"], *c["synonyms"]]) for c in listed)
 
 
-def test_http_searches_by_words(tmp_path: Path, sample_dbs: dict[str, tuple[str, Path]]) -> None:
-    db, photos = sample_dbs["sqlite"]
+def test_http_searches_by_words(tmp_path: Path, sqlite_sample: tuple[str, Path]) -> None:
+    db, photos = sqlite_sample
     settings = ServiceSettings(collections_dir=tmp_path / "collections", db=db)
     with TestClient(create_app(settings)) as client:
         name = "words"
@@ -284,9 +292,7 @@ def test_a_codec_turns_a_linear_score_into_a_query_vector_that_scores_as_it(whit
         assert ratio[0] > 0
 
 
-def test_a_bad_word_fails_its_own_query_not_the_batch(
-    sample_dbs: dict[str, tuple[str, Path]],
-) -> None:
+def test_a_bad_word_fails_its_own_query_not_the_batch(sqlite_sample: tuple[str, Path]) -> None:
     """The query batcher describes the queries waiting together: words that name nothing
     fail their own search only, and the words of each collection are matched to its own
     vocabulary."""
@@ -294,7 +300,7 @@ def test_a_bad_word_fails_its_own_query_not_the_batch(
 
     from lookalike.service.batcher import QueryBatcher, SearchOptions
 
-    db, photos = sample_dbs["sqlite"]
+    db, photos = sqlite_sample
     with Collection.open(db, create=False) as collection:
         batcher = QueryBatcher(collection.spec, collection.query_embedder(), workers=1, max_batch=8)
         try:
