@@ -16,10 +16,14 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lookalike import __version__, config
 from lookalike.errors import LookalikeError
 from lookalike.image.files import one_line, printable
+
+if TYPE_CHECKING:
+    from lookalike.collection import Collection
 
 log = logging.getLogger("lookalike")
 
@@ -358,7 +362,25 @@ def _search(args: argparse.Namespace) -> int:
                     print(f"  no match{above}")
             if args.plot is not None:
                 _plot_query(args.plot, args.images.index(query) + 1, query, results)
+            if args.explain is not None:
+                _explain_query(collection, args, query, results)
     return status
+
+
+def _explain_query(collection: Collection, args: argparse.Namespace, query: str, results) -> None:  # type: ignore[no-untyped-def]
+    """Save the explanation of the query's ``--explain-rank``-th result, if it has one."""
+    from lookalike.analysis.plots import numbered_path
+    from lookalike.search.engine import Region
+
+    if len(results) < args.explain_rank:
+        print(f"{one_line(query)}: no result {args.explain_rank} to explain", file=sys.stderr)
+        return
+    hit = results[args.explain_rank - 1]
+    explained = collection.explain(query if args.box is None else Region(query, args.box), hit.id)
+    path = numbered_path(args.explain, args.images.index(query) + 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    explained.image.save(path, format="PNG")
+    print(f"explained: {path} (result {args.explain_rank}, {one_line(hit.path)})", file=sys.stderr)
 
 
 def _print_hits(results) -> None:  # type: ignore[no-untyped-def]
@@ -931,6 +953,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="OUT.png",
         help="draw the query and its results; more queries: OUT-2.png, OUT-3.png, ...",
+    )
+    p.add_argument(
+        "--explain",
+        type=Path,
+        default=None,
+        metavar="OUT.png",
+        help="draw which regions of the query and of a result made them alike (heat over "
+        "both images); more queries: OUT-2.png, OUT-3.png, ...",
+    )
+    p.add_argument(
+        "--explain-rank",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="with --explain: the result to explain (default 1, the top one)",
     )
     p.set_defaults(run=_search)
 

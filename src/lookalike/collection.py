@@ -51,9 +51,11 @@ from lookalike.pipeline import indexer
 from lookalike.pipeline.indexer import IndexReport, Plan
 from lookalike.pipeline.write_path import WritePath
 from lookalike.search import engine as search
+from lookalike.search import explain as explaining
 from lookalike.search import fitting
 from lookalike.search.categories import CategoryModel, CategoryProjection
-from lookalike.search.engine import Query, QueryOutcome, SearchResult
+from lookalike.search.engine import ImageSource, Query, QueryOutcome, Region, SearchResult
+from lookalike.search.explain import Explanation
 from lookalike.search.snapshot import SearchSnapshot, SnapshotCache
 from lookalike.store.base import MetadataStore
 from lookalike.store.registry import is_url, open_store
@@ -427,6 +429,22 @@ class Collection:
             raise InvalidInput("a vector cannot be classified without a category classifier")
         image = search.query_image(query, lambda: encoder)
         return imagenet.top_classes(head([image])[0], imagenet.imagenet_class_names(), top)
+
+    def explain(self, query: ImageSource | Region, result_id: int) -> Explanation:
+        """Why the indexed image ``result_id`` is like ``query``: each feature-map cell's part
+        of their cosine in the collection's common space (arrays), and both images with the
+        heat drawn over them (``.image``, ``.png()``); see :mod:`lookalike.search.explain`."""
+        if isinstance(query, str | os.PathLike | search.Region):
+            query = cast(ImageSource | Region, _expanded(query))
+        localize = self.query_localization(None)
+        return explaining.explain(
+            self.embedder,
+            self.snapshot().codec,
+            self.store,
+            query,
+            result_id,
+            object_view=localize == "border" and self.spec.localize == "none",
+        )
 
     # --- clusters and near-duplicates ------------------------------------------------------
 
