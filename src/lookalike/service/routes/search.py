@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import nullcontext
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Response, UploadFile
+from fastapi import APIRouter, File, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from lookalike import config
 from lookalike.errors import Conflict, NotFound
 from lookalike.image.decode import DecodeError
 from lookalike.search import engine as search
-from lookalike.search.engine import Query, Region
+from lookalike.search.engine import Query as SearchQuery
+from lookalike.search.engine import Region
 from lookalike.service.batcher import SearchOptions
 from lookalike.service.files import shown_folder, shown_name
 from lookalike.service.routes.common import (
@@ -124,7 +125,7 @@ def more_like_this(
         # and is left out of its results (should the file have changed since, with its
         # content). A region of it is decoded and described afresh (and left out too).
         try:
-            query: Query = path if part is None else Region(path, part)
+            query: SearchQuery = path if part is None else Region(path, part)
             # a region is decoded from the stored file: in a decode slot, as every decode
             decoding = service.decodes.for_file(path) if part is not None else nullcontext()
             with decoding:
@@ -151,3 +152,55 @@ def more_like_this(
         results=service.hits(name, results),
         took_ms=round((time.perf_counter() - started) * 1000, 2),
     )
+
+
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "query and result, heat drawn over both"}
+}
+
+
+@router.post("/images/{image_id}/explain", response_class=Response, responses=PNG)
+async def explain_upload(
+    name: Name,
+    image_id: ImageId,
+    service: ServiceDep,
+    file: Annotated[UploadFile, File(description="the query image")],
+    box: RegionQuery = None,
+) -> Response:
+    """Why the indexed image ``image_id`` is like an uploaded one (or its ``box`` region):
+    a PNG of both images with each feature-map cell's part of their score drawn over them
+    (`lookalike search --explain`, `Collection.explain`). Needs no token."""
+    part = region(box)
+    data = await read_upload(file, service)
+    filename = file.filename or "upload"
+    with service.collections.lease(name) as collection:
+        service.servable_path(name, collection, image_id)
+        side = search.decode_side(collection.embedder, region=part is not None)
+        async with service.slots.search(data):
+            image = await run_in_threadpool(service.decode_query, data, filename, side)
+            query = image if part is None else Region(image, part)
+            explained = await run_in_threadpool(collection.explain, query, image_id)
+            png = await run_in_threadpool(explained.png)
+    return Response(png, media_type="image/png", headers={"X-Score": f"{explained.score:.6f}"})
+
+
+@router.get("/images/{image_id}/explain", response_class=Response, responses=PNG)
+def explain_indexed(
+    name: Name,
+    image_id: ImageId,
+    service: ServiceDep,
+    query_id: Annotated[int, Query(ge=1, le=2**63 - 1, description="the indexed query image")],
+    box: RegionQuery = None,
+) -> Response:
+    """Why the indexed image ``image_id`` is like the indexed image ``query_id`` (or its
+    ``box`` region), as a PNG (see the POST form)."""
+    part = region(box)
+    with service.collections.lease(name) as collection:
+        service.servable_path(name, collection, image_id)
+        path = service.servable_path(name, collection, query_id)
+        try:
+            explained = collection.explain(path if part is None else Region(path, part), image_id)
+        except DecodeError as exc:
+            raise NotFound(f"an image is no longer readable: {exc}") from None
+        png = explained.png()
+    return Response(png, media_type="image/png", headers={"X-Score": f"{explained.score:.6f}"})
