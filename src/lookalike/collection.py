@@ -50,9 +50,11 @@ from lookalike.index.persistent import FollowedIndex, StoreScan
 from lookalike.pipeline import indexer
 from lookalike.pipeline.indexer import IndexReport, Plan
 from lookalike.pipeline.write_path import WritePath
+from lookalike.search import calibration as calibrations
 from lookalike.search import engine as search
 from lookalike.search import explain as explaining
 from lookalike.search import fitting
+from lookalike.search.calibration import Calibration
 from lookalike.search.categories import CategoryModel, CategoryProjection
 from lookalike.search.engine import ImageSource, Query, QueryOutcome, Region, SearchResult
 from lookalike.search.explain import Explanation
@@ -396,7 +398,12 @@ class Collection:
             rerank=rerank,
             coverage=coverage,
             max_categories=max_categories,
+            calibration=self.calibration(),
         )
+
+    def calibration(self) -> Calibration | None:
+        """The confidences of this collection's model (None: not fitted for it)."""
+        return calibrations.for_model(self.spec.label)
 
     def search(
         self,

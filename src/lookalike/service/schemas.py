@@ -56,6 +56,15 @@ class Hit(BaseModel):
         default=None, description="where the object is, relative x0, y0, x1, y1"
     )
     weak: bool = Field(default=False, description=f"a weak match: score below {WEAK_MATCH}")
+    same_item: float | None = Field(
+        default=None,
+        description="calibrated probability that this is the same item as the query (a copy "
+        "of it), from the score; null for a model without a calibration",
+    )
+    same_kind: float | None = Field(
+        default=None,
+        description="calibrated probability that this is the same kind (category) as the query",
+    )
     image_url: str
     thumbnail_url: str
 
