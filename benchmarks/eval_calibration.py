@@ -272,7 +272,9 @@ def main() -> None:
             for name, p in pairs.items():
                 observed = getattr(p, target)
                 keep = model.predict(p.cosine, p.margin) >= 0.8
-                print(f"| P[{label}] >= 0.8 | {name} | {int(keep.sum())} | {_mean(observed[keep])} |")
+                print(
+                    f"| P[{label}] >= 0.8 | {name} | {int(keep.sum())} | {_mean(observed[keep])} |"
+                )
         for name, p in pairs.items():
             observed = getattr(p, target)
             keep = p.cosine >= cosine_cut
