@@ -63,6 +63,8 @@ def test_heat_adds_up_to_the_search_score(indexed: tuple[Collection, Path]) -> N
         # and it is the score search gave (the same images, the same common space)
         assert explained.score == pytest.approx(hit.score, abs=2e-3)
     assert explained.image.width > PANEL_SIDE  # both images side by side
+    stacked = collection.explain(query, results[0].id, stacked=True)
+    assert stacked.image.height > PANEL_SIDE >= stacked.image.width  # one above the other
 
 
 def test_heat_falls_on_the_pasted_object(indexed: tuple[Collection, Path]) -> None:

@@ -437,10 +437,13 @@ class Collection:
         image = search.query_image(query, lambda: encoder)
         return imagenet.top_classes(head([image])[0], imagenet.imagenet_class_names(), top)
 
-    def explain(self, query: ImageSource | Region, result_id: int) -> Explanation:
+    def explain(
+        self, query: ImageSource | Region, result_id: int, *, stacked: bool = False
+    ) -> Explanation:
         """Why the indexed image ``result_id`` is like ``query``: each feature-map cell's part
         of their cosine in the collection's common space (arrays), and both images with the
-        heat drawn over them (``.image``, ``.png()``); see :mod:`lookalike.search.explain`."""
+        heat drawn over them (``.image``, ``.png()``; ``stacked``: one above the other); see
+        :mod:`lookalike.search.explain`."""
         if isinstance(query, str | os.PathLike | search.Region):
             query = cast(ImageSource | Region, _expanded(query))
         localize = self.query_localization(None)
@@ -451,6 +454,7 @@ class Collection:
             query,
             result_id,
             object_view=localize == "border" and self.spec.localize == "none",
+            stacked=stacked,
         )
 
     # --- clusters and near-duplicates ------------------------------------------------------

@@ -158,8 +158,10 @@ def explain_pair(
     result: Image.Image,
     *,
     object_view: bool = False,
+    stacked: bool = False,
 ) -> Explanation:
-    """Explain the score of ``result`` for ``query`` (both decoded RGB images).
+    """Explain the score of ``result`` for ``query`` (both decoded RGB images); ``stacked``:
+    drawn one above the other (see :func:`draw`).
 
     ``object_view``: as search does with border localization, the object cut from a query
     photo on a plain background is described too, and the better of the two views is
@@ -178,7 +180,16 @@ def explain_pair(
     (query_heat, query_rest, score), query_cells, view = max(explained, key=lambda e: e[0][2])
     query_region = query_cells.region if view is None else _inside(query_cells.region, view)
     result_heat, result_rest, _ = contributions(result_cells, query_cells, codec)
-    picture = draw(query, query_heat, query_region, result, result_heat, result_cells.region, score)
+    picture = draw(
+        query,
+        query_heat,
+        query_region,
+        result,
+        result_heat,
+        result_cells.region,
+        score,
+        stacked=stacked,
+    )
     return Explanation(
         score,
         query_heat,
@@ -254,23 +265,37 @@ def draw(
     result_heat: np.ndarray,
     result_region: Box,
     score: float,
+    *,
+    stacked: bool = False,
 ) -> Image.Image:
-    """Query and result side by side, each with its heat over it, and the score below."""
-    left, right = (
-        _overlay(query, query_heat, query_region),
-        _overlay(result, result_heat, result_region),
-    )
-    gap, caption = 8, 22
-    width = left.width + gap + right.width
-    height = max(left.height, right.height) + caption
-    canvas = Image.new("RGB", (width, height), (24, 24, 24))
-    canvas.paste(left, (0, 0))
-    canvas.paste(right, (left.width + gap, 0))
-    text = ImageDraw.Draw(canvas)
-    text.text((4, height - caption + 5), "query", fill=(230, 230, 230))
-    text.text((left.width + gap + 4, height - caption + 5), "result", fill=(230, 230, 230))
-    text.text((width - 110, height - caption + 5), f"score {score:.3f}", fill=(255, 210, 90))
+    """Query and result side by side (``stacked``: one above the other, for narrow screens),
+    each with its heat over it and a caption below, the score in the result's."""
+    panels = [
+        _captioned(_overlay(query, query_heat, query_region), "query", None),
+        _captioned(_overlay(result, result_heat, result_region), "result", f"score {score:.3f}"),
+    ]
+    gap = 8
+    if stacked:
+        size = (max(p.width for p in panels), sum(p.height for p in panels) + gap)
+        offsets = [(0, 0), (0, panels[0].height + gap)]
+    else:
+        size = (sum(p.width for p in panels) + gap, max(p.height for p in panels))
+        offsets = [(0, 0), (panels[0].width + gap, 0)]
+    canvas = Image.new("RGB", size, (24, 24, 24))
+    for panel, offset in zip(panels, offsets, strict=True):
+        canvas.paste(panel, offset)
     return canvas
+
+
+def _captioned(image: Image.Image, label: str, note: str | None) -> Image.Image:
+    caption = 22
+    out = Image.new("RGB", (image.width, image.height + caption), (24, 24, 24))
+    out.paste(image, (0, 0))
+    text = ImageDraw.Draw(out)
+    text.text((4, image.height + 5), label, fill=(230, 230, 230))
+    if note is not None:
+        text.text((max(60, image.width - 90), image.height + 5), note, fill=(255, 210, 90))
+    return out
 
 
 def explain(
@@ -281,6 +306,7 @@ def explain(
     result_id: int,
     *,
     object_view: bool = False,
+    stacked: bool = False,
 ) -> Explanation:
     """Explain why the indexed image ``result_id`` matches ``query`` (a file, bytes, an
     image or a region of one), in the collection's common space (``codec``); with
@@ -292,4 +318,4 @@ def explain(
         raise NotFound(f"no image {result_id}")
     result = load_image(path, min_side=encoder.decode_side)
     image = query_image(query, lambda: encoder)
-    return explain_pair(encoder, codec, image, result, object_view=object_view)
+    return explain_pair(encoder, codec, image, result, object_view=object_view, stacked=stacked)

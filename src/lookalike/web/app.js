@@ -559,6 +559,8 @@ async function toggleExplain() {
   const q = p.get("q") || "";
   const query = new URLSearchParams();
   if (p.get("box")) query.set("box", p.get("box"));
+  // a narrow screen (a phone held upright): the two images one above the other
+  if (window.matchMedia("(max-aspect-ratio: 1/1)").matches) query.set("stacked", "true");
   let request;
   if (q.startsWith("id:")) {
     query.set("query_id", q.slice(3));

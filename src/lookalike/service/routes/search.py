@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from contextlib import nullcontext
 from typing import Annotated, Any
@@ -154,6 +155,9 @@ def more_like_this(
     )
 
 
+Stacked = Annotated[
+    bool, Query(description="draw the two images one above the other (for narrow screens)")
+]
 PNG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "query and result, heat drawn over both"}
 }
@@ -166,6 +170,7 @@ async def explain_upload(
     service: ServiceDep,
     file: Annotated[UploadFile, File(description="the query image")],
     box: RegionQuery = None,
+    stacked: Stacked = False,
 ) -> Response:
     """Why the indexed image ``image_id`` is like an uploaded one (or its ``box`` region):
     a PNG of both images with each feature-map cell's part of their score drawn over them
@@ -179,7 +184,9 @@ async def explain_upload(
         async with service.slots.search(data):
             image = await run_in_threadpool(service.decode_query, data, filename, side)
             query = image if part is None else Region(image, part)
-            explained = await run_in_threadpool(collection.explain, query, image_id)
+            explained = await run_in_threadpool(
+                functools.partial(collection.explain, stacked=stacked), query, image_id
+            )
             png = await run_in_threadpool(explained.png)
     return Response(png, media_type="image/png", headers={"X-Score": f"{explained.score:.6f}"})
 
@@ -191,6 +198,7 @@ def explain_indexed(
     service: ServiceDep,
     query_id: Annotated[int, Query(ge=1, le=2**63 - 1, description="the indexed query image")],
     box: RegionQuery = None,
+    stacked: Stacked = False,
 ) -> Response:
     """Why the indexed image ``image_id`` is like the indexed image ``query_id`` (or its
     ``box`` region), as a PNG (see the POST form)."""
@@ -199,7 +207,8 @@ def explain_indexed(
         service.servable_path(name, collection, image_id)
         path = service.servable_path(name, collection, query_id)
         try:
-            explained = collection.explain(path if part is None else Region(path, part), image_id)
+            query = path if part is None else Region(path, part)
+            explained = collection.explain(query, image_id, stacked=stacked)
         except DecodeError as exc:
             raise NotFound(f"an image is no longer readable: {exc}") from None
         png = explained.png()
