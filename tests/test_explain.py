@@ -15,6 +15,7 @@ from PIL import Image
 from lookalike import Collection
 from lookalike.cli import main
 from lookalike.encode.models import Embedder
+from lookalike.errors import NotFound
 from lookalike.search.explain import PANEL_SIDE, explain_pair, heat_inside
 from lookalike.service import ServiceSettings, create_app
 from tests.conftest import SAMPLE
@@ -172,3 +173,15 @@ def test_http_explain_client_mistakes(client: TestClient, indexed: tuple[Collect
     assert 400 <= garbage.status_code < 500
     no_query = client.get(f"/collections/{name}/images/1/explain", params={"query_id": 999999})
     assert no_query.status_code == 404
+
+
+def test_a_result_whose_file_is_gone_is_not_found(tmp_path: Path) -> None:
+    shutil.copytree(SAMPLE / "collection" / "cup", tmp_path / "cup")
+    with Collection.open(tmp_path / "cups.db") as cups:
+        cups.add([tmp_path / "cup"])
+        (hit,) = cups.search(SAMPLE / "queries" / "query_panda.jpg", k=1)
+        Path(hit.path).unlink()
+        with pytest.raises(NotFound, match="no longer readable"):
+            cups.explain(SAMPLE / "queries" / "query_panda.jpg", hit.id)
+        with pytest.raises(NotFound):
+            cups.explain(SAMPLE / "queries" / "query_panda.jpg", 999_999)

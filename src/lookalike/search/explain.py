@@ -35,7 +35,7 @@ from lookalike.encode.base import ImageEncoder
 from lookalike.encode.features import GEM_P, cell_masks, object_masks
 from lookalike.encode.models import Embedder
 from lookalike.errors import NotFound, Unavailable
-from lookalike.image.decode import load_image
+from lookalike.image.decode import DecodeError, load_image
 from lookalike.image.localization import crop_pixels, find_object
 from lookalike.image.preprocess import crop_region
 from lookalike.index.base import IdentityCodec, VectorCodec
@@ -316,6 +316,9 @@ def explain(
     path = store.paths([result_id]).get(result_id)
     if path is None:
         raise NotFound(f"no image {result_id}")
-    result = load_image(path, min_side=encoder.decode_side)
+    try:
+        result = load_image(path, min_side=encoder.decode_side)
+    except DecodeError as exc:  # moved, deleted or changed since it was indexed
+        raise NotFound(f"image {result_id} is no longer readable: {exc.reason}") from None
     image = query_image(query, lambda: encoder)
     return explain_pair(encoder, codec, image, result, object_view=object_view, stacked=stacked)
