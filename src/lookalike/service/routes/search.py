@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from contextlib import nullcontext
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from PIL import Image
 
 from lookalike import config
+from lookalike.collection import Collection
 from lookalike.errors import Conflict, NotFound
 from lookalike.image.decode import DecodeError
 from lookalike.search import engine as search
 from lookalike.search.engine import Query as SearchQuery
 from lookalike.search.engine import Region
+from lookalike.search.explain import Explanation
 from lookalike.service.batcher import SearchOptions
+from lookalike.service.core import Service
+from lookalike.service.decoding import file_pixels
 from lookalike.service.files import shown_folder, shown_name
 from lookalike.service.routes.common import (
     ERRORS,
@@ -179,13 +183,13 @@ async def explain_upload(
     data = await read_upload(file, service)
     filename = file.filename or "upload"
     with service.collections.lease(name) as collection:
-        service.servable_path(name, collection, image_id)
+        result = service.servable_path(name, collection, image_id)
         side = search.decode_side(collection.embedder, region=part is not None)
         async with service.slots.search(data):
             image = await run_in_threadpool(service.decode_query, data, filename, side)
             query = image if part is None else Region(image, part)
             explained = await run_in_threadpool(
-                functools.partial(collection.explain, stacked=stacked), query, image_id
+                explained_in_slot, service, collection, query, image_id, [result], stacked
             )
             png = await run_in_threadpool(explained.png)
     return Response(png, media_type="image/png", headers={"X-Score": f"{explained.score:.6f}"})
@@ -204,12 +208,28 @@ def explain_indexed(
     ``box`` region), as a PNG (see the POST form)."""
     part = region(box)
     with service.collections.lease(name) as collection:
-        service.servable_path(name, collection, image_id)
+        result = service.servable_path(name, collection, image_id)
         path = service.servable_path(name, collection, query_id)
         try:
             query = path if part is None else Region(path, part)
-            explained = collection.explain(query, image_id, stacked=stacked)
+            explained = explained_in_slot(
+                service, collection, query, image_id, [result, path], stacked
+            )
         except DecodeError as exc:
             raise NotFound(f"an image is no longer readable: {exc}") from None
         png = explained.png()
     return Response(png, media_type="image/png", headers={"X-Score": f"{explained.score:.6f}"})
+
+
+def explained_in_slot(
+    service: Service,
+    collection: Collection,
+    query: Image.Image | Region | str,
+    image_id: int,
+    files: list[str],
+    stacked: bool,
+) -> Explanation:
+    """``collection.explain`` holding one decode slot, sized by the largest of the stored
+    ``files`` it decodes (see :mod:`lookalike.service.decoding`)."""
+    with service.decodes.hold(max(file_pixels(path) for path in files)):
+        return collection.explain(query, image_id, stacked=stacked)
