@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,3 +186,31 @@ def test_a_result_whose_file_is_gone_is_not_found(tmp_path: Path) -> None:
             cups.explain(SAMPLE / "queries" / "query_panda.jpg", hit.id)
         with pytest.raises(NotFound):
             cups.explain(SAMPLE / "queries" / "query_panda.jpg", 999_999)
+
+
+def test_http_explain_decodes_in_a_decode_slot(
+    client: TestClient, indexed: tuple[Collection, Path]
+) -> None:
+    """Explaining decodes stored files: with every decode slot taken, it waits."""
+    collection, _ = indexed
+    name = Path(collection.location).stem
+    slots = client.app.state.service.decodes  # type: ignore[attr-defined]
+    held = [slots.hold(0) for _ in range(slots.ordinary)]
+    for slot in held:
+        slot.__enter__()
+    answered: list[int] = []
+
+    def ask() -> None:
+        response = client.get(f"/collections/{name}/images/1/explain", params={"query_id": 2})
+        answered.append(response.status_code)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        asker.join(timeout=3)
+        assert asker.is_alive() and not answered  # waiting for a slot
+    finally:
+        for slot in held:
+            slot.__exit__(None, None, None)
+    asker.join(timeout=60)
+    assert answered == [200]
