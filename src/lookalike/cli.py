@@ -23,7 +23,8 @@ from lookalike.errors import InvalidInput, LookalikeError
 from lookalike.image.files import one_line, printable
 
 if TYPE_CHECKING:
-    from lookalike.search.engine import Query
+    from lookalike.collection import Collection
+    from lookalike.search.engine import ImageSource, Query, Region
     from lookalike.search.words import Match
 
 log = logging.getLogger("lookalike")
@@ -314,6 +315,7 @@ def _search_queries(args: argparse.Namespace) -> list[tuple[str, Query]]:
 
 def _search(args: argparse.Namespace) -> int:
     from lookalike.image.decode import DecodeError
+    from lookalike.search.engine import Region
     from lookalike.search.rerank import MIN_IMAGES as MIN_RERANK_IMAGES
 
     status = 0
@@ -388,7 +390,32 @@ def _search(args: argparse.Namespace) -> int:
                     print(f"  no match{above}")
             if args.plot is not None and args.images:
                 _plot_query(args.plot, number, query, results)
+            if args.explain is not None and args.images:
+                photo = args.images[number - 1]
+                explained = photo if args.box is None else Region(photo, args.box)
+                _explain_query(collection, args, number, explained, results)
     return status
+
+
+def _explain_query(  # type: ignore[no-untyped-def]
+    collection: Collection,
+    args: argparse.Namespace,
+    number: int,
+    asked: ImageSource | Region,
+    results,
+) -> None:
+    """Save the explanation of the query's ``--explain-rank``-th result, if it has one."""
+    from lookalike.analysis.plots import numbered_path
+
+    if len(results) < args.explain_rank:
+        print(f"query {number}: no result {args.explain_rank} to explain", file=sys.stderr)
+        return
+    hit = results[args.explain_rank - 1]
+    explained = collection.explain(asked, hit.id)
+    path = numbered_path(args.explain, number)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    explained.image.save(path, format="PNG")
+    print(f"explained: {path} (result {args.explain_rank}, {one_line(hit.path)})", file=sys.stderr)
 
 
 def _print_hits(results, weak_below: float = config.WEAK_MATCH) -> None:  # type: ignore[no-untyped-def]
@@ -998,6 +1025,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="OUT.png",
         help="draw the query and its results; more queries: OUT-2.png, OUT-3.png, ...",
+    )
+    p.add_argument(
+        "--explain",
+        type=Path,
+        default=None,
+        metavar="OUT.png",
+        help="draw which regions of the query and of a result made them alike (heat over "
+        "both images); more queries: OUT-2.png, OUT-3.png, ...",
+    )
+    p.add_argument(
+        "--explain-rank",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="with --explain: the result to explain (default 1, the top one)",
     )
     p.set_defaults(run=_search)
 

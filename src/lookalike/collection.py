@@ -50,10 +50,14 @@ from lookalike.index.persistent import FollowedIndex, StoreScan
 from lookalike.pipeline import indexer
 from lookalike.pipeline.indexer import IndexReport, Plan
 from lookalike.pipeline.write_path import WritePath
+from lookalike.search import calibration as calibrations
 from lookalike.search import engine as search
+from lookalike.search import explain as explaining
 from lookalike.search import fitting
+from lookalike.search.calibration import Calibration
 from lookalike.search.categories import CategoryModel, CategoryProjection
-from lookalike.search.engine import Query, QueryOutcome, SearchResult
+from lookalike.search.engine import ImageSource, Query, QueryOutcome, Region, SearchResult
+from lookalike.search.explain import Explanation
 from lookalike.search.snapshot import SearchSnapshot, SnapshotCache
 from lookalike.search.words import Concept, Vocabulary
 from lookalike.store.base import MetadataStore
@@ -415,7 +419,12 @@ class Collection:
             rerank=rerank,
             coverage=coverage,
             max_categories=max_categories,
+            calibration=self.calibration(),
         )
+
+    def calibration(self) -> Calibration | None:
+        """The confidences of this collection's model (None: not fitted for it)."""
+        return calibrations.for_model(self.spec.label)
 
     def search(
         self,
@@ -450,6 +459,26 @@ class Collection:
             raise InvalidInput("words cannot be classified: search with them instead")
         image = search.query_image(query, lambda: encoder)
         return imagenet.top_classes(head([image])[0], imagenet.imagenet_class_names(), top)
+
+    def explain(
+        self, query: ImageSource | Region, result_id: int, *, stacked: bool = False
+    ) -> Explanation:
+        """Why the indexed image ``result_id`` is like ``query``: each feature-map cell's part
+        of their cosine in the collection's common space (arrays), and both images with the
+        heat drawn over them (``.image``, ``.png()``; ``stacked``: one above the other); see
+        :mod:`lookalike.search.explain`."""
+        if isinstance(query, str | os.PathLike | search.Region):
+            query = cast(ImageSource | Region, _expanded(query))
+        localize = self.query_localization(None)
+        return explaining.explain(
+            self.embedder,
+            self.snapshot().codec,
+            self.store,
+            query,
+            result_id,
+            object_view=localize == "border" and self.spec.localize == "none",
+            stacked=stacked,
+        )
 
     # --- clusters and near-duplicates ------------------------------------------------------
 

@@ -139,13 +139,22 @@ CROP_MARGIN = 0.02
 def crop_to(image: Image.Image, box: Box, margin: float = CROP_MARGIN) -> Image.Image:
     """The image cut to ``box`` (fractions) plus ``margin`` of the box's sides; the whole
     image when that would leave under 8 pixels either way."""
+    pixels = crop_pixels(image.size, box, margin)
+    return image if pixels is None else image.crop(pixels)
+
+
+def crop_pixels(
+    size: tuple[int, int], box: Box, margin: float = CROP_MARGIN
+) -> tuple[int, int, int, int] | None:
+    """The pixel box :func:`crop_to` cuts from an image of ``size``; None: it keeps it whole."""
+    width, height = size
     x0, y0, x1, y1 = box
     mx, my = (x1 - x0) * margin, (y1 - y0) * margin
-    left, top = max(0.0, x0 - mx) * image.width, max(0.0, y0 - my) * image.height
-    right, bottom = min(1.0, x1 + mx) * image.width, min(1.0, y1 + my) * image.height
+    left, top = max(0.0, x0 - mx) * width, max(0.0, y0 - my) * height
+    right, bottom = min(1.0, x1 + mx) * width, min(1.0, y1 + my) * height
     if right - left < 8 or bottom - top < 8:
-        return image
-    return image.crop((round(left), round(top), round(right), round(bottom)))
+        return None
+    return (round(left), round(top), round(right), round(bottom))
 
 
 def fuse(

@@ -36,6 +36,7 @@ from lookalike.image.decode import load_image
 from lookalike.image.localization import crop_to, find_object, fuse
 from lookalike.image.region import crop
 from lookalike.index.base import VectorIndex
+from lookalike.search.calibration import Calibration
 from lookalike.search.categories import CategoryModel, choose_categories
 from lookalike.search.rerank import MIN_IMAGES, AugmentedVectors
 from lookalike.search.snapshot import SearchSnapshot
@@ -94,9 +95,17 @@ class SearchResult:
     category: str | None = None
     cluster: int | None = None
     box: Box | None = None  # object box (x0, y0, x1, y1, fractions), if localization is on
+    #: Calibrated probabilities that this is the same item as the query (a copy of it) and
+    #: the same kind (category), from the score (:mod:`lookalike.search.calibration`); None
+    #: for a model without a fitted calibration.
+    same_item: float | None = None
+    same_kind: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"id": self.id, "path": self.path, "score": round(self.score, 6)}
+        if self.same_item is not None and self.same_kind is not None:
+            out["same_item"] = round(self.same_item, 4)
+            out["same_kind"] = round(self.same_kind, 4)
         if self.category is not None:
             out["category"] = self.category
         if self.cluster is not None:
@@ -360,6 +369,7 @@ def search(
     rerank: bool = False,
     coverage: float = config.CATEGORY_COVERAGE,
     max_categories: int = config.MAX_CATEGORIES,
+    calibration: Calibration | None = None,
 ) -> list[QueryOutcome]:
     """Described queries -> outcomes, on one snapshot (see the module's steps).
 
@@ -393,6 +403,7 @@ def search(
             coverage=coverage,
             max_categories=max_categories,
             within=within if photos.words else None,
+            calibration=calibration,
         )
         for j, (i, outcome) in enumerate(zip(rows, found, strict=True)):
             if j in photos.words:
@@ -457,9 +468,12 @@ def search_photos(
     coverage: float = config.CATEGORY_COVERAGE,
     max_categories: int = config.MAX_CATEGORIES,
     within: Sequence[np.ndarray | None] | None = None,
+    calibration: Calibration | None = None,
 ) -> list[QueryOutcome]:
     """Described photo queries -> outcomes, on one snapshot (see the module's steps).
     ``within[i]``: the sorted ids query ``i`` may return (None: any).
+    ``calibration`` (the collection model's, :func:`lookalike.search.calibration.for_model`):
+    each result also gets its confidences ``same_item`` and ``same_kind``.
 
     ``rerank``: database-side augmentation + alpha query expansion (for collections of
     categories, not for finding one exact item; it replaces ``expand``); a no-op, said in
@@ -526,7 +540,8 @@ def search_photos(
         ids[i], scores[i] = fused_ids[0], fused_scores[0]
     if index is not None or augmented is not None or expand > 0:  # ordered in another space
         scores = common_scores(snapshot, queries, ids)
-    rows = results_for(store, ids, scores, min_score)
+    confidences = calibration.confidences(scores) if calibration is not None else None
+    rows = results_for(store, ids, scores, min_score, confidences)
     return [
         QueryOutcome(
             row[:k],
@@ -574,21 +589,38 @@ def common_scores(
 
 
 def results_for(
-    store: MetadataStore, ids: np.ndarray, scores: np.ndarray, min_score: float | None = None
+    store: MetadataStore,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    min_score: float | None = None,
+    confidences: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[list[SearchResult]]:
-    """Turn rows of (id, score) into results with the images' metadata. An id the store no
+    """Turn rows of (id, score) into results with the images' metadata (and the
+    ``(same_item, same_kind)`` confidences, rows like ``scores``). An id the store no
     longer has (deleted since the snapshot was taken) is left out."""
     records = store.records(int(i) for i in np.unique(ids) if i >= 0)
     results: list[list[SearchResult]] = []
-    for row_ids, row_scores in zip(ids, scores, strict=True):
+    for r, (row_ids, row_scores) in enumerate(zip(ids, scores, strict=True)):
         row = []
-        for i, s in zip(row_ids, row_scores, strict=True):
+        for j, (i, s) in enumerate(zip(row_ids, row_scores, strict=True)):
             record = records.get(int(i))
             if record is None or (min_score is not None and s < min_score):
                 continue
+            item, kind = (
+                (None, None)
+                if confidences is None
+                else (float(confidences[0][r, j]), float(confidences[1][r, j]))
+            )
             row.append(
                 SearchResult(
-                    record.id, record.path, float(s), record.category, record.cluster, record.box
+                    record.id,
+                    record.path,
+                    float(s),
+                    record.category,
+                    record.cluster,
+                    record.box,
+                    item,
+                    kind,
                 )
             )
         results.append(row)

@@ -158,6 +158,7 @@ class QueryBatcher:
                     min_score=options.min_score,
                     by_category=options.by_category,
                     rerank=options.rerank,
+                    calibration=collection.calibration(),
                 )
             except Exception as exc:
                 for row in rows:

@@ -252,6 +252,8 @@ class Service:
                 cluster=r.cluster,
                 box=r.box,
                 weak=r.score < weak_below,
+                same_item=None if r.same_item is None else round(r.same_item, 4),
+                same_kind=None if r.same_kind is None else round(r.same_kind, 4),
                 image_url=f"/collections/{name}/images/{r.id}",
                 thumbnail_url=f"/collections/{name}/images/{r.id}/thumbnail",
             )

@@ -59,6 +59,15 @@ class Hit(BaseModel):
         default=False,
         description=f"a weak match: score below {WEAK_MATCH} ({WEAK_WORDS} for words alone)",
     )
+    same_item: float | None = Field(
+        default=None,
+        description="calibrated probability that this is the same item as the query (a copy "
+        "of it), from the score; null for a model without a calibration",
+    )
+    same_kind: float | None = Field(
+        default=None,
+        description="calibrated probability that this is the same kind (category) as the query",
+    )
     image_url: str
     thumbnail_url: str
 

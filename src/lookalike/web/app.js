@@ -29,6 +29,7 @@ const state = {
   shownBrowse: null,
   queryUrl: null,
   queryFile: null,
+  explainUrl: null, // the explained match shown in the full-size view
 };
 
 // --- small helpers ---------------------------------------------------------------------------
@@ -537,7 +538,68 @@ function renderViewer(viewId) {
   del.textContent = "Delete";
   del.dataset.armed = "";
   dialog.dataset.id = id;
+  resetExplain(item);
   if (!dialog.open) dialog.showModal();
+}
+
+// --- explaining a result: heat over the query and the result (toggle in the full-size view) ---
+
+function resetExplain(item) {
+  const button = $("#viewer-explain");
+  const q = params().get("q") || "";
+  button.hidden = typeof item.score !== "number" || !(q.startsWith("id:") || q.startsWith("upload:"));
+  button.setAttribute("aria-pressed", "false");
+  button.textContent = "Why alike?";
+  if (state.explainUrl) URL.revokeObjectURL(state.explainUrl);
+  state.explainUrl = null;
+}
+
+async function toggleExplain() {
+  const button = $("#viewer-explain");
+  const img = $("#viewer-image");
+  const id = Number($("#viewer").dataset.id);
+  const item = state.items.get(id);
+  if (button.getAttribute("aria-pressed") === "true") {
+    resetExplain(item || {});
+    img.src = item ? item.image_url : collectionPath(`/images/${id}`);
+    return;
+  }
+  const p = params();
+  const q = p.get("q") || "";
+  const query = new URLSearchParams();
+  if (p.get("box")) query.set("box", p.get("box"));
+  // a narrow screen (a phone held upright): the two images one above the other
+  if (window.matchMedia("(max-aspect-ratio: 1/1)").matches) query.set("stacked", "true");
+  let request;
+  if (q.startsWith("id:")) {
+    query.set("query_id", q.slice(3));
+    request = fetch(`${collectionPath(`/images/${id}/explain`)}?${query}`);
+  } else if (state.queryFile) {
+    const form = new FormData();
+    form.append("file", state.queryFile, state.queryFile.name || "pasted.png");
+    request = fetch(`${collectionPath(`/images/${id}/explain`)}?${query}`, { method: "POST", body: form });
+  } else {
+    say("The photo of this search is not kept here: search with it again to explain.");
+    return;
+  }
+  button.textContent = "Explaining…";
+  try {
+    const response = await request;
+    if (!response.ok) {
+      const body = await response.json().catch(() => null);
+      throw new Error(readableDetail(body && body.detail, response.statusText));
+    }
+    const url = URL.createObjectURL(await response.blob());
+    if (Number($("#viewer").dataset.id) !== id) return URL.revokeObjectURL(url); // moved on
+    state.explainUrl = url;
+    img.src = url;
+    img.alt = `Why ${item ? item.name : `#${id}`} is like the query: bright where they match`;
+    button.setAttribute("aria-pressed", "true");
+    button.textContent = "Hide why";
+  } catch (error) {
+    button.textContent = "Why alike?";
+    say(`Cannot explain this match: ${error.message}`);
+  }
 }
 
 function closeViewer() {
@@ -956,6 +1018,7 @@ async function start() {
     window.scrollTo({ top: 0 });
   });
   $("#viewer-delete").addEventListener("click", deleteViewed);
+  $("#viewer-explain").addEventListener("click", toggleExplain);
   window.addEventListener("popstate", () => {
     say("");
     render();

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import nullcontext
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
 from lookalike import config
+from lookalike.collection import Collection
 from lookalike.errors import Conflict, InvalidInput, NotFound
 from lookalike.image.decode import DecodeError
 from lookalike.search import engine as search
 from lookalike.search.engine import Region, Text
+from lookalike.search.explain import Explanation
 from lookalike.service.batcher import SearchOptions
+from lookalike.service.core import Service
+from lookalike.service.decoding import file_pixels
 from lookalike.service.files import shown_folder, shown_name
 from lookalike.service.routes.common import (
     ERRORS,
@@ -195,3 +199,79 @@ def more_like_this(
         results=service.hits(name, results),
         took_ms=round((time.perf_counter() - started) * 1000, 2),
     )
+
+
+Stacked = Annotated[
+    bool, Query(description="draw the two images one above the other (for narrow screens)")
+]
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "query and result, heat drawn over both"}
+}
+
+
+@router.post("/images/{image_id}/explain", response_class=Response, responses=PNG)
+async def explain_upload(
+    name: Name,
+    image_id: ImageId,
+    service: ServiceDep,
+    file: Annotated[UploadFile, File(description="the query image")],
+    box: RegionQuery = None,
+    stacked: Stacked = False,
+) -> Response:
+    """Why the indexed image ``image_id`` is like an uploaded one (or its ``box`` region):
+    a PNG of both images with each feature-map cell's part of their score drawn over them
+    (`lookalike search --explain`, `Collection.explain`). Needs no token."""
+    part = region(box)
+    data = await read_upload(file, service)
+    filename = file.filename or "upload"
+    with service.collections.lease(name) as collection:
+        result = service.servable_path(name, collection, image_id)
+        side = search.decode_side(collection.embedder, region=part is not None)
+        async with service.slots.search(data):
+            image = await run_in_threadpool(service.decode_query, data, filename, side)
+            query = image if part is None else Region(image, part)
+            explained = await run_in_threadpool(
+                explained_in_slot, service, collection, query, image_id, [result], stacked
+            )
+            png = await run_in_threadpool(explained.png)
+    return Response(png, media_type="image/png", headers={"X-Score": f"{explained.score:.6f}"})
+
+
+@router.get("/images/{image_id}/explain", response_class=Response, responses=PNG)
+def explain_indexed(
+    name: Name,
+    image_id: ImageId,
+    service: ServiceDep,
+    query_id: Annotated[int, Query(ge=1, le=2**63 - 1, description="the indexed query image")],
+    box: RegionQuery = None,
+    stacked: Stacked = False,
+) -> Response:
+    """Why the indexed image ``image_id`` is like the indexed image ``query_id`` (or its
+    ``box`` region), as a PNG (see the POST form)."""
+    part = region(box)
+    with service.collections.lease(name) as collection:
+        result = service.servable_path(name, collection, image_id)
+        path = service.servable_path(name, collection, query_id)
+        try:
+            query = path if part is None else Region(path, part)
+            explained = explained_in_slot(
+                service, collection, query, image_id, [result, path], stacked
+            )
+        except DecodeError as exc:
+            raise NotFound(f"an image is no longer readable: {exc}") from None
+        png = explained.png()
+    return Response(png, media_type="image/png", headers={"X-Score": f"{explained.score:.6f}"})
+
+
+def explained_in_slot(
+    service: Service,
+    collection: Collection,
+    query: Image.Image | Region | str,
+    image_id: int,
+    files: list[str],
+    stacked: bool,
+) -> Explanation:
+    """``collection.explain`` holding one decode slot, sized by the largest of the stored
+    ``files`` it decodes (see :mod:`lookalike.service.decoding`)."""
+    with service.decodes.hold(max(file_pixels(path) for path in files)):
+        return collection.explain(query, image_id, stacked=stacked)
