@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -84,12 +85,13 @@ def describe(address: str | None) -> str:
 _CONNECT_WAIT = "RAY_gcs_server_port_wait_time_s"
 
 
-def connect(address: str | None) -> None:
+def connect(address: str | None) -> bool:
     """Join the Ray cluster at ``address`` (None or "": ``RAY_ADDRESS``, else start a local
-    Ray on all cores). Ray's own log lines go to Python logging (``ray``), not to a handler
-    of Ray's; the workers' output stays in the cluster's log files."""
+    Ray on all cores); True if a local Ray was started. Ray's own log lines go to Python
+    logging (``ray``), not to a handler of Ray's; the workers' output stays in the cluster's
+    log files."""
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     _check_reachable(address)
     _read_auth_settings()
@@ -118,6 +120,7 @@ def connect(address: str | None) -> None:
     finally:
         if attempts is not None and os.environ.get(_CONNECT_WAIT) == attempts:
             os.environ.pop(_CONNECT_WAIT)
+    return address is None
 
 
 def _read_auth_settings() -> None:
@@ -132,9 +135,11 @@ def _read_auth_settings() -> None:
 
 
 def _check_reachable(address: str | None) -> None:
-    """A head given as HOST:PORT answers on its port (``ray.init`` would try for minutes)."""
-    host, _, port = (address or "").rpartition(":")
-    if not host or "://" in host or not port.isdigit():  # auto, ray://, or none: Ray's
+    """A head given as HOST:PORT or ray://HOST:PORT answers on its port (``ray.init`` would
+    try for minutes)."""
+    scheme, _, rest = (address or "").rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("", "ray") or not host or not port.isdigit():  # auto, or none: Ray's
         return
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
@@ -179,30 +184,44 @@ def _connect_error(where: str, exc: BaseException) -> str:
             f"cannot join {where}: it refused the token from {_token_source()}; give the "
             "cluster's token (`ray get-auth-token` on the head)"
         )
-    return (
-        f"cannot join {where}: no Ray cluster answers there (is `ray start --head` running, "
-        f"and its port reachable from here?): {exc}"
-    )
+    if "ray client connection timeout" in chain:  # its port answers (checked): a refusal
+        return (
+            f"cannot join {where}: its Ray Client server did not let this process in; if the "
+            "cluster uses token authentication, set RAY_AUTH_MODE=token and give its token "
+            "(`ray get-auth-token` on the head) in RAY_AUTH_TOKEN or in the file "
+            "RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token)"
+        )
+    return f"cannot join {where}: {exc}"
 
 
 @contextmanager
 def output_aside(verbose: bool) -> Iterator[TextIO]:
-    """Keep what Ray writes to this process's terminal out of it (unless ``verbose``): its
-    Python loggers below ERROR, its reports of dead workers, and what its C++ core writes to
-    the stderr file descriptor (warnings while joining, errors when a worker dies), which
-    goes to a log file instead, named on stderr if the block fails. Yields the terminal's
-    stderr: meanwhile also ``sys.stderr`` and the stream of the root logger's console
-    handlers."""
-    if verbose:
-        yield sys.stderr
-        return
+    """Keep Ray's own messages out of the command's output. Always: its reports of dead
+    workers, which a thread of Ray's prints to stdout, where results go (lookalike's log
+    says what was lost and sent again). Unless ``verbose``: its Python loggers below ERROR,
+    its Python warnings, and what its C++ core writes to the stderr file descriptor
+    (warnings while joining, errors when a worker dies), which goes to a log file instead,
+    named on stderr if the block fails. Yields the terminal's stderr: meanwhile also
+    ``sys.stderr`` and the stream of the root logger's console handlers."""
+    # Ray's switch (its debugger's) for those reports (Ray's internals, pinned by the extra).
+    worker_module = ray._private.worker
+    worker_module._worker_logs_enabled = False
+    try:
+        if verbose:
+            yield sys.stderr
+        else:
+            with warnings.catch_warnings(), _stderr_aside() as terminal:
+                warnings.filterwarnings("ignore", module=r"ray(\.|$)")  # Ray Client's...
+                yield terminal
+    finally:
+        worker_module._worker_logs_enabled = True
+
+
+@contextmanager
+def _stderr_aside() -> Iterator[TextIO]:
     ray_logger = logging.getLogger("ray")
     level = ray_logger.level
     ray_logger.setLevel(logging.ERROR)
-    # Ray's switch (its debugger's) for the "(raylet) A worker died..." reports that a
-    # driver's thread prints to sys.stdout, where the results go (Ray's internals, pinned).
-    worker_module = ray._private.worker
-    worker_module._worker_logs_enabled = False
     sys.stderr.flush()
     fd, log_path = tempfile.mkstemp(prefix="lookalike-ray-", suffix=".log")
     saved = os.dup(2)
@@ -233,7 +252,6 @@ def output_aside(verbose: bool) -> Iterator[TextIO]:
         sys.stderr = old_stderr
         terminal.close()
         ray_logger.setLevel(level)
-        worker_module._worker_logs_enabled = True
         if failed and os.path.getsize(log_path):
             print(f"Ray's own messages: {log_path}", file=sys.stderr)
         else:
@@ -319,13 +337,16 @@ class RayWorkers:
         self.failed_starts = 0
         self._size = size
         self._error: BaseException | None = None
+        self._done = threading.Event()
         self._started = time.perf_counter()
         self._thread = threading.Thread(target=self._start, name="ray-start", daemon=True)
         self._thread.start()
 
     def _start(self) -> None:
+        started_ray = False
         try:
-            connect(self.address)
+            started_ray = connect(self.address)
+            log.info("Ray: joined %s in %.1f s", self.where, time.perf_counter() - self._started)
             size = self._size or max(1, int(ray.cluster_resources().get("CPU", 1)))
             self._actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(
                 EmbedWorker
@@ -333,6 +354,12 @@ class RayWorkers:
             self.workers = [self._new_worker() for _ in range(size)]
         except BaseException as exc:  # raised again by wait(), on the caller's thread
             self._error = exc
+        finally:
+            self._done.set()
+        if started_ray:
+            # A local Ray's processes are killed when the thread that started them ends (Ray
+            # sets PR_SET_PDEATHSIG), so this one stays until the process ends.
+            threading.Event().wait()
 
     def _new_worker(self) -> _Worker:
         actor = self._actor_class.remote(self.spec)
@@ -340,7 +367,7 @@ class RayWorkers:
 
     def wait(self) -> None:
         """Wait until the cluster is joined and a first worker has started."""
-        self._thread.join()
+        self._done.wait()
         if self._error is not None:
             raise self._error
         while not any(w.starting is None for w in self.workers):
@@ -393,7 +420,7 @@ class RayWorkers:
 
     def close(self) -> None:
         """Stop the actors (their CPUs go back to the cluster)."""
-        self._thread.join()
+        self._done.wait()
         for worker in self.workers:
             ray.kill(worker.actor, no_restart=True)
         self.workers = []
