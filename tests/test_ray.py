@@ -11,6 +11,7 @@ Required in CI (LOOKALIKE_REQUIRE_RAY=1); elsewhere skipped without the ray extr
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import secrets
@@ -35,6 +36,8 @@ REQUIRED = os.environ.get("LOOKALIKE_REQUIRE_RAY") == "1"
 @dataclass(frozen=True)
 class RayCluster:
     address: str
+    #: ray://HOST:PORT of the head's Ray Client server; None without grpcio (ray[client])
+    client_address: str | None
     temp_dir: Path
     #: a folder the second node cannot see (a tmpfs is mounted over it in its namespace)
     hidden: Path
@@ -142,6 +145,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
         "--num-cpus=1", f"--temp-dir={temp_dir / 'head'}", "--include-dashboard=false",
         f"--dashboard-port={_free_port()}", "--disable-usage-stats", *node_ports(),
     ]  # fmt: skip
+    client_address = None
+    if importlib.util.find_spec("grpc") is not None:  # Ray Client (the ray extra has it)
+        client_port = _free_port()
+        head.append(f"--ray-client-server-port={client_port}")
+        client_address = f"ray://127.0.0.1:{client_port}"
     second = [
         ray_cli, "start", f"--address={address}", "--node-ip-address=127.0.0.1",
         "--num-cpus=1", f"--temp-dir={temp_dir / 'second'}", "--disable-usage-stats",
@@ -161,7 +169,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
         for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
             patch.setenv(name, env[name])
         patch.delenv("RAY_ADDRESS", raising=False)
-        yield RayCluster(address, temp_dir, hidden, env)
+        yield RayCluster(address, client_address, temp_dir, hidden, env)
     finally:
         ray.shutdown()
         _stop(temp_dir)
@@ -346,6 +354,17 @@ def test_the_cli_joins_the_cluster_quietly_and_says_what_it_retried(
         assert noise not in err, err
     assert out.startswith("added 400, updated 0, removed 0, unchanged 0, skipped 2"), out
     assert "retried " in out and "files on other Ray workers" in out, out
+
+
+def test_the_cli_joins_through_ray_client(cluster: RayCluster, tmp_path: Path) -> None:
+    if cluster.client_address is None:
+        if REQUIRED:
+            raise AssertionError("Ray Client needs grpcio: pip install 'lookalike[ray]'")
+        pytest.skip("Ray Client needs grpcio (the ray extra's ray[client])")
+    folder = _folder(tmp_path, count=6)
+    args = [str(folder), "--db", str(tmp_path / "c.db"), "--ray", cluster.client_address]
+    out, err = _index(cluster, *args).communicate(timeout=300)
+    assert out.startswith("added 6, updated 0, removed 0, unchanged 0, skipped 2"), out + err
 
 
 @pytest.mark.parametrize(
