@@ -327,8 +327,18 @@ def test_a_crashed_ray_job_resumes_without_redoing_committed_batches(
 # --- the command line, as a user runs it -------------------------------------------------------
 
 
-def _index(cluster: RayCluster, *args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    return subprocess.Popen(
+class _Command(subprocess.Popen[str]):
+    def communicate(self, *args: object, **kwargs: object) -> tuple[str, str]:  # type: ignore[override]
+        """Its output; killed if it outlives the timeout."""
+        try:
+            return super().communicate(*args, **kwargs)  # type: ignore[arg-type]
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+
+def _index(cluster: RayCluster, *args: str, env: dict[str, str] | None = None) -> _Command:
+    return _Command(
         [sys.executable, "-m", "lookalike.cli", "index", *args],
         env=env or cluster.env,
         stdout=subprocess.PIPE,
