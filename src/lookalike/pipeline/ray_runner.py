@@ -370,6 +370,8 @@ class RayWorkers:
         self._done.wait()
         if self._error is not None:
             raise self._error
+        if any(w.starting is None for w in self.workers):
+            return  # (waited for already: the command waits before its progress bar)
         while not any(w.starting is None for w in self.workers):
             self.note_started(timeout=config.RAY_START_SECONDS, at_least=1)
         log.info(
