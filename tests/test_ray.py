@@ -373,7 +373,10 @@ def test_the_cli_joins_through_ray_client(cluster: RayCluster, tmp_path: Path) -
         pytest.skip("Ray Client needs grpcio (the ray extra's ray[client])")
     folder = _folder(tmp_path, count=6)
     args = [str(folder), "--db", str(tmp_path / "c.db"), "--ray", cluster.client_address]
-    out, err = _index(cluster, *args).communicate(timeout=300)
+    # Ray Client gives up after about 30 s (3 tries from 5 s); the head starts a server
+    # process for each client, which on a loaded CI machine can take longer than that.
+    env = {**cluster.env, "RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "30"}
+    out, err = _index(cluster, *args, env=env).communicate(timeout=300)
     assert out.startswith("added 6, updated 0, removed 0, unchanged 0, skipped 2"), out + err
 
 
