@@ -103,9 +103,9 @@ _SLOW_INDEX = """
 import sys, time
 import lookalike.pipeline.indexer as indexer
 original = indexer._decode_one
-def slow(embedder, candidate):
+def slow(*args):
     time.sleep(0.03)
-    return original(embedder, candidate)
+    return original(*args)
 indexer._decode_one = slow
 from lookalike.cli import main
 sys.exit(main(["index", sys.argv[1], "--db", sys.argv[2], "--batch-size", "4"]))

@@ -220,9 +220,10 @@ def _index(args: argparse.Namespace) -> int:
             collection.set_compression(args.pca or None, whiten=args.whiten)
         if args.index is not None:
             collection.set_index(args.index)
-        report = _index_with_progress(
-            collection, args.paths, args.all_files, args.batch_size, ray=args.ray
-        )
+        if args.ray is None:
+            report = _index_with_progress(collection, args.paths, args.all_files, args.batch_size)
+        else:
+            report = _index_on_ray(collection, args)
         labels: dict[str, str] = {}
         if args.labels is not None:
             labels.update(read_labels(args.labels.parent, args.labels))
@@ -248,7 +249,7 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_with_progress(collection, paths, all_files: bool, batch_size: int, ray=None):  # type: ignore[no-untyped-def]
+def _index_with_progress(collection, paths, all_files: bool, batch_size: int):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
     work = collection.plan(paths, all_files=all_files)
@@ -259,7 +260,40 @@ def _index_with_progress(collection, paths, all_files: bool, batch_size: int, ra
         disable=not work.todo or not sys.stderr.isatty(),
         smoothing=0.1,
     ) as bar:
-        return collection.add(paths, batch_size=batch_size, progress=bar.update, work=work, ray=ray)
+        return collection.add(paths, batch_size=batch_size, progress=bar.update, work=work)
+
+
+def _index_on_ray(collection, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``index --ray``: the workers start while the files are planned; the progress bar
+    starts with the first of them. Ray's own messages stay out of the terminal unless -v."""
+    from tqdm import tqdm
+
+    from lookalike.pipeline.write_path import ray_runner
+
+    runner = ray_runner()
+    with runner.output_aside(args.verbose) as terminal:
+        workers = runner.start(collection.spec, args.ray)
+        work = collection.plan(args.paths, all_files=args.all_files)
+        if not work.todo:
+            workers.close()
+        else:
+            print(f"starting Ray workers on {workers.where}...", file=terminal)
+            workers.wait()
+        with tqdm(
+            total=len(work.todo),
+            unit="img",
+            desc="indexing",
+            disable=not work.todo or not terminal.isatty(),
+            smoothing=0.1,
+            file=terminal,
+        ) as bar:
+            return collection.add(
+                args.paths,
+                batch_size=args.batch_size,
+                progress=bar.update,
+                work=work,
+                ray=args.ray,
+            )
 
 
 def _print_report(report) -> None:  # type: ignore[no-untyped-def]
@@ -272,6 +306,11 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     )
     for path, reason in report.skipped:
         print(f"  skipped {one_line(path)}: {reason}")
+    if report.retried:
+        print(
+            f"  retried {len(report.retried)} files on other Ray workers after theirs were lost "
+            "(each written once; -v names them)"
+        )
     if report.left_out:
         kinds = ", ".join(f"{n} {ext}" for ext, n in report.left_out.items())
         total = sum(report.left_out.values())

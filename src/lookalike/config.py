@@ -59,6 +59,21 @@ BATCH_SIZE = 8
 BATCH_IMAGE_PIXELS = 4_000_000
 #: Indexing threads, each decoding a batch and running the model on it with one core.
 INDEX_WORKERS = os.cpu_count() or 1
+#: `index --ray`: a Ray worker embeds this many write batches per call (fewer, larger calls:
+#: each costs a round trip); what is written and committed stays one batch at a time.
+RAY_BATCHES = 4
+#: Calls queued per Ray worker beside the one it runs, so that it never waits for the driver.
+RAY_QUEUED = 1
+#: Bytes of image files the driver holds in flight for workers that cannot read its paths.
+RAY_SENT_BYTES = 256 * 1024 * 1024
+#: Times a batch is sent again after the Ray worker embedding it was lost; after that its
+#: files are reported (not remembered) and tried again by the next run.
+RAY_RETRIES = 3
+#: Seconds to wait for a first Ray worker (or a replacement) to start before giving up.
+RAY_START_SECONDS = 300.0
+#: Attempts (one a second) to reach a Ray cluster's head given by address: Ray's own default
+#: (20) keeps a mistyped address or a missing token waiting for 20 s.
+RAY_CONNECT_ATTEMPTS = 5
 
 # --- store and search -----------------------------------------------------------------------
 DEFAULT_K = 10

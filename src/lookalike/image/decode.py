@@ -146,6 +146,16 @@ def load_image(
 # --- reading --------------------------------------------------------------------------------
 
 
+def read_file(path: str, max_bytes: int = config.MAX_FILE_BYTES) -> bytes:
+    """The bytes of the file at ``path``, with :func:`load_image`'s checks (a regular file,
+    at most ``max_bytes``); raises :class:`DecodeError` naming the path."""
+    try:
+        return _read_file(path, max_bytes)
+    except DecodeError as exc:
+        exc.path = path
+        raise
+
+
 def _read_source(source: str | os.PathLike[str] | bytes, max_bytes: int) -> bytes:
     """Return the raw bytes of ``source``, enforcing the size limits."""
     if isinstance(source, bytes | bytearray | memoryview):

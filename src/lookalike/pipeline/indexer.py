@@ -59,6 +59,9 @@ class IndexReport:
     skipped_before: int = 0
     #: Files in the given folders left out because of their type: extension -> count.
     left_out: dict[str, int] = field(default_factory=dict)
+    #: Files sent again to another worker after the Ray worker embedding them was lost (a
+    #: path once per retry); each was still written once.
+    retried: list[str] = field(default_factory=list)
 
     @property
     def embedded(self) -> int:
@@ -77,6 +80,7 @@ class IndexReport:
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "skipped_before": self.skipped_before,
             "left_out": self.left_out,
+            "retried": self.retried,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
         }
@@ -181,13 +185,23 @@ class _Outcome:
         return self.vector is None and not self.transient and self.candidate.size >= 0
 
 
-def _decode_one(embedder: Embedder, candidate: Candidate) -> Image.Image | DecodeError:
+#: A file's content when it was read elsewhere (the Ray driver sends the bytes of files its
+#: workers cannot see), or why it could not be read there; None: read it here, by its path.
+Source = bytes | DecodeError | None
+
+
+def _decode_one(
+    embedder: Embedder, candidate: Candidate, source: Source = None
+) -> Image.Image | DecodeError:
     """The decoded image, or why the file cannot be used."""
     if candidate.problem is not None:
         return DecodeError(candidate.problem, transient=True)
+    if isinstance(source, DecodeError):
+        return source
     try:
         return shrink(
-            load_image(candidate.path, min_side=embedder.decode_side), embedder.decode_side
+            load_image(candidate.path if source is None else source, min_side=embedder.decode_side),
+            embedder.decode_side,
         )
     except DecodeError as exc:
         return exc
@@ -214,15 +228,18 @@ def _describe(
     return [_describe(embedder, [image])[0] for image in images]
 
 
-def _process_batch(embedder: Embedder, batch: list[Candidate]) -> list[_Outcome]:
-    """Decode and embed one batch, on one worker thread.
+def _process_batch(
+    embedder: Embedder, batch: list[Candidate], sources: list[Source] | None = None
+) -> list[_Outcome]:
+    """Decode and embed one batch, on one worker thread; ``sources``: the files' bytes
+    where they were read elsewhere (see :data:`Source`).
 
     An image decoded larger than ``config.BATCH_IMAGE_PIXELS`` is described at once, alone,
     and dropped: a batch never holds several big images (three of 100 MP took 1.4 GB)."""
     results: list[DecodeError | Image.Image | tuple[np.ndarray, Box | None] | str] = []
     sizes: list[tuple[int, int]] = []
-    for candidate in batch:
-        decoded = _decode_one(embedder, candidate)
+    for candidate, source in zip(batch, sources or [None] * len(batch), strict=True):
+        decoded = _decode_one(embedder, candidate, source)
         if isinstance(decoded, Image.Image):
             sizes.append(decoded.info.get(FULL_SIZE, decoded.size))
             if decoded.width * decoded.height > config.BATCH_IMAGE_PIXELS:

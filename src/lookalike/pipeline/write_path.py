@@ -139,7 +139,7 @@ class WritePath:
             if not work.todo and not work.vanished:
                 return work.report()
             if ray is not None:
-                return _ray_runner().run(
+                return ray_runner().run(
                     sink, spec, work, address=ray or None, batch_size=batch_size, progress=progress
                 )
             return indexer.run(sink, embedder(), work, batch_size=batch_size, progress=progress)
@@ -183,7 +183,7 @@ class WritePath:
         self.writer.close(closing)
 
 
-def _ray_runner():  # type: ignore[no-untyped-def]
+def ray_runner():  # type: ignore[no-untyped-def]
     """lookalike.pipeline.ray_runner, or a clear error naming the extra it needs."""
     try:
         from lookalike.pipeline import ray_runner
