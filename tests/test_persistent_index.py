@@ -360,3 +360,41 @@ def test_writers_save_the_index_now_and_then_and_when_closing(
     assert index_file.read_bytes() != saved  # closing saved the removal
     with Collection.open(db) as again:
         assert json.loads(index_file.read_bytes())["generation"] == again.store.generation()
+
+
+@pytest.mark.parametrize("setting", ["auto", "exact", "ivf", "hnsw"])
+def test_every_documented_index_setting_leaves_the_collection_usable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str
+) -> None:
+    """``--index auto`` (documented) on a collection under the approximate threshold made every
+    later command fail ("unknown index 'auto'"), ``info`` too."""
+    from tests.conftest import make_image
+
+    folder = tmp_path / "img"
+    for i in range(4):
+        make_image(folder / f"{i}.jpg", i)
+    db = str(tmp_path / "c.db")
+    assert main(["index", str(folder), "--db", db, "--index", setting]) == 0
+    assert main(["info", "--db", db, "--json"]) == 0
+    index = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["index"]
+    assert index["setting"] == setting
+    assert index["kind"] == ("exact" if setting == "auto" else setting)
+    assert main(["search", str(folder / "1.jpg"), "--db", db, "--json", "-k", "2"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert len(found["results"]) == 2
+
+
+def test_the_index_settings_are_one_list(tmp_path: Path) -> None:
+    from lookalike.cli import build_parser
+    from lookalike.index import registry
+
+    parser = build_parser()
+    index_command = parser._subparsers._group_actions[0].choices["index"]  # type: ignore[union-attr]
+    (option,) = [a for a in index_command._actions if "--index" in a.option_strings]
+    assert tuple(option.choices) == registry.INDEX_SETTINGS
+    assert ("auto", *registry.INDEX_KINDS) == registry.INDEX_SETTINGS
+    with Collection.open(tmp_path / "c.db") as collection:
+        for setting in registry.INDEX_SETTINGS:
+            collection.set_index(setting)  # each is accepted
+        with pytest.raises(ValueError, match="unknown index"):
+            collection.set_index("flat")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from lookalike import __version__, config
 from lookalike.errors import InvalidInput, LookalikeError
 from lookalike.image.files import one_line, printable
+from lookalike.index.registry import INDEX_SETTINGS
 
 if TYPE_CHECKING:
     from lookalike.collection import Collection
@@ -989,7 +990,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--whiten", action="store_true", help="whiten when compressing")
     group.add_argument(
         "--index",
-        choices=["auto", "exact", "ivf", "hnsw"],  # persistent_index.SETTINGS (not imported)
+        choices=INDEX_SETTINGS,
         default=None,
         help=f"search index: auto (default: exact below {config.ANN_MIN_IMAGES:,} images, "
         "approximate from there on), exact, ivf or hnsw (approximate, FAISS)",

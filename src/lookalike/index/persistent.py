@@ -39,12 +39,12 @@ if TYPE_CHECKING:
 from lookalike import config
 from lookalike.index.base import IdFilter, VectorCodec
 from lookalike.index.exact import ExactIndex
+from lookalike.index.registry import INDEX_SETTINGS
 from lookalike.store.sqlite import Store
 from lookalike.types import IndexCapabilities
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("auto", "exact", "ivf", "hnsw")  # ann_index.KINDS (faiss imported when used)
 #: Rows read per batch when building or scanning (20,000 x 1280 float32: 100 MB).
 BATCH = 20_000
 
@@ -54,8 +54,8 @@ def setting(store: Store) -> str:
 
 
 def set_setting(store: Store, value: str) -> None:
-    if value not in SETTINGS:
-        raise ValueError(f"unknown index {value!r}; choose one of {', '.join(SETTINGS)}")
+    if value not in INDEX_SETTINGS:
+        raise ValueError(f"unknown index {value!r}; choose one of {', '.join(INDEX_SETTINGS)}")
     store.set_meta("index", value)
 
 

@@ -1,9 +1,11 @@
 """Which :class:`~lookalike.index.base.VectorIndex` holds a collection's vectors in memory.
 
-The kind comes from the collection's meta key ``index`` (default ``"exact"``). A new index
-plugs in with one entry in :data:`INDEX_KINDS`: kind -> ``"module:function"``, where
-``function(ids, vectors) -> VectorIndex`` builds it from ids (int64, ascending) and codec
+A new index plugs in with one entry in :data:`INDEX_KINDS`: kind -> ``"module:function"``,
+where ``function(ids, vectors) -> VectorIndex`` builds it from ids (int64, ascending) and codec
 output vectors. Imported only when used, so an optional engine is needed only by its users.
+
+:data:`INDEX_SETTINGS` is the one list of what a collection's ``index`` setting may be (the
+CLI's ``--index`` choices, :mod:`lookalike.index.persistent`): ``auto`` (by size) or a kind.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ INDEX_KINDS: dict[str, str] = {
     "ivf": "lookalike.index.ann:build_ivf",
     "hnsw": "lookalike.index.ann:build_hnsw",
 }
+#: What a collection's ``index`` setting may be: ``auto`` (exact below
+#: :data:`lookalike.config.ANN_MIN_IMAGES` images, approximate from there on) or a kind.
+INDEX_SETTINGS: tuple[str, ...] = ("auto", *INDEX_KINDS)
 
 
 def build_index(kind: str, ids: np.ndarray, vectors: np.ndarray) -> VectorIndex:

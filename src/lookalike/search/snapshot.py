@@ -244,12 +244,13 @@ class SnapshotCache:
             codec = index.codec  # type: ignore[attr-defined]  # the codec of the column searched
         else:
             changes = self.store.vectors_since(None)
-            kind = self.store.get_meta("index") or indexes.DEFAULT_INDEX
             if changes.vectors is None:
                 vectors = np.empty((0, 0), dtype=np.float32)
             else:
                 vectors = codec.transform(changes.vectors)
-            index = indexes.build_index(kind, changes.ids, vectors)
+            # held in memory, exact: the collection's "index" setting (auto, or an
+            # approximate kind) names the index kept beside the store (_build_approximate)
+            index = indexes.build_index(indexes.DEFAULT_INDEX, changes.ids, vectors)
         partition = None
         projection, projected = None, None
         if classifier is not None and changes.vectors is not None:
