@@ -112,3 +112,82 @@ def test_import_refuses_another_models_file(tmp_path: Path) -> None:
     pq.write_table(pa.table({"path": ["/a"], "vector": [[1.0, 2.0]]}), plain)
     with pytest.raises(ValueError, match=r"lookalike\.model"):
         parquet_io.read_spec(plain)
+
+
+@pytest.mark.parametrize(
+    "vector_type",
+    [
+        pa.list_(pa.float32()),
+        pa.large_list(pa.float32()),
+        pa.list_(pa.float32(), 1280),
+        pa.list_(pa.float16(), 1280),
+        pa.large_list(pa.float16()),
+    ],
+    ids=["list", "large_list", "fixed_size_list", "fixed_size_list_f16", "large_list_f16"],
+)
+def test_import_reads_every_list_kind_of_floats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], vector_type: pa.DataType
+) -> None:
+    """Arrow's fixed-size list is the usual embedding column of other tools; importing one
+    failed with AttributeError ('FixedSizeListArray' has no 'offsets')."""
+    spec = builtin_spec("efficientnet-lite0")
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(7, 1280)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    paths = [f"/elsewhere/{i}.jpg" for i in range(7)]
+    element = np.float16 if pa.types.is_float16(vector_type.value_type) else np.float32
+    column = pa.array(list(vectors.astype(element)), type=vector_type)
+    column = pa.concat_arrays([column, pa.nulls(1, type=vector_type)])  # a null row too
+    table = pa.table(
+        {"path": [*paths, "/elsewhere/null.jpg"], "vector": column},
+        schema=pa.schema(
+            [("path", pa.string()), ("vector", vector_type)],
+            metadata={b"lookalike.model": spec.to_json().encode()},
+        ),
+    )
+    file = tmp_path / "v.parquet"
+    pq.write_table(table, file, row_group_size=3)  # row groups: batches that are slices
+    db = tmp_path / "c.db"
+    assert main(["import", str(file), "--db", str(db), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == 7 and [r["path"] for r in summary["rejected"]] == [
+        "/elsewhere/null.jpg"
+    ]
+    with Collection.open(db) as collection:
+        ids, stored = collection.store.load_vectors()
+        by_path = collection.store.paths(ids)
+        order = [paths.index(by_path[int(i)]) for i in ids]
+        tolerance = 1e-3 if pa.types.is_float16(vector_type.value_type) else 1e-6
+        assert np.allclose(stored, vectors[order], atol=tolerance)
+
+
+@pytest.mark.parametrize(
+    "vector_type",
+    [pa.list_(pa.int32()), pa.string(), pa.list_(pa.string()), pa.float32()],
+)
+def test_import_refuses_other_vector_columns_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], vector_type: pa.DataType
+) -> None:
+    spec = builtin_spec("efficientnet-lite0")
+    values = {
+        "list<item: int32>": [[1, 2]],
+        "string": ["1,2"],
+        "list<item: string>": [["1", "2"]],
+        "float": [1.0],
+    }[str(vector_type)]
+    table = pa.table(
+        {"path": ["/a.jpg"], "vector": pa.array(values, type=vector_type)},
+        schema=pa.schema(
+            [("path", pa.string()), ("vector", vector_type)],
+            metadata={b"lookalike.model": spec.to_json().encode()},
+        ),
+    )
+    file = tmp_path / "v.parquet"
+    pq.write_table(table, file)
+    db = tmp_path / "c.db"
+    assert main(["import", str(file), "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "vector column" in err and "fixed_size_list" in err
+    with Collection.open(db) as collection:
+        assert len(collection) == 0

@@ -201,6 +201,8 @@ def import_files(
     and the file's progress is recorded after it, so an interrupted import resumes.
     """
     report = ImportReport()
+    for file in files:  # every file checked before any row is written
+        _check_file(collection, file)
     writes = collection.writes
     with writes.batches():  # settled at the end: models refitted, the index followed and saved
         for file in files:
@@ -214,13 +216,6 @@ def _import_file(
     report: ImportReport,
     progress: Callable[[int], None] | None,
 ) -> None:
-    spec = read_spec(file)
-    if _comparable(spec) != _comparable(collection.spec):
-        raise ValueError(
-            f"{file} holds vectors of {spec.name} ({spec.pooling} pooling, localize "
-            f"{spec.localize}); {collection.name} is {collection.spec.name} "
-            f"({collection.spec.pooling}, localize {collection.spec.localize})"
-        )
     writes = collection.writes
     parquet = _open_streaming(file)
     key = "import:" + _file_key(Path(file))
@@ -244,10 +239,57 @@ def _import_file(
     report.files += 1
 
 
+def _check_file(collection: Collection, file: str | os.PathLike[str]) -> None:
+    """Refuse (ValueError) a file of another model, or whose columns cannot be read."""
+    spec = read_spec(file)
+    if _comparable(spec) != _comparable(collection.spec):
+        raise ValueError(
+            f"{file} holds vectors of {spec.name} ({spec.pooling} pooling, localize "
+            f"{spec.localize}); {collection.name} is {collection.spec.name} "
+            f"({collection.spec.pooling}, localize {collection.spec.localize})"
+        )
+    check_columns(_open_streaming(file).schema_arrow, str(file))
+
+
 def _comparable(spec: ModelSpec) -> ModelSpec:
     """The spec but for its descriptor version (which Collection.open already warns about):
     vectors of two specs equal under this can be compared."""
     return dataclasses.replace(spec, descriptor_version=0)
+
+
+def check_columns(schema: Any, file: str) -> None:
+    """Refuse (ValueError, one line) a file whose ``path`` and ``vector`` columns lookalike
+    cannot read: the vector must be a list, large list or fixed-size list of floats
+    (float32, the usual; float16 and float64 are converted)."""
+    pa = _pyarrow()
+    names = schema.names
+    if "path" not in names or "vector" not in names:
+        raise ValueError(f"{file}: needs a path column and a vector column")
+    kind = schema.field("vector").type
+    is_list = (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    )
+    if not is_list or not pa.types.is_floating(kind.value_type):
+        raise ValueError(
+            f"{file}: the vector column is {kind}; expected a list, large_list or "
+            "fixed_size_list of float32 (or float16)"
+        )
+
+
+def _vector_values(column: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start of each row in ``values``, length of each row (0 if null), ``values`` as
+    float32) of a list, large list or fixed-size list column; offsets into the child
+    values (null slots included), not flatten(): robust to slices."""
+    pa = _pyarrow()
+    lengths = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    if pa.types.is_fixed_size_list(column.type):
+        # No offsets: row i starts at (slice offset + i) x list size of the child values.
+        rows = np.arange(len(column) + 1, dtype=np.int64) + column.offset
+        starts = rows * column.type.list_size
+    else:
+        starts = column.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    values = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return starts, lengths, values
 
 
 def _rows(
@@ -255,20 +297,16 @@ def _rows(
 ) -> tuple[list[EmbeddedImage], int | None]:
     pa = _pyarrow()
     names = batch.schema.names
-    if "path" not in names or "vector" not in names:
-        raise ValueError(f"{file}: needs a path column and a vector column")
+    check_columns(batch.schema, file)
     column = batch.column("vector")
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    lengths = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
     paths = batch.column("path").to_pylist()
     optional = {
         name: batch.column(name).to_numpy(zero_copy_only=False) if name in names else None
         for name in ("size", "mtime_ns", "width", "height")
     }
-    # Offsets into the child values (null slots included), not flatten(): robust to slices.
-    starts = column.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
-    values = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    starts, lengths, values = _vector_values(column)
     rows: list[EmbeddedImage] = []
     for i, path in enumerate(paths):
         length = lengths[i]
