@@ -62,7 +62,6 @@ from lookalike.search.snapshot import SearchSnapshot, SnapshotCache
 from lookalike.search.words import Concept, Vocabulary
 from lookalike.store.base import MetadataStore
 from lookalike.store.registry import is_url, open_store
-from lookalike.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +182,7 @@ class Collection:
         ``~`` is expanded; a path that does not exist raises
         :class:`~lookalike.errors.MissingPathError` (a ``FileNotFoundError``) naming it.
         """
-        return indexer.plan_paths(cast(Store, self.store), paths, all_files=all_files)
+        return indexer.plan_paths(self.store, paths, all_files=all_files)
 
     def add(
         self,
@@ -406,7 +405,7 @@ class Collection:
         described = self.describe(queries, localize=localize)
         snapshot = self.snapshot()
         if exact and not snapshot.index.capabilities.exact:
-            scan = StoreScan(self.store, snapshot.codec)  # type: ignore[arg-type]
+            scan = StoreScan(self.store, snapshot.codec)
             snapshot = dataclasses.replace(snapshot, index=scan)
         return search.search(
             snapshot,

@@ -14,15 +14,12 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, cast
+from typing import Literal
 
 import numpy as np
 
 from lookalike import config
 from lookalike.store.base import MetadataStore
-
-if TYPE_CHECKING:
-    from lookalike.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -263,9 +260,9 @@ def cluster_store(
     (:func:`_cluster_from_sample`)."""
     if not auto and k is None:
         raise ValueError("give the number of clusters k, or auto=True")
-    if store.count() > config.CLUSTER_SAMPLE and hasattr(store, "vector_batches"):
+    if store.count() > config.CLUSTER_SAMPLE:
         return _cluster_from_sample(
-            cast("Store", store),
+            store,
             k,
             auto=auto,
             random_state=random_state,
@@ -287,7 +284,7 @@ def cluster_store(
 
 
 def _cluster_from_sample(
-    store: Store,
+    store: MetadataStore,
     k: int | None,
     *,
     auto: bool,

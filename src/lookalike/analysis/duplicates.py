@@ -25,7 +25,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -35,9 +34,6 @@ from lookalike.index.base import VectorIndex
 from lookalike.search.snapshot import SearchSnapshot
 from lookalike.store.base import MetadataStore
 from lookalike.store.records import ImageRecord
-
-if TYPE_CHECKING:
-    from lookalike.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -390,17 +386,16 @@ def find_in_store(
     batch of vectors in memory at a time); then sorted into tiers (:func:`with_tiers`)."""
     vectors_of: Callable[[np.ndarray], np.ndarray]
     if approximate is not None:
-        batched = cast("Store", store)
         groups = find_duplicates_by_neighbours(
-            batched.vector_batches(),
-            batched.ids(),
+            store.vector_batches(),
+            store.ids(),
             approximate.index,
             approximate.encode,
-            batched.vectors_of,
+            store.vectors_of,
             threshold=threshold,
             max_neighbours=max_neighbours,
         )
-        vectors_of = batched.vectors_of
+        vectors_of = store.vectors_of
     else:
         ids, vectors = store.load_vectors()
         groups = find_duplicates(ids, vectors, threshold=threshold, max_neighbours=max_neighbours)

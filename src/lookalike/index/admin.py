@@ -15,9 +15,10 @@ from lookalike.store.base import MetadataStore
 def choose(store: MetadataStore, kind: str) -> None:
     """Set the ``index`` setting ("auto", "exact", "ivf" or "hnsw"); going back to "exact"
     deletes the approximate index saved beside the store."""
-    persistent_index.set_setting(store, kind)  # type: ignore[arg-type]
-    if kind == "exact" and hasattr(store, "path"):
-        persistent_index.remove_index_files(persistent_index.path_for(store))  # type: ignore[arg-type]
+    persistent_index.set_setting(store, kind)
+    saved = store.index_file()
+    if kind == "exact" and saved is not None:
+        persistent_index.remove_index_files(saved)
 
 
 def describe(
@@ -32,7 +33,7 @@ def describe(
     else the stored vectors': a codec of 0 dims centres without reducing); for an approximate
     one, what ``followed`` (the index held, brought up to date) says."""
     info: dict[str, object] = {
-        "setting": persistent_index.setting(store),  # type: ignore[arg-type]
+        "setting": persistent_index.setting(store),
         "kind": kind,
         "approximate": kind != "exact",
         "dims": codec_dims,
@@ -48,4 +49,4 @@ def describe(
 def _stored_dims(store: MetadataStore, index: VectorIndex) -> int:
     """Dimensions of the stored vectors (0 in an empty collection)."""
     ids = index.ids[:1]
-    return int(store.vectors_of(ids).shape[1]) if len(ids) else 0  # type: ignore[attr-defined]
+    return int(store.vectors_of(ids).shape[1]) if len(ids) else 0

@@ -40,7 +40,7 @@ from lookalike import config
 from lookalike.index.base import IdFilter, VectorCodec
 from lookalike.index.exact import ExactIndex
 from lookalike.index.registry import INDEX_SETTINGS
-from lookalike.store.sqlite import Store
+from lookalike.store.base import MetadataStore
 from lookalike.types import IndexCapabilities
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,11 @@ log = logging.getLogger(__name__)
 BATCH = 20_000
 
 
-def setting(store: Store) -> str:
+def setting(store: MetadataStore) -> str:
     return store.get_meta("index") or "auto"
 
 
-def set_setting(store: Store, value: str) -> None:
+def set_setting(store: MetadataStore, value: str) -> None:
     if value not in INDEX_SETTINGS:
         raise ValueError(f"unknown index {value!r}; choose one of {', '.join(INDEX_SETTINGS)}")
     store.set_meta("index", value)
@@ -68,8 +68,12 @@ def kind_for(value: str, count: int) -> str:
     return value
 
 
-def path_for(store: Store) -> Path:
-    return store.path.with_name(store.path.name + ".ann")
+def path_for(store: MetadataStore) -> Path:
+    """Where the store keeps its approximate index (a store that keeps none has none)."""
+    path = store.index_file()
+    if path is None:
+        raise ValueError("this store keeps no approximate index: it searches in its database")
+    return path
 
 
 def search_settings() -> SearchSettings:
@@ -113,7 +117,7 @@ class FollowedIndex:
     new index is swapped in, caught up with what was written meanwhile, when it is done.
     """
 
-    def __init__(self, store: Store, wanted: Target) -> None:
+    def __init__(self, store: MetadataStore, wanted: Target) -> None:
         self.store = store
         self.wanted = wanted
         self.target = wanted  # of the index held (set by loading or building)
@@ -474,7 +478,7 @@ def _data_files(path: Path) -> list[str]:
     ]  # order kept
 
 
-def _store_id(store: Store) -> str:
+def _store_id(store: MetadataStore) -> str:
     """A random id given to the store once, so that an index file left beside a new store
     of the same name is never taken for its index."""
     value = store.get_meta("store_id")
@@ -488,7 +492,7 @@ class StoreScan:
     """An exact index that scans the store a batch at a time instead of holding the vectors
     (``search --exact`` on a large collection). Read-only."""
 
-    def __init__(self, store: Store, codec: VectorCodec | None) -> None:
+    def __init__(self, store: MetadataStore, codec: VectorCodec | None) -> None:
         self.store = store
         self.codec = codec
 
@@ -530,7 +534,7 @@ class StoreScan:
 
 
 def exact_search(
-    store: Store,
+    store: MetadataStore,
     codec: VectorCodec | None,
     queries: np.ndarray,
     k: int,

@@ -25,8 +25,8 @@ from lookalike.encode.models import Embedder
 from lookalike.image.decode import FULL_SIZE, DecodeError, load_image
 from lookalike.image.files import Candidate, candidates_for, existing_paths, printable
 from lookalike.image.preprocess import shrink
+from lookalike.store.base import MetadataStore
 from lookalike.store.records import EmbeddedImage, FileState, SkippedFile
-from lookalike.store.sqlite import Store
 from lookalike.types import Box
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class Plan:
 
 
 def _known_states(
-    store: Store, candidates: list[Candidate], folders: list[str]
+    store: MetadataStore, candidates: list[Candidate], folders: list[str]
 ) -> dict[str, FileState]:
     """What the store knows of the folders' files and of the other candidates: ranges of
     its path index (the candidates' own folders), never every file of the collection,
@@ -120,7 +120,7 @@ def _known_states(
     return known
 
 
-def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
+def plan(store: MetadataStore, candidates: list[Candidate], folders: list[str]) -> Plan:
     """Compare candidates with the store: what is new or changed, what vanished."""
     known = _known_states(store, candidates, folders)
     todo: list[Candidate] = []
@@ -150,7 +150,7 @@ def plan(store: Store, candidates: list[Candidate], folders: list[str]) -> Plan:
 
 
 def plan_paths(
-    store: Store, paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False
+    store: MetadataStore, paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False
 ) -> Plan:
     """The plan of indexing files and folders (recursively): new or changed files to embed,
     vanished ones to drop, and the files left out by type (extension -> count).

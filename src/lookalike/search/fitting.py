@@ -13,9 +13,6 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
-
-import numpy as np
 
 from lookalike import config
 from lookalike.index import codec as codecs
@@ -31,8 +28,6 @@ from lookalike.search.snapshot import CLASSIFIER_KEY, CODEC_GENERATION
 from lookalike.store.base import MetadataStore
 
 log = logging.getLogger(__name__)
-
-Vectors = Callable[[], tuple[np.ndarray, np.ndarray]]
 
 
 def start(store: MetadataStore) -> None:
@@ -62,9 +57,7 @@ def bump_codec_generation(store: MetadataStore) -> None:
     """Tell loaded snapshots (this process's and others') that the codec changed. A store
     that searches in its database (PostgreSQL) recomputes the reduced vectors it searches."""
     store.set_meta(CODEC_GENERATION, str(int(store.get_meta(CODEC_GENERATION) or 0) + 1))
-    reduce = getattr(store, "reduce", None)
-    if reduce is not None:
-        reduce()
+    store.reduce()
 
 
 def refresh(store: MetadataStore) -> None:
@@ -72,19 +65,11 @@ def refresh(store: MetadataStore) -> None:
     classifier (when labels, or the set of labelled images, changed).
 
     The codec is fitted on a random sample of :data:`config.PCA_SAMPLE` vectors and the
-    classifier on the labelled images' vectors only, where the store can read those (the
-    SQLite store): a large collection is never loaded whole."""
-    loaded: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def vectors() -> tuple[np.ndarray, np.ndarray]:
-        """All stored vectors, read once however many models need them."""
-        if not loaded:
-            loaded.append(store.load_vectors())
-        return loaded[0]
-
+    classifier on the labelled images' vectors only: a large collection is never loaded
+    whole."""
     _default_codec_for_approximate_search(store)
-    _refresh_codec(store, vectors)
-    _refresh_classifier(store, vectors)
+    _refresh_codec(store)
+    _refresh_classifier(store)
 
 
 def _default_codec_for_approximate_search(store: MetadataStore) -> None:
@@ -93,16 +78,14 @@ def _default_codec_for_approximate_search(store: MetadataStore) -> None:
     the approximate index holds 8-bit codes of these vectors). The default codec of a new
     collection (centring, no reduction) counts as not chosen: PCA centres too."""
     chosen = store.get_meta("pca")
-    if getattr(store, "path", None) is None:
-        return
     if chosen is not None and json.loads(chosen) != config.DEFAULT_CODEC:
         return
-    kind = persistent_index.kind_for(persistent_index.setting(store), store.count())  # type: ignore[arg-type]
+    kind = persistent_index.kind_for(persistent_index.setting(store), store.count())
     if kind != "exact":
         set_codec(store, {"dims": config.PCA_DIMS, "whiten": False})
 
 
-def _refresh_codec(store: MetadataStore, vectors: Vectors) -> None:
+def _refresh_codec(store: MetadataStore) -> None:
     settings = json.loads(store.get_meta("pca") or "{}")
     if not settings:
         return
@@ -122,18 +105,14 @@ def _refresh_codec(store: MetadataStore, vectors: Vectors) -> None:
             return
     if count < 2:
         return
-    sample = getattr(store, "sample_vectors", None)
-    if sample is not None:
-        fitted = codecs.fit_codec(settings, sample(config.PCA_SAMPLE))
-        if hasattr(fitted, "fitted_on"):  # staleness counts the collection, not the sample
-            fitted = dataclasses.replace(fitted, fitted_on=count)  # type: ignore[type-var]
-    else:
-        fitted = codecs.fit_codec(settings, vectors()[1])
+    fitted = codecs.fit_codec(settings, store.sample_vectors(config.PCA_SAMPLE))
+    if hasattr(fitted, "fitted_on"):  # staleness counts the collection, not the sample
+        fitted = dataclasses.replace(fitted, fitted_on=count)  # type: ignore[type-var]
     store.put_artifact("pca", fitted.to_bytes())
     bump_codec_generation(store)
 
 
-def _refresh_classifier(store: MetadataStore, vectors: Vectors) -> None:
+def _refresh_classifier(store: MetadataStore) -> None:
     """The classifier is trained on the labelled images only: adding unlabelled images (an
     upload) leaves it, and so the search snapshot's partition, as it is."""
     ids, labels = store.labelled_ids()
@@ -149,12 +128,7 @@ def _refresh_classifier(store: MetadataStore, vectors: Vectors) -> None:
             len(ids),
             len(set(labels)),
         )
-        read = getattr(store, "vectors_of", None)
-        if read is not None:
-            labelled = read(ids)
-        else:
-            all_ids, stored = vectors()
-            labelled = stored[np.searchsorted(all_ids, ids)]
+        labelled = store.vectors_of(ids)
         model = fit_classifier(labelled, labels)
         projection = fit_projection(labelled, labels)
         log.info("category classifier trained in %.1f s", time.perf_counter() - started)

@@ -146,10 +146,11 @@ class SnapshotCache:
 
     def index_kind(self) -> str:
         """ "exact", or the approximate kind this collection is searched with (by its size and
-        its ``index`` setting; stores without a file beside them are searched exactly)."""
-        if getattr(self.store, "path", None) is None:
+        its ``index`` setting; a store that keeps no index file searches in its database,
+        see :meth:`MetadataStore.database_index`)."""
+        if self.store.index_file() is None:
             return "exact"
-        setting = persistent_index.setting(self.store)  # type: ignore[arg-type]
+        setting = persistent_index.setting(self.store)
         return persistent_index.kind_for(setting, self.store.count())
 
     def save_index(self) -> None:
@@ -233,15 +234,15 @@ class SnapshotCache:
         codec = codecs.load_codec(settings, self.store.get_artifact("pca"))
         data = self.store.get_artifact("classifier")
         classifier = CategoryModel.from_bytes(data) if data else None
-        database_index = getattr(self.store, "database_index", None)
-        if database_index is not None:
+        in_database = self.store.database_index()
+        index: VectorIndex
+        if in_database is not None:
             # The store searches in its database (PostgreSQL): no vectors held here; they
             # are read only to predict the categories of the partition.
             changes = self.store.vectors_since(
                 None if classifier is not None else self.store.generation()
             )
-            index: VectorIndex = database_index()
-            codec = index.codec  # type: ignore[attr-defined]  # the codec of the column searched
+            index, codec = in_database, in_database.codec  # the codec of the vectors searched
         else:
             changes = self.store.vectors_since(None)
             if changes.vectors is None:
@@ -333,7 +334,7 @@ class SnapshotCache:
             settings.get("kind", "pca") if settings else None,
         )
         if self._followed is None:
-            self._followed = FollowedIndex(self.store, wanted)  # type: ignore[arg-type]
+            self._followed = FollowedIndex(self.store, wanted)
         else:
             self._followed.retarget(wanted)
         index = self._followed.current()
@@ -369,7 +370,7 @@ class SnapshotCache:
             todo = ids[~kept]
         for start in range(0, len(todo), persistent_index.BATCH):
             chunk = todo[start : start + persistent_index.BATCH]
-            raw = store.vectors_of(chunk)  # type: ignore[attr-defined]
+            raw = store.vectors_of(chunk)
             codes[np.searchsorted(ids, chunk)] = classifier.predict_proba(raw).argmax(axis=1)
         position = {name: i for i, name in enumerate(classifier.classes)}
         labelled_ids, labels = store.labelled_ids()

@@ -58,7 +58,7 @@ from lookalike.store.records import (
     SkippedFile,
     VectorChanges,
 )
-from lookalike.store.sqlite import _box_text, _parse_box, unchanged_on_disk
+from lookalike.store.sqlite import _box_text, _parse_box, sample_ids, unchanged_on_disk
 from lookalike.types import IndexCapabilities
 
 log = logging.getLogger(__name__)
@@ -643,6 +643,45 @@ class PostgresStore:
         ids, vectors = _ids_and_vectors(rows)
         return ids, np.empty((0, 0), dtype=np.float32) if vectors is None else vectors
 
+    def ids(self) -> np.ndarray:
+        """Every indexed id, ascending (the primary key alone: no vector is read)."""
+        rows = self._query("SELECT id FROM images ORDER BY id")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vector_batches(self, batch_size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every (ids, vectors) in id order, ``batch_size`` rows at a time (one query each, by
+        the primary key: no transaction is held open between batches)."""
+        last = -1
+        while True:
+            with self._read() as conn, conn.cursor(binary=True) as cur:
+                rows = cur.execute(
+                    "SELECT id, vector FROM images WHERE id > %s ORDER BY id LIMIT %s",
+                    (last, batch_size),
+                ).fetchall()
+            ids, vectors = _ids_and_vectors(rows)
+            if vectors is None:
+                return
+            yield ids, vectors
+            last = int(ids[-1])
+
+    def sample_vectors(self, size: int, *, seed: int = 0) -> np.ndarray:
+        """Vectors of up to ``size`` images drawn at random (fitting PCA and the like), the
+        same draw as the SQLite store's for the same ids; an image removed meanwhile (by
+        another process) is left out."""
+        return self.vectors_present(sample_ids(self.ids(), size, seed))[1]
+
+    def vectors_present(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of these still indexed (in their order) and their vectors: ids read before
+        an image was removed (by another process) are left out, not an error."""
+        wanted = [int(i) for i in ids]
+        found = self._vectors_by_id(wanted, "vector")
+        kept = [i for i in wanted if i in found]
+        return np.array(kept, dtype=np.int64), _stacked([found[i] for i in kept])
+
+    def cursor(self) -> int:
+        """The change cursor as of now (the generation: see :meth:`vectors_since`)."""
+        return self.generation()
+
     def vectors_since(self, cursor: int | None, /) -> VectorChanges:
         """Every indexed id, and the rows changed after ``cursor`` (a ``latest`` an earlier
         call returned; None for everything), in one snapshot."""
@@ -804,6 +843,10 @@ class PostgresStore:
                 _fill(out_scores[row], out_ids[row], found, excluded)
         return out_scores, out_ids
 
+    def index_file(self) -> None:
+        """None: no index is kept beside the store; searches run in the database."""
+        return None
+
     def database_index(self) -> PostgresIndex:
         """The search index of a snapshot: searches run here, on the column searched now and
         with its codec (see :meth:`reduce`), which the snapshot's queries go through."""
@@ -818,13 +861,18 @@ class PostgresStore:
         wanted = [int(i) for i in ids]
         if column is None:
             column = self.search_codec()[0] if reduced else "vector"
+        found = self._vectors_by_id(wanted, column)
+        if len(found) < len(set(wanted)):
+            raise KeyError("some ids are not indexed")
+        return _stacked([found[i] for i in wanted])
+
+    def _vectors_by_id(self, wanted: list[int], column: str) -> dict[int, np.ndarray]:
         with self._read() as conn, conn.cursor(binary=True) as cur:
             rows = cur.execute(
                 f"SELECT id, {column} FROM images WHERE id = ANY(%s)",  # type: ignore[call-overload]
                 (wanted,),
             ).fetchall()
-        found = {int(r[0]): r[1].to_numpy() for r in rows}
-        return np.stack([found[i] for i in wanted]).astype(np.float32)
+        return {int(r[0]): r[1].to_numpy() for r in rows}
 
     # --- labels ----------------------------------------------------------------------------
 
@@ -940,6 +988,13 @@ def _ids_and_vectors(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarra
     return ids, np.stack([row[1].to_numpy() for row in rows]).astype(np.float32)
 
 
+def _stacked(vectors: list[np.ndarray]) -> np.ndarray:
+    """Vectors -> an (N, D) float32 matrix ((0, 0) for none)."""
+    if not vectors:
+        return np.empty((0, 0), dtype=np.float32)
+    return np.stack(vectors).astype(np.float32)
+
+
 def _db(path: str) -> bytes:
     """A path as the database keeps it: its bytes (names that are not UTF-8 round-trip;
     ``os.fsdecode`` gives them back)."""
@@ -988,8 +1043,7 @@ class PostgresIndex:
     @property
     def ids(self) -> np.ndarray:
         """Every indexed id, ascending."""
-        rows = self.store._query("SELECT id FROM images ORDER BY id")
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        return self.store.ids()
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> PostgresIndex:
         return self

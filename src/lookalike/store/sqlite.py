@@ -431,10 +431,7 @@ class Store:
     def sample_vectors(self, size: int, *, seed: int = 0) -> np.ndarray:
         """Vectors of up to ``size`` images drawn at random (fitting PCA and the like); an
         image removed while they are read is left out."""
-        ids = self.ids()
-        if len(ids) > size:
-            ids = np.sort(np.random.default_rng(seed).choice(ids, size, replace=False))
-        return self.vectors_present(ids)[1]
+        return self.vectors_present(sample_ids(self.ids(), size, seed))[1]
 
     def vectors_since(self, cursor: int | None) -> VectorChanges:
         """Every indexed id, and the rows written after ``cursor`` (the ``latest`` of an
@@ -559,6 +556,28 @@ class Store:
             " GROUP BY cluster ORDER BY cluster"
         )
         return {int(r[0]): int(r[1]) for r in rows}
+
+    # --- searching -------------------------------------------------------------------------
+
+    def index_file(self) -> Path:
+        """The approximate index of a large collection is kept beside the file:
+        ``<db>.ann`` (:mod:`lookalike.index.persistent`)."""
+        return self.path.with_name(self.path.name + ".ann")
+
+    def database_index(self) -> None:
+        """None: searches use an index built from the vectors (SQLite does not search)."""
+        return None
+
+    def reduce(self) -> None:
+        """Nothing: the indexes built from the vectors follow the codec themselves."""
+
+
+def sample_ids(ids: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Up to ``size`` of these ids drawn at random, ascending (all of them if no more); the
+    same draw in every store for the same ids."""
+    if len(ids) <= size:
+        return ids
+    return np.sort(np.random.default_rng(seed).choice(ids, size, replace=False))
 
 
 def _db_path(path: str) -> str | bytes:
