@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +193,80 @@ def test_the_change_feed_lists_every_id_only_after_a_removal(tmp_path: Path) -> 
     store.write_batch([], [], forget=["/p/2.jpg"])
     forgotten = store.vectors_since(skipped.latest)
     assert forgotten.all_ids is not None and len(forgotten.all_ids) == 2
+
+
+def test_a_read_on_another_thread_proceeds_while_a_write_transaction_is_open(
+    tmp_path: Path,
+) -> None:
+    """Readers do not wait for the writer: each thread reads through its own connection,
+    which sees the last committed state while a write transaction is open."""
+    store = Store(tmp_path / "c.db")
+    vector = np.ones(4, dtype=np.float32) / 2
+    store.write_batch([EmbeddedImage("/a/1.jpg", 1, 1, 2, 2, vector)], [])
+    store.set_labels({"/a/1.jpg": "cat"})
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_batch() -> Iterator[EmbeddedImage]:
+        yield EmbeddedImage("/a/2.jpg", 1, 1, 2, 2, vector)
+        inside.set()  # the transaction is open, one row written, not committed
+        assert release.wait(30)
+
+    writer = threading.Thread(target=lambda: store.write_batch(slow_batch(), []))
+    writer.start()
+    assert inside.wait(10)
+    seen: dict[str, object] = {}
+
+    def read() -> None:
+        seen["count"] = store.count()
+        seen["paths"] = sorted(store.file_states())
+        seen["vectors"] = len(store.load_vectors()[0])
+        seen["changes"] = len(store.vectors_since(None).ids)
+        seen["labels"] = store.category_counts()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(5)
+    finished_while_writing = not reader.is_alive()
+    release.set()
+    writer.join(10)
+    reader.join(10)
+    assert finished_while_writing, "the read waited for the write transaction"
+    # The last committed state: not the row of the open transaction.
+    assert seen == {
+        "count": 1,
+        "paths": ["/a/1.jpg"],
+        "vectors": 1,
+        "changes": 1,
+        "labels": {"cat": 1},
+    }
+    assert store.count() == 2  # and the write committed
+    store.close()
+
+
+def test_read_connections_of_ended_threads_are_closed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db")
+
+    def open_files() -> int:
+        """Descriptors of the collection file held by this process (SQLite keeps a closed
+        connection's descriptor while other connections to the file hold locks)."""
+        fds = Path("/proc/self/fd")
+        found = 0
+        for fd in fds.iterdir():
+            try:
+                found += os.readlink(fd) == str(tmp_path / "c.db")
+            except OSError:
+                continue
+        return found
+
+    def read_on_threads(n: int) -> None:
+        for _ in range(n):  # short-lived threads, each reading once
+            thread = threading.Thread(target=store.count)
+            thread.start()
+            thread.join()
+
+    read_on_threads(5)
+    after_a_few = open_files()
+    read_on_threads(30)
+    assert open_files() == after_a_few  # one connection per live thread, not per thread ever
+    store.close()
+    assert open_files() == 0

@@ -95,8 +95,20 @@ CREATE TABLE IF NOT EXISTS skipped (
 """
 
 
+class _ThreadReader(threading.local):
+    """The read connection of one thread (None until it first reads)."""
+
+    db: sqlite3.Connection | None = None
+
+
 class Store:
-    """SQLite-backed metadata and vector store of one collection."""
+    """SQLite-backed metadata and vector store of one collection.
+
+    One writer connection, whose lock keeps each write transaction whole, and a read
+    connection per thread (as datasette does): in WAL mode a reader reads the last committed
+    state while a write transaction is open, so searches never wait for an indexing batch.
+    A thread inside a write transaction reads through the writer connection (it sees its
+    own uncommitted writes)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -107,9 +119,13 @@ class Store:
                 f"--db {self.path / 'lookalike.db'})"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection shared by threads (indexing jobs and searches in the service):
-        # the lock keeps a transaction and the statements of other threads apart.
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the writer connection's
+        self._writing: int | None = None  # the thread in a write transaction, if any
+        self._reader = _ThreadReader()
+        #: Every read connection opened, with its thread (closed with the store, or when a
+        #: new one is opened after its thread ended).
+        self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._readers_lock = threading.Lock()
         self._count: tuple[int, int] | None = None  # (generation, images), see count()
         #: On read-only media: searched, never written (writes raise ReadOnlyCollection).
         self.read_only = self.path.exists() and _on_read_only_media(self.path)
@@ -133,7 +149,7 @@ class Store:
                 self._create_or_migrate()
                 self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except BaseException as exc:
-            self._db.close()
+            self.close()
             if isinstance(exc, sqlite3.DatabaseError):
                 raise StoreError(
                     f"{self.path} is not a lookalike collection or is damaged: {exc}"
@@ -192,24 +208,57 @@ class Store:
         return int(value) if value is not None else 1
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._readers_lock:
+            for _, reader in self._readers:
+                reader.close()
+            self._readers.clear()
             self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._refuse_writes()
         with self._lock:
+            outer = self._writing
             self._db.execute("BEGIN IMMEDIATE")
+            self._writing = threading.get_ident()
             try:
                 yield
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._writing = outer
+
+    def _read_connection(self) -> sqlite3.Connection:
+        """This thread's read connection (the writer's inside its write transaction)."""
+        if self._writing == threading.get_ident():
+            return self._db
+        reader = self._reader.db
+        if reader is None:
+            reader = self._reader.db = self._open_reader()
+        return reader
+
+    def _open_reader(self) -> sqlite3.Connection:
+        reader = _connect(self.path, read_only=self.read_only)
+        reader.execute("PRAGMA busy_timeout=10000")
+        with self._readers_lock:
+            ended = [(t, c) for t, c in self._readers if not t.is_alive()]
+            for entry in ended:
+                entry[1].close()
+                self._readers.remove(entry)
+            self._readers.append((threading.current_thread(), reader))
+        return reader
 
     def _query(self, sql: str, args: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+        """A read, on this thread's read connection."""
+        return self._read_connection().execute(sql, tuple(args)).fetchall()
+
+    def _execute(self, sql: str, args: Iterable[object] = ()) -> None:
+        """One write statement (its own transaction unless inside :meth:`_transaction`)."""
         with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+            self._db.execute(sql, tuple(args))
 
     # --- metadata ------------------------------------------------------------------------
 
@@ -219,7 +268,7 @@ class Store:
 
     def set_meta(self, key: str, value: str) -> None:
         self._refuse_writes()
-        self._query(
+        self._execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
@@ -439,30 +488,31 @@ class Store:
 
         Rows carry the change sequence number of the write that stored them, a counter
         that only grows (wall-clock stamps lose rows when the clock steps back)."""
-        with self._lock:
-            self._db.execute("BEGIN")  # deferred: one read snapshot across the queries
-            try:
-                latest = int(self.get_meta("change_seq") or 0)
-                # None after a cursor: no image removed since, the ids held and the rows are
-                # all there is; for everything (no cursor): the ids of the rows
-                all_ids: np.ndarray | None = None
-                if cursor is None:  # everything, in the table's own (id) order
-                    changed = self._db.execute(
-                        "SELECT id, vector FROM images ORDER BY id"
-                    ).fetchall()
-                else:
-                    # The seq index, not ORDER BY id, which would make SQLite walk the whole
-                    # table in id order (seconds at a million rows of vectors).
-                    changed = self._db.execute(
-                        "SELECT id, vector FROM images INDEXED BY images_seq WHERE seq > ?",
-                        (int(cursor),),
-                    ).fetchall()
-                    changed.sort(key=lambda row: int(row[0]))
-                    if int(self.get_meta("removed_seq") or 0) > int(cursor):
-                        rows = self._db.execute("SELECT id FROM images INDEXED BY images_seq")
-                        all_ids = np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64))
-            finally:
-                self._db.execute("COMMIT")
+        db = self._read_connection()
+        writing = db is self._db  # inside this thread's write transaction: already one
+        if not writing:
+            db.execute("BEGIN")  # deferred: one read snapshot across the queries
+        try:
+            latest = int(self.get_meta("change_seq") or 0)
+            # None after a cursor: no image removed since, the ids held and the rows are
+            # all there is; for everything (no cursor): the ids of the rows
+            all_ids: np.ndarray | None = None
+            if cursor is None:  # everything, in the table's own (id) order
+                changed = db.execute("SELECT id, vector FROM images ORDER BY id").fetchall()
+            else:
+                # The seq index, not ORDER BY id, which would make SQLite walk the whole
+                # table in id order (seconds at a million rows of vectors).
+                changed = db.execute(
+                    "SELECT id, vector FROM images INDEXED BY images_seq WHERE seq > ?",
+                    (int(cursor),),
+                ).fetchall()
+                changed.sort(key=lambda row: int(row[0]))
+                if int(self.get_meta("removed_seq") or 0) > int(cursor):
+                    rows = db.execute("SELECT id FROM images INDEXED BY images_seq")
+                    all_ids = np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64))
+        finally:
+            if not writing:
+                db.execute("COMMIT")
         ids, vectors = _ids_and_vectors(changed)
         if cursor is None:
             all_ids = ids
