@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from lookalike.index.ann import AnnIndex
 from lookalike.index.persistent import FollowedIndex, Target
 from lookalike.search import fitting
 from lookalike.store.records import EmbeddedImage
+from lookalike.store.sqlite import Store
 
 CENTRES = 12
 
@@ -398,3 +400,79 @@ def test_the_index_settings_are_one_list(tmp_path: Path) -> None:
             collection.set_index(setting)  # each is accepted
         with pytest.raises(ValueError, match="unknown index"):
             collection.set_index("flat")
+
+
+class CountingStore(Store):
+    """The SQLite store, counting the whole-store scans (``vector_batches``) made through it."""
+
+    scans = 0
+
+    def vector_batches(self, batch_size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        CountingStore.scans += 1
+        yield from super().vector_batches(batch_size)
+
+
+def framed_photo(path: Path, seed: int) -> str:
+    """A photo of an object on a plain background: border localization searches the object
+    cut from it too (a second query vector, the object view)."""
+    pixels = np.full((240, 320, 3), 255, dtype=np.uint8)
+    pixels[60:180, 90:230] = np.random.default_rng(seed).integers(0, 256, (120, 140, 3))
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def test_search_exact_scans_the_store_once_for_all_queries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``search --exact`` read the whole store once per query (and once more per object view):
+    50 queries on a million images read over 200 GB. Now one scan serves every query of the
+    call, with the results of one scan per query."""
+    from lookalike.store.registry import register_store
+    from tests.conftest import make_image
+
+    register_store("counting", lambda target, create: CountingStore(target.split("://", 1)[1]))
+    folder = tmp_path / "img"
+    for i in range(12):
+        make_image(folder / f"{i}.jpg", i)
+    db = f"counting://{tmp_path / 'c.db'}"
+    assert main(["index", str(folder), "--db", db, "--index", "hnsw"]) == 0
+    queries = [str(folder / f"{i}.jpg") for i in (1, 4, 7, 10)]  # indexed: stored vectors
+    queries += [framed_photo(tmp_path / "q" / f"{i}.jpg", 50 + i) for i in range(2)]
+    queries.append(str(tmp_path / "missing.jpg"))  # not an image: its error, the rest go on
+    capsys.readouterr()
+
+    def search(query_files: list[str], *options: str) -> tuple[list[dict[str, object]], int]:
+        CountingStore.scans = 0
+        code = main(["search", *query_files, "--db", db, "--json", "-k", "5", *options])
+        assert code == (1 if str(tmp_path / "missing.jpg") in query_files else 0)
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return lines, CountingStore.scans
+
+    together, scans = search(queries[:-1], "--exact")
+    assert scans == 1
+    with_error, scans = search(queries, "--exact")
+    assert with_error[-1]["error"] and with_error[-1]["results"] == []
+    assert with_error[:-1] == together
+    assert scans <= 1 + int(np.ceil(np.log2(len(queries))))  # halved until it is alone
+    one_by_one = []
+    for query in queries[:-1]:
+        (line,), scans = search([query], "--exact")
+        assert scans == 1
+        one_by_one.append(line)
+    assert [[r["id"] for r in line["results"]] for line in together] == [
+        [r["id"] for r in line["results"]] for line in one_by_one
+    ]
+    for a, b in zip(together, one_by_one, strict=True):
+        assert np.allclose([r["score"] for r in a["results"]], [r["score"] for r in b["results"]])
+    assert sum("query_box" in line for line in together) == 2  # the framed photos' objects
+    expanded, scans = search(queries[:-1], "--exact", "--expand", "2")
+    assert scans == 2  # the expanded queries need the first results: a second scan
+    assert all(len(line["results"]) == 5 for line in expanded)
+    approximate, scans = search(queries[:-1])
+    assert scans == 0  # the approximate index, loaded from its file
+    assert [line["results"][0]["id"] for line in approximate] == [
+        line["results"][0]["id"] for line in one_by_one
+    ]

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +25,8 @@ from lookalike.index.registry import INDEX_SETTINGS
 
 if TYPE_CHECKING:
     from lookalike.collection import Collection
-    from lookalike.search.engine import ImageSource, Query, Region
+    from lookalike.image.decode import DecodeError
+    from lookalike.search.engine import ImageSource, Query, QueryOutcome, Region
     from lookalike.search.words import Match
 
 log = logging.getLogger("lookalike")
@@ -379,24 +380,27 @@ def _search(args: argparse.Namespace) -> int:
                 f"re-rank (fewer than {MIN_RERANK_IMAGES}): --rerank is a plain search",
                 file=sys.stderr,
             )
-        for number, (query, asked) in enumerate(queries, 1):
-            try:
-                (outcome,) = collection.search_detailed(
-                    [asked],
-                    k=args.k,
-                    min_score=args.min_score,
-                    by_category=args.by_category,
-                    expand=args.expand,
-                    rerank=args.rerank,
-                    localize=args.localize,
-                    exact=args.exact,
-                )
-            except DecodeError as exc:
+        search = functools.partial(
+            collection.search_detailed,
+            k=args.k,
+            min_score=args.min_score,
+            by_category=args.by_category,
+            expand=args.expand,
+            rerank=args.rerank,
+            localize=args.localize,
+            exact=args.exact,
+        )
+        outcomes: list[QueryOutcome | DecodeError] = []
+        for start in range(0, len(queries), config.CLI_SEARCH_BATCH):
+            batch = queries[start : start + config.CLI_SEARCH_BATCH]
+            outcomes += _search_together(search, [asked for _, asked in batch])
+        for number, ((query, _), outcome) in enumerate(zip(queries, outcomes, strict=True), 1):
+            if isinstance(outcome, DecodeError):
                 status = 1
                 if args.json:
-                    print(_dumps({"query": query, "error": exc.reason, "results": []}))
+                    print(_dumps({"query": query, "error": outcome.reason, "results": []}))
                 else:
-                    print(f"{one_line(query)}: cannot search: {exc.reason}", file=sys.stderr)
+                    print(f"{one_line(query)}: cannot search: {outcome.reason}", file=sys.stderr)
                 continue
             results = outcome.results
             if args.json:
@@ -435,6 +439,24 @@ def _search(args: argparse.Namespace) -> int:
                 explained = photo if args.box is None else Region(photo, args.box)
                 _explain_query(collection, args, number, explained, results)
     return status
+
+
+def _search_together(
+    search: Callable[[Sequence[Query]], list[QueryOutcome]], queries: Sequence[Query]
+) -> list[QueryOutcome | DecodeError]:
+    """The outcome of each query, from one search of them all (with ``--exact``, one scan of
+    the store for all of them, not one per query). A query that is not a usable image gets
+    its error: a search that meets one is split in halves until that query is alone (it
+    fails while describing the queries, before any scan)."""
+    from lookalike.image.decode import DecodeError
+
+    try:
+        return list(search(queries))
+    except DecodeError as exc:
+        if len(queries) == 1:
+            return [exc]
+    half = len(queries) // 2
+    return _search_together(search, queries[:half]) + _search_together(search, queries[half:])
 
 
 def _explain_query(  # type: ignore[no-untyped-def]

@@ -154,6 +154,9 @@ MAX_FILES_PER_REQUEST = 32
 MAX_REQUEST_BYTES = 100 * 1024 * 1024
 #: Most queries embedded in one model run by the query batcher.
 SEARCH_MAX_BATCH = 8
+#: Query files ``lookalike search`` describes and searches together: with ``--exact`` each
+#: such batch scans the store once; it bounds the decoded query images held at once.
+CLI_SEARCH_BATCH = 256
 #: Thumbnails kept in memory.
 THUMBNAIL_CACHE = 1024
 #: Longest side of the JPEG preview of an uploaded query (POST /preview): what the page shows

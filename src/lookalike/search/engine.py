@@ -326,14 +326,19 @@ def rank(
         return scores, ids
     out_scores = np.full((n, k), -np.inf, dtype=np.float32)
     out_ids = np.full((n, k), -1, dtype=np.int64)
-    for i in range(n):
-        allowed = filters[i]
-        query, mine = vectors[i : i + 1], exclude[i : i + 1]
+    # Queries with the same filter (the partition's array of their categories) are searched
+    # together: one scan of a store for all of them.
+    groups: dict[int | None, list[int]] = {}
+    for i, allowed in enumerate(filters):
+        groups.setdefault(None if allowed is None else id(allowed), []).append(i)
+    for rows in groups.values():
+        allowed = filters[rows[0]]
+        query, mine = vectors[rows], [exclude[i] for i in rows]
         scores, ids = index.search(query, k, filter=allowed, exclude=mine)
         if expand > 0:
             query = expand_queries(index, query, ids[:, :expand])
             scores, ids = index.search(query, k, filter=allowed, exclude=mine)
-        out_scores[i], out_ids[i] = scores[0], ids[0]
+        out_scores[rows], out_ids[rows] = scores, ids
     return out_scores, out_ids
 
 
@@ -511,33 +516,30 @@ def search_photos(
     # A few more than asked: an image deleted after the snapshot was taken has no record any
     # more and is left out, and the next one takes its place.
     searched = [c.searched for c in choices] if choices else None
+    # The object views are ranked with the queries (one scan of a store for all of them).
+    viewed = list(queries.views)
+    n = len(vectors)
+    if viewed:
+        vectors = np.concatenate([vectors, encode(np.stack([queries.views[i] for i in viewed]))])
     scores, ids = rank(
         snapshot,
         vectors,
         k + DELETED_SLACK,
-        exclude=queries.own_ids,
-        searched=searched,
+        exclude=[*queries.own_ids, *(queries.own_ids[i] for i in viewed)],
+        searched=[*searched, *(searched[i] for i in viewed)] if searched else None,
         expand=expand,
         index=index,
         augmented=augmented,
-        within=within,
+        within=[*within, *(within[i] for i in viewed)] if within is not None else None,
     )
-    for i, view in queries.views.items():
-        view_scores, view_ids = rank(
-            snapshot,
-            encode(view[None]),
-            k + DELETED_SLACK,
-            exclude=[queries.own_ids[i]],
-            searched=[searched[i]] if searched else None,
-            expand=expand,
-            index=index,
-            augmented=augmented,
-            within=[within[i]] if within is not None else None,
-        )
+    for row, i in enumerate(viewed, start=n):
         fused_ids, fused_scores = fuse(
-            (ids[i : i + 1], scores[i : i + 1]), (view_ids, view_scores), k + DELETED_SLACK
+            (ids[i : i + 1], scores[i : i + 1]),
+            (ids[row : row + 1], scores[row : row + 1]),
+            k + DELETED_SLACK,
         )
         ids[i], scores[i] = fused_ids[0], fused_scores[0]
+    scores, ids = scores[:n], ids[:n]
     if index is not None or augmented is not None or expand > 0:  # ordered in another space
         scores = common_scores(snapshot, queries, ids)
     confidences = calibration.confidences(scores) if calibration is not None else None
