@@ -58,7 +58,14 @@ from lookalike.store.records import (
     SkippedFile,
     VectorChanges,
 )
-from lookalike.store.sqlite import _box_text, _parse_box, sample_ids, unchanged_on_disk
+from lookalike.store.sql import (
+    LABELS_GENERATION,
+    box_text,
+    parse_box,
+    sample_ids,
+    unchanged_on_disk,
+)
+from lookalike.store.sql import POSTGRES as SQL
 from lookalike.types import IndexCapabilities
 
 log = logging.getLogger(__name__)
@@ -257,32 +264,29 @@ class PostgresStore:
         with self._read() as conn:
             return conn.execute(query, args).fetchall()
 
+    def _execute(self, statement: Any, args: Sequence[object] = ()) -> None:
+        """One write statement, its own transaction."""
+        with self._read() as conn:
+            conn.execute(statement, args)
+
     # --- metadata ------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key = %s", (key,))
+        rows = self._query(SQL.get_meta, (key,))
         return str(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self._query(
-            "INSERT INTO meta (key, value) VALUES (%s, %s)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value RETURNING key",
-            (key, value),
-        )
+        self._execute(SQL.set_meta, (key, value))
 
     def put_artifact(self, name: str, data: bytes | None) -> None:
         """Save (or with None, delete) a fitted model: classifier, PCA."""
         if data is None:
-            self._query("DELETE FROM artifacts WHERE name = %s RETURNING name", (name,))
+            self._execute(SQL.delete_artifact, (name,))
         else:
-            self._query(
-                "INSERT INTO artifacts (name, data) VALUES (%s, %s)"
-                " ON CONFLICT (name) DO UPDATE SET data = excluded.data RETURNING name",
-                (name, data),
-            )
+            self._execute(SQL.put_artifact, (name, data))
 
     def get_artifact(self, name: str) -> bytes | None:
-        rows = self._query("SELECT data FROM artifacts WHERE name = %s", (name,))
+        rows = self._query(SQL.get_artifact, (name,))
         return bytes(rows[0][0]) if rows else None
 
     def generation(self) -> int:
@@ -370,7 +374,7 @@ class PostgresStore:
                                 now,
                                 seq,
                                 HalfVector(np.asarray(i.vector, dtype=np.float32)),
-                                _box_text(i.box),
+                                box_text(i.box),
                                 *(column[row] for column in reduced),
                             )
                             for row, i in enumerate(images)
@@ -628,24 +632,24 @@ class PostgresStore:
         return removed
 
     def skipped_files(self) -> list[SkippedFile]:
-        rows = self._query("SELECT path, size, mtime_ns, reason FROM skipped ORDER BY path")
+        rows = self._query(SQL.skipped_files)
         return [SkippedFile(os.fsdecode(p), size, mtime, reason) for p, size, mtime, reason in rows]
 
     # --- vectors ---------------------------------------------------------------------------
 
     def count(self) -> int:
-        return int(self._query("SELECT count(*) FROM images")[0][0])
+        return int(self._query(SQL.count)[0][0])
 
     def load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All ids (int64, ascending) and vectors (float32, N x D)."""
         with self._read() as conn, conn.cursor(binary=True) as cur:
-            rows = cur.execute("SELECT id, vector FROM images ORDER BY id").fetchall()
+            rows = cur.execute(SQL.all_vectors).fetchall()
         ids, vectors = _ids_and_vectors(rows)
         return ids, np.empty((0, 0), dtype=np.float32) if vectors is None else vectors
 
     def ids(self) -> np.ndarray:
         """Every indexed id, ascending (the primary key alone: no vector is read)."""
-        rows = self._query("SELECT id FROM images ORDER BY id")
+        rows = self._query(SQL.ids)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def vector_batches(self, batch_size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -654,10 +658,7 @@ class PostgresStore:
         last = -1
         while True:
             with self._read() as conn, conn.cursor(binary=True) as cur:
-                rows = cur.execute(
-                    "SELECT id, vector FROM images WHERE id > %s ORDER BY id LIMIT %s",
-                    (last, batch_size),
-                ).fetchall()
+                rows = cur.execute(SQL.vector_batch, (last, batch_size)).fetchall()
             ids, vectors = _ids_and_vectors(rows)
             if vectors is None:
                 return
@@ -704,9 +705,7 @@ class PostgresStore:
 
     def lookup(self, path: str) -> tuple[int, np.ndarray] | None:
         """Id and vector of an indexed file, if it is indexed and unchanged on disk since."""
-        rows = self._query(
-            "SELECT id, vector, size, mtime_ns FROM images WHERE path = %s", (_db(path),)
-        )
+        rows = self._query(SQL.lookup, (_db(path),))
         if not rows or not unchanged_on_disk(path, rows[0][2], rows[0][3]):
             return None
         return int(rows[0][0]), rows[0][1].to_numpy().astype(np.float32)
@@ -719,14 +718,10 @@ class PostgresStore:
         wanted = [int(i) for i in ids]
         if not wanted:
             return {}
-        rows = self._query(
-            "SELECT i.id, i.path, i.width, i.height, l.category, i.cluster, i.box"
-            " FROM images i LEFT JOIN labels l ON l.path = i.path WHERE i.id = ANY(%s)",
-            (wanted,),
-        )
+        rows = self._query(SQL.records.format(ids="i.id = ANY(%s)"), (wanted,))
         return {
             int(r[0]): ImageRecord(
-                int(r[0]), os.fsdecode(r[1]), r[2], r[3], r[4], r[5], _parse_box(r[6])
+                int(r[0]), os.fsdecode(r[1]), r[2], r[3], r[4], r[5], parse_box(r[6])
             )
             for r in rows
         }
@@ -890,15 +885,12 @@ class PostgresStore:
                 ([_db(p) for p, _ in items], [c for _, c in items]),
             ).rowcount
             if changed:
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('labels_generation', '1')"
-                    " ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text"
-                )
+                conn.execute(SQL.bump_meta, (LABELS_GENERATION,))
         return changed
 
     def labels_generation(self) -> int:
         """Changes whenever labels change (a trained classifier records the one it saw)."""
-        return int(self.get_meta("labels_generation") or 0)
+        return int(self.get_meta(LABELS_GENERATION) or 0)
 
     def labelled_ids(self) -> tuple[np.ndarray, list[str]]:
         """Ids of indexed images that have a category, and those categories (id order)."""
@@ -908,10 +900,7 @@ class PostgresStore:
         return np.array([r[0] for r in rows], dtype=np.int64), [str(r[1]) for r in rows]
 
     def category_counts(self) -> dict[str, int]:
-        rows = self._query(
-            "SELECT l.category, count(*) FROM images i JOIN labels l ON l.path = i.path"
-            " GROUP BY l.category ORDER BY l.category"
-        )
+        rows = self._query(SQL.category_counts)
         return {str(r[0]): int(r[1]) for r in rows}
 
     # --- clusters --------------------------------------------------------------------------
@@ -919,7 +908,7 @@ class PostgresStore:
     def set_clusters(self, clusters: dict[int, int]) -> None:
         """Replace every image's cluster (images not given get none; -1 means noise)."""
         with self._write() as conn:
-            conn.execute("UPDATE images SET cluster = NULL WHERE cluster IS NOT NULL")
+            conn.execute(SQL.clear_clusters)
             conn.execute(
                 "UPDATE images i SET cluster = c.cluster"
                 " FROM unnest(%s::bigint[], %s::int[]) AS c(id, cluster) WHERE i.id = c.id",
@@ -927,10 +916,7 @@ class PostgresStore:
             )
 
     def cluster_counts(self) -> dict[int, int]:
-        rows = self._query(
-            "SELECT cluster, count(*) FROM images WHERE cluster IS NOT NULL"
-            " GROUP BY cluster ORDER BY cluster"
-        )
+        rows = self._query(SQL.cluster_counts)
         return {int(r[0]): int(r[1]) for r in rows}
 
 

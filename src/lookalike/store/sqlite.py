@@ -47,7 +47,14 @@ from lookalike.store.records import (
     StoreError,
     VectorChanges,
 )
-from lookalike.types import Box
+from lookalike.store.sql import (
+    LABELS_GENERATION,
+    box_text,
+    parse_box,
+    sample_ids,
+    unchanged_on_disk,
+)
+from lookalike.store.sql import SQLITE as SQL
 
 log = logging.getLogger(__name__)
 
@@ -263,29 +270,23 @@ class Store:
     # --- metadata ------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self._query(SQL.get_meta, (key,))
         return str(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
         self._refuse_writes()
-        self._execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        self._execute(SQL.set_meta, (key, value))
 
     def put_artifact(self, name: str, data: bytes | None) -> None:
         """Save (or with None, delete) a fitted model: classifier, PCA."""
         with self._transaction():
             if data is None:
-                self._db.execute("DELETE FROM artifacts WHERE name = ?", (name,))
+                self._db.execute(SQL.delete_artifact, (name,))
             else:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO artifacts (name, data) VALUES (?, ?)", (name, data)
-                )
+                self._db.execute(SQL.put_artifact, (name, data))
 
     def get_artifact(self, name: str) -> bytes | None:
-        rows = self._query("SELECT data FROM artifacts WHERE name = ?", (name,))
+        rows = self._query(SQL.get_artifact, (name,))
         return bytes(rows[0][0]) if rows else None
 
     def generation(self) -> int:
@@ -361,7 +362,7 @@ class Store:
                         image.height,
                         now,
                         np.asarray(image.vector, dtype="<f4").tobytes(),
-                        _box_text(image.box),
+                        box_text(image.box),
                         seq,
                     ),
                 )
@@ -405,7 +406,7 @@ class Store:
         return removed
 
     def skipped_files(self) -> list[SkippedFile]:
-        rows = self._query("SELECT path, size, mtime_ns, reason FROM skipped ORDER BY path")
+        rows = self._query(SQL.skipped_files)
         return [SkippedFile(_path_from_db(row[0]), *row[1:]) for row in rows]
 
     # --- vectors ---------------------------------------------------------------------------
@@ -418,13 +419,13 @@ class Store:
         cached = self._count
         if cached is not None and cached[0] == generation:
             return cached[1]
-        count = int(self._query("SELECT COUNT(*) FROM images")[0][0])
+        count = int(self._query(SQL.count)[0][0])
         self._count = (generation, count)
         return count
 
     def load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All ids (int64, ascending) and vectors (float32, N x D)."""
-        rows = self._query("SELECT id, vector FROM images ORDER BY id")
+        rows = self._query(SQL.all_vectors)
         ids, vectors = _ids_and_vectors(rows)
         return ids, np.empty((0, 0), dtype=np.float32) if vectors is None else vectors
 
@@ -438,10 +439,7 @@ class Store:
         jobs at millions of images never hold every vector at once."""
         last = -1
         while True:
-            rows = self._query(
-                "SELECT id, vector FROM images WHERE id > ? ORDER BY id LIMIT ?",
-                (last, batch_size),
-            )
+            rows = self._query(SQL.vector_batch, (last, batch_size))
             ids, vectors = _ids_and_vectors(rows)
             if vectors is None:
                 return
@@ -450,7 +448,7 @@ class Store:
 
     def ids(self) -> np.ndarray:
         """Every indexed id, ascending (the primary key alone: no vector is read)."""
-        rows = self._query("SELECT id FROM images ORDER BY id")
+        rows = self._query(SQL.ids)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
@@ -498,7 +496,7 @@ class Store:
             # all there is; for everything (no cursor): the ids of the rows
             all_ids: np.ndarray | None = None
             if cursor is None:  # everything, in the table's own (id) order
-                changed = db.execute("SELECT id, vector FROM images ORDER BY id").fetchall()
+                changed = db.execute(SQL.all_vectors).fetchall()
             else:
                 # The seq index, not ORDER BY id, which would make SQLite walk the whole
                 # table in id order (seconds at a million rows of vectors).
@@ -520,9 +518,7 @@ class Store:
 
     def lookup(self, path: str) -> tuple[int, np.ndarray] | None:
         """Id and vector of an indexed file, if it is indexed and unchanged on disk since."""
-        rows = self._query(
-            "SELECT id, vector, size, mtime_ns FROM images WHERE path = ?", (_db_path(path),)
-        )
+        rows = self._query(SQL.lookup, (_db_path(path),))
         if not rows or not unchanged_on_disk(path, rows[0][2], rows[0][3]):
             return None
         return int(rows[0][0]), np.frombuffer(rows[0][1], dtype="<f4").astype(np.float32)
@@ -537,11 +533,7 @@ class Store:
         for start in range(0, len(wanted), 500):  # stay under SQLite's variable limit
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._query(
-                "SELECT i.id, i.path, i.width, i.height, l.category, i.cluster, i.box"
-                f" FROM images i LEFT JOIN labels l ON l.path = i.path WHERE i.id IN ({marks})",
-                chunk,
-            ):
+            for row in self._query(SQL.records.format(ids=f"i.id IN ({marks})"), chunk):
                 found[int(row[0])] = ImageRecord(
                     int(row[0]),
                     _path_from_db(row[1]),
@@ -549,7 +541,7 @@ class Store:
                     row[3],
                     row[4],
                     row[5],
-                    _parse_box(row[6]),
+                    parse_box(row[6]),
                 )
         return found
 
@@ -565,12 +557,12 @@ class Store:
                     (_db_path(path), category),
                 ).rowcount
             if changed:
-                self.set_meta("labels_generation", str(self.labels_generation() + 1))
+                self._db.execute(SQL.bump_meta, (LABELS_GENERATION,))
         return changed
 
     def labels_generation(self) -> int:
         """Changes whenever labels change (a trained classifier records the one it saw)."""
-        return int(self.get_meta("labels_generation") or 0)
+        return int(self.get_meta(LABELS_GENERATION) or 0)
 
     def labelled_ids(self) -> tuple[np.ndarray, list[str]]:
         """Ids of indexed images that have a category, and those categories (id order)."""
@@ -583,10 +575,7 @@ class Store:
         return np.array([r[0] for r in rows], dtype=np.int64), [str(r[1]) for r in rows]
 
     def category_counts(self) -> dict[str, int]:
-        rows = self._query(
-            "SELECT l.category, COUNT(*) FROM images i JOIN labels l ON l.path = i.path"
-            " GROUP BY l.category ORDER BY l.category"
-        )
+        rows = self._query(SQL.category_counts)
         return {str(r[0]): int(r[1]) for r in rows}
 
     # --- clusters --------------------------------------------------------------------------
@@ -594,17 +583,14 @@ class Store:
     def set_clusters(self, clusters: dict[int, int]) -> None:
         """Replace every image's cluster (images not given get none; -1 means noise)."""
         with self._transaction():
-            self._db.execute("UPDATE images SET cluster = NULL")
+            self._db.execute(SQL.clear_clusters)
             self._db.executemany(
                 "UPDATE images SET cluster = ? WHERE id = ?",
                 [(int(c), int(i)) for i, c in clusters.items()],
             )
 
     def cluster_counts(self) -> dict[int, int]:
-        rows = self._query(
-            "SELECT cluster, COUNT(*) FROM images WHERE cluster IS NOT NULL"
-            " GROUP BY cluster ORDER BY cluster"
-        )
+        rows = self._query(SQL.cluster_counts)
         return {int(r[0]): int(r[1]) for r in rows}
 
     # --- searching -------------------------------------------------------------------------
@@ -622,14 +608,6 @@ class Store:
         """Nothing: the indexes built from the vectors follow the codec themselves."""
 
 
-def sample_ids(ids: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Up to ``size`` of these ids drawn at random, ascending (all of them if no more); the
-    same draw in every store for the same ids."""
-    if len(ids) <= size:
-        return ids
-    return np.sort(np.random.default_rng(seed).choice(ids, size, replace=False))
-
-
 def _db_path(path: str) -> str | bytes:
     """A path as stored: text if the name is valid UTF-8, else the raw bytes of the name.
 
@@ -644,16 +622,6 @@ def _db_path(path: str) -> str | bytes:
         except UnicodeEncodeError:  # surrogates no file name can have: matches no file
             return path.encode("utf-8", "surrogatepass")
     return path
-
-
-def unchanged_on_disk(path: str, size: int, mtime_ns: int) -> bool:
-    """Whether the file still has the size and modification time recorded (a store's
-    ``lookup`` gives a stored vector only for a file that has not changed since)."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return False
-    return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns)
 
 
 def _path_from_db(value: str | bytes) -> str:
@@ -777,14 +745,3 @@ def _stack(found: dict[int, bytes], ids: list[int]) -> np.ndarray:
         .reshape(len(ids), -1)
         .astype(np.float32)
     )
-
-
-def _box_text(box: Box | None) -> str | None:
-    return None if box is None else ",".join(f"{v:.5f}" for v in box)
-
-
-def _parse_box(text: str | None) -> Box | None:
-    if not text:
-        return None
-    x0, y0, x1, y1 = (float(v) for v in text.split(","))
-    return x0, y0, x1, y1
