@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.analysis.duplicates import BLOCK_ELEMENTS, DEFAULT_THRESHOLD, find_duplicates
+from lookalike import config
+from lookalike.analysis.duplicates import find_duplicates
 
 
 def vm_hwm_mb() -> float:
@@ -102,7 +103,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--planted", type=int, default=50, help="planted pairs")
-    parser.add_argument("--block-elements", type=int, default=BLOCK_ELEMENTS)
+    parser.add_argument("--block-elements", type=int, default=config.DUPLICATE_BLOCK_ELEMENTS)
     parser.add_argument("--cli", action="store_true", help="also time `lookalike duplicates`")
     parser.add_argument("--db", type=Path, help="only time `lookalike duplicates` on this")
     args = parser.parse_args()
@@ -114,7 +115,10 @@ def main() -> None:
     before = vm_hwm_mb()
     started = time.perf_counter()
     groups = find_duplicates(
-        np.arange(args.n), vectors, threshold=DEFAULT_THRESHOLD, block_elements=args.block_elements
+        np.arange(args.n),
+        vectors,
+        threshold=config.DUPLICATE_THRESHOLD,
+        block_elements=args.block_elements,
     )
     seconds = time.perf_counter() - started
     after = vm_hwm_mb()

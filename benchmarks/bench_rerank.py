@@ -16,7 +16,7 @@ re-ranked search (one query at a time, k=10), and for the exact index the second
 following a change of 10 added and 10 removed images (the next snapshot's vectors).
 ``quality`` compares precision@10 and the
 overlap of the top 10 of plain search, exact re-ranking (every augmented vector) and
-re-ranking of the HNSW index's candidate pool (:data:`lookalike.search.rerank.POOL`).
+re-ranking of the HNSW index's candidate pool (:data:`lookalike.config.RERANK_POOL`).
 """
 
 from __future__ import annotations

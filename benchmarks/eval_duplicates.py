@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from lookalike import Collection
-from lookalike.analysis.duplicates import DEFAULT_THRESHOLD, duplicate_pairs
+from lookalike import Collection, config
+from lookalike.analysis.duplicates import duplicate_pairs
 from lookalike.image.decode import load_image
 from lookalike.index.exact import ExactIndex
 
@@ -506,7 +506,7 @@ def main() -> None:
             }
             for t in THRESHOLDS
         },
-        "default_threshold": DEFAULT_THRESHOLD,
+        "default_threshold": config.DUPLICATE_THRESHOLD,
     }
     text = json.dumps(figures, indent=2)
     print(text)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike import Collection
+from lookalike import Collection, config
 from lookalike.analysis.clustering import (
     NOISE,
     cluster_images,
@@ -48,9 +48,7 @@ def test_kmeans_recovers_separated_blobs(pca_dims: int) -> None:
 
 
 def test_large_collections_use_mini_batch_kmeans(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lookalike.analysis.clustering
-
-    monkeypatch.setattr(lookalike.analysis.clustering, "MINIBATCH_ABOVE", 10)
+    monkeypatch.setattr(config, "CLUSTER_MINIBATCH_ABOVE", 10)
     vectors, truth = blobs([40, 30, 20], dim=32)
     labels = cluster_vectors(vectors, k=3)
     assert cluster_quality(labels, truth.astype(str)).nmi == pytest.approx(1.0)

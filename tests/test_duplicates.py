@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike import Collection
+from lookalike import Collection, config
 from lookalike.analysis.duplicates import (
-    DEFAULT_THRESHOLD,
     DuplicateGroup,
     duplicate_pairs,
     find_duplicates,
@@ -172,7 +171,7 @@ def test_collection_finds_the_copy_and_nothing_else(
             str(photos / "cup" / "image_0002.jpg"),
             str(photos / "cup" / "copy_of_0002.jpg"),
         )
-        assert group.min_score >= DEFAULT_THRESHOLD
+        assert group.min_score >= config.DUPLICATE_THRESHOLD
         collection.remove([photos / "cup" / "copy_of_0002.jpg"])
         assert collection.duplicates() == []  # 30 distinct photos: no near-duplicates
 
@@ -185,7 +184,7 @@ def test_cli_duplicates_text_and_json(
     shutil.copy(original, db)
     assert main(["duplicates", "--db", str(db), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["threshold"] == DEFAULT_THRESHOLD and out["images"] == 31
+    assert out["threshold"] == config.DUPLICATE_THRESHOLD and out["images"] == 31
     (group,) = out["groups"]
     assert group["size"] == 2 and group["images"][1]["path"].endswith("copy_of_0002.jpg")
 
@@ -206,7 +205,6 @@ def test_large_collections_find_duplicates_from_index_neighbours(
 ) -> None:
     """With an approximate index, candidates come from each image's neighbours; the groups
     are those of the all-pairs search on the same vectors."""
-    from lookalike import config
     from lookalike.collection import Collection
     from lookalike.store.records import EmbeddedImage
 

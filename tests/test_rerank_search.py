@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike import Collection
+from lookalike import Collection, config
 from lookalike.analysis.evaluate import evaluation_snapshot
 from lookalike.cli import main
 from lookalike.encode.models import normalize
@@ -117,7 +117,7 @@ def test_following_a_change_equals_building_afresh() -> None:
 
 
 def test_too_small_a_collection_is_searched_plainly_and_says_so() -> None:
-    database, codes = _categories(1, classes=rerank.MIN_IMAGES - 1)
+    database, codes = _categories(1, classes=config.RERANK_MIN_IMAGES - 1)
     snapshot = _snapshot(database, codes)
     assert snapshot.augmented() is None
     described = search.DescribedQueries(database[:2], [0, 1], [None, None])
@@ -125,7 +125,7 @@ def test_too_small_a_collection_is_searched_plainly_and_says_so() -> None:
     (plain, _) = search.search(snapshot, store, described, k=3)  # type: ignore[arg-type]
     outcomes = search.search(snapshot, store, described, k=3, rerank=True)  # type: ignore[arg-type]
     assert not plain.reranked and not any(o.reranked for o in outcomes)
-    bigger = _snapshot(*_categories(1, classes=rerank.MIN_IMAGES))
+    bigger = _snapshot(*_categories(1, classes=config.RERANK_MIN_IMAGES))
     outcomes = search.search(bigger, store, described, k=3, rerank=True)  # type: ignore[arg-type]
     assert all(o.reranked for o in outcomes)
 

@@ -357,7 +357,6 @@ def _search_queries(args: argparse.Namespace) -> list[tuple[str, Query]]:
 def _search(args: argparse.Namespace) -> int:
     from lookalike.image.decode import DecodeError
     from lookalike.search.engine import Region
-    from lookalike.search.rerank import MIN_IMAGES as MIN_RERANK_IMAGES
 
     status = 0
     queries = _search_queries(args)
@@ -374,10 +373,10 @@ def _search(args: argparse.Namespace) -> int:
                 "--categories-from-folders): --by-category searches everything",
                 file=sys.stderr,
             )
-        if args.rerank and len(collection) < MIN_RERANK_IMAGES:
+        if args.rerank and len(collection) < config.RERANK_MIN_IMAGES:
             print(
                 f"warning: {collection.location} has {len(collection)} images, too few to "
-                f"re-rank (fewer than {MIN_RERANK_IMAGES}): --rerank is a plain search",
+                f"re-rank (fewer than {config.RERANK_MIN_IMAGES}): --rerank is a plain search",
                 file=sys.stderr,
             )
         search = functools.partial(
@@ -1260,9 +1259,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_serve)
 
-    from lookalike.analysis.clustering import MIN_CLUSTER_SIZE
-    from lookalike.analysis.duplicates import DEFAULT_THRESHOLD
-
     p = command("cluster", help="group the collection; store each image's cluster")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument(
@@ -1281,8 +1277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-cluster-size",
         type=_positive_int,
-        default=MIN_CLUSTER_SIZE,
-        help=f"--auto's smallest cluster (default: {MIN_CLUSTER_SIZE})",
+        default=config.MIN_CLUSTER_SIZE,
+        help=f"--auto's smallest cluster (default: {config.MIN_CLUSTER_SIZE})",
     )
     p.add_argument("--sheets", type=Path, default=None, help="write a contact sheet per cluster")
     p.add_argument(
@@ -1300,8 +1296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threshold",
         type=_threshold,
-        default=DEFAULT_THRESHOLD,
-        help=f"lowest cosine of two near-duplicates (default {DEFAULT_THRESHOLD})",
+        default=config.DUPLICATE_THRESHOLD,
+        help=f"lowest cosine of two near-duplicates (default {config.DUPLICATE_THRESHOLD})",
     )
     p.add_argument("--json", action="store_true", help="one JSON object with every group")
     p.set_defaults(run=_duplicates)

@@ -513,7 +513,7 @@ class Collection:
         self,
         threshold: float = config.DUPLICATE_THRESHOLD,
         *,
-        max_neighbours: int = duplicates.MAX_NEIGHBOURS,
+        max_neighbours: int = config.DUPLICATE_MAX_NEIGHBOURS,
     ) -> list[duplicates.DuplicateGroup]:
         """Groups of near-duplicate images (cosine >= ``threshold``), each sorted into tiers:
         exact copies (same bytes or pixels), near-duplicates (the same picture edited) and

@@ -77,6 +77,14 @@ RAY_CONNECT_ATTEMPTS = 5
 
 # --- store and search -----------------------------------------------------------------------
 DEFAULT_K = 10
+#: Results fetched beyond ``k``: an image deleted after a search's snapshot was taken has no
+#: record any more and is left out, and the next one takes its place.
+DELETED_SLACK = 4
+#: The index a collection searched exactly holds in memory (lookalike.index.registry).
+DEFAULT_INDEX = "exact"
+#: Rows read per batch when building an index, scanning the store (``search --exact``) or
+#: predicting categories (20,000 x 1280 float32: 100 MB).
+SCAN_BATCH = 20_000
 #: Results below this cosine are shown as weak matches (see docs/EVALUATION.md, "Weak
 #: matches"): a query unlike anything in the collection still gets k results.
 WEAK_MATCH = 0.4
@@ -104,6 +112,21 @@ ANN_NPROBE = 64
 ANN_SAVE_SECONDS = 60.0
 #: Vectors PCA is fitted on (a random sample: never the whole collection at once).
 PCA_SAMPLE = 50_000
+
+# --- re-ranking (search --rerank, lookalike.search.rerank) ------------------------------------
+#: Neighbours (besides the vector itself) averaged into each indexed vector.
+RERANK_DBA_K = 3
+#: Top results averaged into each query.
+RERANK_QE_K = 5
+#: Weight of a neighbour: cosine ** RERANK_ALPHA (0 for negative cosines).
+RERANK_ALPHA = 3.0
+#: Rows per neighbour-pass batch (bounds the score matrix of an exact index).
+RERANK_BATCH = 1024
+#: Fewer images than this: re-ranking has too few neighbours to average and is skipped.
+RERANK_MIN_IMAGES = RERANK_DBA_K + RERANK_QE_K + 2
+#: Candidates an approximate index returns for re-scoring (at least, and per result asked).
+RERANK_POOL = 200
+RERANK_POOL_PER_RESULT = 4
 
 # --- categories, compression, groups ---------------------------------------------------------
 #: Category-first search scans the smallest set of top categories whose predicted
@@ -133,8 +156,24 @@ DEFAULT_CODEC: dict[str, object] = {"dims": 0}
 CODEC_MIN_IMAGES = 20
 #: HDBSCAN's smallest group (`cluster --auto`): fewer images are called noise.
 MIN_CLUSTER_SIZE = 5
+#: Dimensions the vectors are reduced to (PCA) before clustering, by method; 0 keeps them
+#: all. HDBSCAN's neighbour queries slow down quickly with the dimension, k-means' do not.
+CLUSTER_PCA_DIMS: dict[str, int] = {"kmeans": 128, "hdbscan": 64}
+#: Above this many images k-means switches to the mini-batch variant.
+CLUSTER_MINIBATCH_ABOVE = 50_000
 #: Cosine at or above which two images are near-duplicates (see docs/EVALUATION.md).
 DUPLICATE_THRESHOLD = 0.92
+#: Near-duplicate pairs kept per image at most (its best ones).
+DUPLICATE_MAX_NEIGHBOURS = 10
+#: HNSW candidate list when the approximate index looks for near-duplicates.
+DUPLICATE_EF_SEARCH = 32
+#: Scores the exact near-duplicate join holds at once: 16 Mi float32 = 64 MiB, plus a 16 MiB
+#: mask.
+DUPLICATE_BLOCK_ELEMENTS = 16 * 1024 * 1024
+#: Candidates from the approximate index's neighbours are kept down to ``threshold -
+#: DUPLICATE_CANDIDATE_MARGIN`` in the index's space (PCA-256, 8-bit codes), then scored
+#: again on the stored vectors.
+DUPLICATE_CANDIDATE_MARGIN = 0.1
 #: Within a group: a near-duplicate (the same picture edited), not another shot, at cosine >=
 #: DUPLICATE_NEAR_COSINE, or at >= DUPLICATE_NEAR_HASH_COSINE with perceptual hashes at most
 #: DUPLICATE_NEAR_HASH_BITS of 64 bits apart (analysis/duplicate_tiers.py; measured by

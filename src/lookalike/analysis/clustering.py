@@ -25,12 +25,6 @@ log = logging.getLogger(__name__)
 
 Method = Literal["kmeans", "hdbscan"]
 
-#: Dimensions the vectors are reduced to (PCA) before clustering, by method; 0 keeps them
-#: all. HDBSCAN's neighbour queries slow down quickly with the dimension, k-means' do not.
-PCA_DIMS: dict[str, int] = {"kmeans": 128, "hdbscan": 64}
-MIN_CLUSTER_SIZE = config.MIN_CLUSTER_SIZE
-#: Above this many images k-means switches to the mini-batch variant.
-MINIBATCH_ABOVE = 50_000
 #: Label of images that belong to no cluster (HDBSCAN's noise).
 NOISE = -1
 
@@ -106,20 +100,21 @@ def cluster_vectors(
     method: Method = "kmeans",
     random_state: int = 0,
     pca_dims: int | None = None,
-    min_cluster_size: int = MIN_CLUSTER_SIZE,
+    min_cluster_size: int = config.MIN_CLUSTER_SIZE,
 ) -> np.ndarray:
     """A cluster label per row of ``vectors`` (int64; -1 = noise, HDBSCAN only).
 
     ``kmeans`` needs ``k``; ``hdbscan`` finds the number of clusters itself and ignores it.
-    ``pca_dims``: reduce to this many dimensions first (default: :data:`PCA_DIMS`).
+    ``pca_dims``: reduce to this many dimensions first (default:
+    :data:`lookalike.config.CLUSTER_PCA_DIMS`).
     Clusters are numbered by size, largest first.
     """
-    if method not in PCA_DIMS:
+    if method not in config.CLUSTER_PCA_DIMS:
         raise ValueError(f"unknown clustering method {method!r}")
     n = len(vectors)
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    dims = PCA_DIMS[method] if pca_dims is None else pca_dims
+    dims = config.CLUSTER_PCA_DIMS[method] if pca_dims is None else pca_dims
     reduced = reduce_dims(vectors, dims, random_state=random_state)
     started = time.perf_counter()
     if method == "kmeans":
@@ -137,7 +132,7 @@ def _kmeans(vectors: np.ndarray, k: int | None, random_state: int) -> np.ndarray
         raise ValueError(f"cannot make {k} clusters of {len(vectors)} images")
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    if len(vectors) > MINIBATCH_ABOVE:
+    if len(vectors) > config.CLUSTER_MINIBATCH_ABOVE:
         model: KMeans | MiniBatchKMeans = MiniBatchKMeans(
             n_clusters=k, random_state=random_state, batch_size=4096, n_init=3
         )
@@ -214,7 +209,7 @@ def cluster_images(
     method: Method = "kmeans",
     random_state: int = 0,
     pca_dims: int | None = None,
-    min_cluster_size: int = MIN_CLUSTER_SIZE,
+    min_cluster_size: int = config.MIN_CLUSTER_SIZE,
 ) -> tuple[np.ndarray, ClusterReport]:
     """Cluster labels of images (``ids`` ascending, one vector each) and a report, scored
     against ``labelled`` = (ids, categories) of the images that have a category."""
@@ -251,7 +246,7 @@ def cluster_store(
     auto: bool = False,
     random_state: int = 0,
     pca_dims: int | None = None,
-    min_cluster_size: int = MIN_CLUSTER_SIZE,
+    min_cluster_size: int = config.MIN_CLUSTER_SIZE,
 ) -> tuple[dict[int, int], ClusterReport]:
     """The cluster of every image of a store (id -> cluster) and a report: k-means into ``k``
     clusters or, with ``auto``, HDBSCAN (which finds the number itself and leaves outliers as

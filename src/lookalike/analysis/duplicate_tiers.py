@@ -360,7 +360,7 @@ def _pictures(facts: Sequence[ImageFacts], vectors: np.ndarray) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from lookalike.analysis.duplicates import MAX_NEIGHBOURS, duplicate_pairs
+    from lookalike.analysis.duplicates import duplicate_pairs
 
     n = len(facts)
     hash_codes = _hash_codes(facts)
@@ -368,7 +368,7 @@ def _pictures(facts: Sequence[ImageFacts], vectors: np.ndarray) -> np.ndarray:
     distinct = np.flatnonzero((hash_codes[1] < 0) | (hash_codes[1] == np.arange(n)))
     low = min(config.DUPLICATE_NEAR_COSINE, config.DUPLICATE_NEAR_HASH_COSINE)
     first, second, score = duplicate_pairs(
-        vectors[distinct], threshold=low, max_neighbours=MAX_NEIGHBOURS
+        vectors[distinct], threshold=low, max_neighbours=config.DUPLICATE_MAX_NEIGHBOURS
     )
     first, second = distinct[first], distinct[second]
     keep = near_pairs(facts, first, second, score)

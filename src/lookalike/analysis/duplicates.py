@@ -11,10 +11,10 @@ block, never an N x N matrix: 100,000 x 1280 vectors take about 0.7 GB in all
 pair list when thousands of copies of one picture make every pair a duplicate; groups stay
 connected through those kept pairs. Groups are the connected components of the kept pairs.
 
-Default threshold: :data:`DEFAULT_THRESHOLD`, chosen on Caltech-101 with re-encoded, resized,
-cropped and brightened copies (docs/EVALUATION.md). Each group found is then sorted into
-tiers (exact copies, near-duplicates, merely similar shots) with a copy to keep suggested,
-by :mod:`lookalike.analysis.duplicate_tiers`.
+Default threshold: :data:`lookalike.config.DUPLICATE_THRESHOLD`, chosen on Caltech-101 with
+re-encoded, resized, cropped and brightened copies (docs/EVALUATION.md). Each group found is
+then sorted into tiers (exact copies, near-duplicates, merely similar shots) with a copy to keep
+suggested, by :mod:`lookalike.analysis.duplicate_tiers`.
 """
 
 from __future__ import annotations
@@ -36,14 +36,6 @@ from lookalike.store.base import MetadataStore
 from lookalike.store.records import ImageRecord
 
 log = logging.getLogger(__name__)
-
-DEFAULT_THRESHOLD = config.DUPLICATE_THRESHOLD
-#: Pairs kept per image at most (its best ones).
-MAX_NEIGHBOURS = 10
-#: HNSW candidate list when the index looks for near-duplicates (see _neighbour_search).
-DUPLICATE_EF_SEARCH = 32
-#: Scores held at once: 16 Mi float32 = 64 MiB, plus a 16 MiB mask.
-BLOCK_ELEMENTS = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -92,9 +84,9 @@ class DuplicateGroup:
 def duplicate_pairs(
     vectors: np.ndarray,
     *,
-    threshold: float = DEFAULT_THRESHOLD,
-    max_neighbours: int = MAX_NEIGHBOURS,
-    block_elements: int = BLOCK_ELEMENTS,
+    threshold: float = config.DUPLICATE_THRESHOLD,
+    max_neighbours: int = config.DUPLICATE_MAX_NEIGHBOURS,
+    block_elements: int = config.DUPLICATE_BLOCK_ELEMENTS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row pairs (i < j) with cosine >= ``threshold``: arrays ``first``, ``second``, ``score``.
 
@@ -185,9 +177,9 @@ def find_duplicates(
     ids: np.ndarray,
     vectors: np.ndarray,
     *,
-    threshold: float = DEFAULT_THRESHOLD,
-    max_neighbours: int = MAX_NEIGHBOURS,
-    block_elements: int = BLOCK_ELEMENTS,
+    threshold: float = config.DUPLICATE_THRESHOLD,
+    max_neighbours: int = config.DUPLICATE_MAX_NEIGHBOURS,
+    block_elements: int = config.DUPLICATE_BLOCK_ELEMENTS,
 ) -> list[DuplicateGroup]:
     """Groups of near-duplicate images among unit ``vectors`` (one per id), by id."""
     ids = np.asarray(ids, dtype=np.int64)
@@ -217,11 +209,6 @@ def find_duplicates(
     ]
 
 
-#: Candidates from the index's neighbours are kept down to ``threshold - CANDIDATE_MARGIN`` in
-#: the index's space (PCA-256, 8-bit codes), then scored again on the stored vectors.
-CANDIDATE_MARGIN = 0.1
-
-
 def _neighbour_search() -> object:
     """How hard the approximate index looks for near-duplicates: they are an image's very
     closest neighbours, which a short HNSW candidate list finds (100,000 Lite0-shaped
@@ -229,7 +216,7 @@ def _neighbour_search() -> object:
     less time). IVF scans its default cells."""
     from lookalike.index.ann import SearchSettings
 
-    return SearchSettings(nprobe=config.ANN_NPROBE, ef_search=DUPLICATE_EF_SEARCH)
+    return SearchSettings(nprobe=config.ANN_NPROBE, ef_search=config.DUPLICATE_EF_SEARCH)
 
 
 def find_duplicates_by_neighbours(
@@ -239,17 +226,18 @@ def find_duplicates_by_neighbours(
     encode: Callable[[np.ndarray], np.ndarray],
     vectors_of: Callable[[np.ndarray], np.ndarray],
     *,
-    threshold: float = DEFAULT_THRESHOLD,
-    max_neighbours: int = MAX_NEIGHBOURS,
+    threshold: float = config.DUPLICATE_THRESHOLD,
+    max_neighbours: int = config.DUPLICATE_MAX_NEIGHBOURS,
 ) -> list[DuplicateGroup]:
     """Near-duplicate groups of a large collection from its (approximate) index: each image's
     ``max_neighbours`` nearest neighbours are the candidates, not all N(N-1)/2 pairs.
 
     ``batches`` yields (ids, stored vectors) of every image; ``encode`` maps stored vectors
     to the index's space; ``vectors_of`` reads stored vectors by id. A candidate pair within
-    :data:`CANDIDATE_MARGIN` of ``threshold`` in the index's space is scored again on the
-    stored vectors, so the threshold means what it means for :func:`find_duplicates`.
-    Memory: one batch, the pairs found and the ids, never the whole matrix.
+    :data:`lookalike.config.DUPLICATE_CANDIDATE_MARGIN` of ``threshold`` in the index's space
+    is scored again on the stored vectors, so the threshold means what it means for
+    :func:`find_duplicates`. Memory: one batch, the pairs found and the ids, never the whole
+    matrix.
     """
     started = time.perf_counter()
     all_ids = np.asarray(all_ids, dtype=np.int64)
@@ -262,7 +250,7 @@ def find_duplicates_by_neighbours(
     for ids, vectors in batches:
         found_scores, found = search(encode(vectors), max_neighbours + 1)
         rows, cols = np.nonzero((found >= 0) & (found != ids[:, None]))
-        keep = found_scores[rows, cols] >= threshold - CANDIDATE_MARGIN
+        keep = found_scores[rows, cols] >= threshold - config.DUPLICATE_CANDIDATE_MARGIN
         rows, cols = rows[keep], cols[keep]
         if not len(rows):
             continue
@@ -377,8 +365,8 @@ def find_in_store(
     store: MetadataStore,
     approximate: SearchSnapshot | None,
     *,
-    threshold: float = DEFAULT_THRESHOLD,
-    max_neighbours: int = MAX_NEIGHBOURS,
+    threshold: float = config.DUPLICATE_THRESHOLD,
+    max_neighbours: int = config.DUPLICATE_MAX_NEIGHBOURS,
 ) -> list[DuplicateGroup]:
     """The near-duplicate groups of a store's images, with their records: by an exact
     self-join of the vectors, or, given the search snapshot of a collection with an

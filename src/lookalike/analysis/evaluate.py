@@ -24,13 +24,18 @@ if TYPE_CHECKING:
     from lookalike.encode.models import ModelSpec
     from lookalike.search.engine import QueryOutcome
 
-from lookalike.config import DEFAULT_POOLING
+from lookalike.config import (
+    CATEGORY_COVERAGE,
+    DEFAULT_INDEX,
+    DEFAULT_POOLING,
+    MAX_CATEGORIES,
+)
 from lookalike.image.region import parse_box
 from lookalike.index import codec as codecs
 from lookalike.index import registry as indexes
 from lookalike.index.base import IdentityCodec, VectorCodec
 from lookalike.search import engine as search
-from lookalike.search.categories import DEFAULT_COVERAGE, DEFAULT_MAX_CATEGORIES, fit_classifier
+from lookalike.search.categories import fit_classifier
 from lookalike.search.snapshot import CategoryPartition, SearchSnapshot
 from lookalike.types import Box
 
@@ -187,7 +192,7 @@ def evaluation_snapshot(
     each image's category its label (as in a collection, where labels override predictions)."""
     codec = codec or IdentityCodec()
     ids = np.arange(len(vectors), dtype=np.int64)
-    index = indexes.build_index(indexes.DEFAULT_INDEX, ids, codec.transform(vectors))
+    index = indexes.build_index(DEFAULT_INDEX, ids, codec.transform(vectors))
     classes = tuple(str(name) for name in names)
     partition = CategoryPartition(classes, ids, np.asarray(codes, dtype=np.int64))
     return SearchSnapshot(index, codec, None, partition, key=(), cursor=None)
@@ -251,8 +256,8 @@ def cross_fitted_categories(
     labels: list[str],
     *,
     folds: int = 5,
-    coverage: float = DEFAULT_COVERAGE,
-    max_categories: int = DEFAULT_MAX_CATEGORIES,
+    coverage: float = CATEGORY_COVERAGE,
+    max_categories: int = MAX_CATEGORIES,
 ) -> tuple[list[frozenset[str] | None], float]:
     """Categories a category-first search would scan for each image, predicted by a
     classifier that never saw that image (k-fold cross-fitting), and the accuracy of the

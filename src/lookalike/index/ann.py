@@ -49,6 +49,7 @@ from typing import Any, BinaryIO
 import faiss
 import numpy as np
 
+from lookalike import config
 from lookalike.errors import Unavailable
 from lookalike.index.base import IdFilter
 from lookalike.types import IndexCapabilities
@@ -87,8 +88,8 @@ class SearchSettings:
     """How hard a search looks: IVF cells scanned, HNSW candidate list length. Scaled up
     for filtered searches (a filter keeping a fraction f of the images scans 1/f more)."""
 
-    nprobe: int = 64
-    ef_search: int = 128
+    nprobe: int = config.ANN_NPROBE
+    ef_search: int = config.ANN_EF_SEARCH
 
 
 def nlist_for(count: int) -> int:

@@ -45,9 +45,6 @@ from lookalike.types import IndexCapabilities
 
 log = logging.getLogger(__name__)
 
-#: Rows read per batch when building or scanning (20,000 x 1280 float32: 100 MB).
-BATCH = 20_000
-
 
 def setting(store: MetadataStore) -> str:
     return store.get_meta("index") or "auto"
@@ -218,7 +215,7 @@ class FollowedIndex:
             count,
             settings=search_settings(),
         )
-        for ids, vectors in self.store.vector_batches(BATCH):
+        for ids, vectors in self.store.vector_batches(config.SCAN_BATCH):
             if self._cancelled.is_set():
                 raise _Cancelled
             index.add(ids, _encode(target.codec, vectors))
@@ -240,8 +237,8 @@ class FollowedIndex:
         if len(ids) > size:
             ids = np.sort(np.random.default_rng(0).choice(ids, size, replace=False))
         parts = []
-        for start in range(0, len(ids), BATCH):
-            vectors = self.store.vectors_present(ids[start : start + BATCH])[1]
+        for start in range(0, len(ids), config.SCAN_BATCH):
+            vectors = self.store.vectors_present(ids[start : start + config.SCAN_BATCH])[1]
             if len(vectors):
                 parts.append(_encode(codec, vectors))
         dims = codec.dims if codec is not None else 0
@@ -252,7 +249,9 @@ class FollowedIndex:
         assert self.index is not None
         generation = self.store.generation()
         behind = self.store.count() - len(self.index)
-        if behind > max(BATCH, len(self.index) // 2):  # a big import: rebuild in batches
+        if behind > max(
+            config.SCAN_BATCH, len(self.index) // 2
+        ):  # a big import: rebuild in batches
             self.rebuild()
             return
         changes = self.store.vectors_since(self.cursor)
@@ -547,7 +546,7 @@ def exact_search(
     queries = np.atleast_2d(queries).astype(np.float32)
     best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_ids = np.full((len(queries), k), -1, dtype=np.int64)
-    for ids, vectors in store.vector_batches(BATCH):
+    for ids, vectors in store.vector_batches(config.SCAN_BATCH):
         if filter is not None:
             keep = np.isin(ids, filter)
             ids, vectors = ids[keep], vectors[keep]

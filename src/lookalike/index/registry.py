@@ -18,7 +18,6 @@ import numpy as np
 from lookalike.errors import InvalidInput, Unavailable
 from lookalike.index.base import VectorIndex
 
-DEFAULT_INDEX = "exact"
 INDEX_KINDS: dict[str, str] = {
     "exact": "lookalike.index.exact:ExactIndex",
     "ivf": "lookalike.index.ann:build_ivf",

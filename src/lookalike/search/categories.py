@@ -15,9 +15,6 @@ import numpy as np
 
 from lookalike import config
 
-DEFAULT_COVERAGE = config.CATEGORY_COVERAGE
-DEFAULT_MAX_CATEGORIES = config.MAX_CATEGORIES
-
 
 def stored_precision(vectors: np.ndarray) -> np.ndarray:
     """``vectors`` at the precision every store keeps them: half (PostgreSQL's ``halfvec``).
@@ -82,8 +79,8 @@ def fit_classifier(vectors: np.ndarray, labels: list[str], *, c: float = 10.0) -
 def choose_categories(
     probabilities: np.ndarray,
     *,
-    coverage: float = DEFAULT_COVERAGE,
-    max_categories: int = DEFAULT_MAX_CATEGORIES,
+    coverage: float = config.CATEGORY_COVERAGE,
+    max_categories: int = config.MAX_CATEGORIES,
 ) -> list[int] | None:
     """Indices of the top categories covering ``coverage``; None when that needs too many."""
     order = np.argsort(-probabilities)

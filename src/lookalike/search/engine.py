@@ -38,7 +38,7 @@ from lookalike.image.region import crop
 from lookalike.index.base import VectorIndex
 from lookalike.search.calibration import Calibration
 from lookalike.search.categories import CategoryModel, choose_categories
-from lookalike.search.rerank import MIN_IMAGES, AugmentedVectors
+from lookalike.search.rerank import AugmentedVectors
 from lookalike.search.snapshot import SearchSnapshot
 from lookalike.search.words import Match, Vocabulary, WordQuery, query_directions
 from lookalike.store.base import MetadataStore
@@ -46,8 +46,6 @@ from lookalike.types import Box
 
 log = logging.getLogger(__name__)
 
-#: Results fetched beyond ``k`` (see :func:`search`).
-DELETED_SLACK = 4
 
 #: A query image: a file path, encoded image bytes, or a decoded image.
 ImageSource = str | os.PathLike[str] | bytes | Image.Image
@@ -455,7 +453,7 @@ def search_words(
 ) -> QueryOutcome:
     """The images a query of words alone finds (see :func:`word_ranking`); results scored
     below :data:`config.WEAK_WORDS` are weak matches."""
-    scores, ids = word_ranking(snapshot, query, k + DELETED_SLACK)
+    scores, ids = word_ranking(snapshot, query, k + config.DELETED_SLACK)
     (row,) = results_for(store, ids, scores, min_score)
     return QueryOutcome(row[:k], weak_below=config.WEAK_WORDS, concepts=concept_names(query))
 
@@ -482,7 +480,7 @@ def search_photos(
 
     ``rerank``: database-side augmentation + alpha query expansion (for collections of
     categories, not for finding one exact item; it replaces ``expand``); a no-op, said in
-    the outcomes' ``reranked``, below :data:`lookalike.search.rerank.MIN_IMAGES` images.
+    the outcomes' ``reranked``, below :data:`lookalike.config.RERANK_MIN_IMAGES` images.
 
     Category-aware search (``by_category``) ranks in the space learned from the labels
     (the snapshot's LDA projection) when there is one. A query with an object view
@@ -500,7 +498,9 @@ def search_photos(
         raise InvalidInput("re-ranking expands the query itself: use rerank or expand, not both")
     augmented = snapshot.augmented(index) if rerank else None
     if rerank and augmented is None:
-        log.info("too few images to re-rank (fewer than %d): plain search", MIN_IMAGES)
+        log.info(
+            "too few images to re-rank (fewer than %d): plain search", config.RERANK_MIN_IMAGES
+        )
     vectors = encode(queries.vectors)
     choices: list[CategoryChoice] | None = None
     if by_category:
@@ -524,7 +524,7 @@ def search_photos(
     scores, ids = rank(
         snapshot,
         vectors,
-        k + DELETED_SLACK,
+        k + config.DELETED_SLACK,
         exclude=[*queries.own_ids, *(queries.own_ids[i] for i in viewed)],
         searched=[*searched, *(searched[i] for i in viewed)] if searched else None,
         expand=expand,
@@ -536,7 +536,7 @@ def search_photos(
         fused_ids, fused_scores = fuse(
             (ids[i : i + 1], scores[i : i + 1]),
             (ids[row : row + 1], scores[row : row + 1]),
-            k + DELETED_SLACK,
+            k + config.DELETED_SLACK,
         )
         ids[i], scores[i] = fused_ids[0], fused_scores[0]
     scores, ids = scores[:n], ids[:n]

@@ -13,7 +13,7 @@ exact or approximate) for each vector's top ``k``: one batched search, never an 
 in memory. :class:`AugmentedVectors` holds the result for one search snapshot (built on the
 first re-ranked search of that snapshot): an exact index searches all augmented vectors;
 an approximate one keeps its speed by re-scoring a candidate pool from the normal index
-(:data:`POOL`), O(pool) per query.
+(:data:`lookalike.config.RERANK_POOL`), O(pool) per query.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lookalike import config
 from lookalike.encode.models import normalize
 from lookalike.errors import Unavailable
 from lookalike.index.base import IdFilter, VectorIndex
@@ -32,28 +33,20 @@ from lookalike.index.exact import ExactIndex
 
 log = logging.getLogger(__name__)
 
-#: Neighbours (besides the vector itself) averaged into each indexed vector.
-DBA_K = 3
-#: Top results averaged into each query.
-QE_K = 5
-#: Weight of a neighbour: cosine ** ALPHA (0 for negative cosines).
-ALPHA = 3.0
-#: Rows per neighbour-pass batch (bounds the score matrix of an exact index).
-BATCH = 1024
-#: Fewer images than this: re-ranking has too few neighbours to average and is skipped.
-MIN_IMAGES = DBA_K + QE_K + 2
-#: Candidates an approximate index returns for re-scoring (at least, and per result asked).
-POOL = 200
-POOL_PER_RESULT = 4
 
-
-def exact_neighbours(vectors: np.ndarray, k: int = DBA_K) -> tuple[np.ndarray, np.ndarray]:
+def exact_neighbours(
+    vectors: np.ndarray, k: int = config.RERANK_DBA_K
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows and cosines of each row's ``k`` nearest other rows, by an exact index."""
     return neighbours(ExactIndex(np.arange(len(vectors)), vectors), vectors, k)
 
 
 def neighbours(
-    index: VectorIndex, vectors: np.ndarray, k: int = DBA_K, *, ids: np.ndarray | None = None
+    index: VectorIndex,
+    vectors: np.ndarray,
+    k: int = config.RERANK_DBA_K,
+    *,
+    ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each vector's ``k`` nearest other indexed items, as index ids, with their cosines.
 
@@ -61,8 +54,8 @@ def neighbours(
     results."""
     own = np.arange(len(vectors)) if ids is None else ids
     found_ids, found_scores = [], []
-    for start in range(0, len(vectors), BATCH):
-        chunk = slice(start, start + BATCH)
+    for start in range(0, len(vectors), config.RERANK_BATCH):
+        chunk = slice(start, start + config.RERANK_BATCH)
         got_scores, got_ids = index.search(vectors[chunk], k, exclude=[int(i) for i in own[chunk]])
         found_ids.append(got_ids)
         found_scores.append(got_scores)
@@ -72,7 +65,7 @@ def neighbours(
 
 
 def weighted_sum(
-    vectors: np.ndarray, others: np.ndarray, scores: np.ndarray, alpha: float = ALPHA
+    vectors: np.ndarray, others: np.ndarray, scores: np.ndarray, alpha: float = config.RERANK_ALPHA
 ) -> np.ndarray:
     """Each row of ``vectors`` (weight 1) plus its ``others`` (N, k, D) weighted by
     max(score, 0) ** alpha, renormalised. Missing neighbours have score -inf (weight 0)."""
@@ -83,7 +76,7 @@ def weighted_sum(
 def augment_database(
     vectors: np.ndarray,
     found: tuple[np.ndarray, np.ndarray],
-    alpha: float = ALPHA,
+    alpha: float = config.RERANK_ALPHA,
     *,
     rows: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -95,15 +88,18 @@ def augment_database(
     scores = np.where(neighbour_rows >= 0, scores, -np.inf)
     targets = np.arange(len(vectors)) if rows is None else rows
     out = np.empty((len(targets), vectors.shape[1] if vectors.ndim == 2 else 0), np.float32)
-    for start in range(0, len(targets), BATCH):
-        part = slice(start, start + BATCH)
+    for start in range(0, len(targets), config.RERANK_BATCH):
+        part = slice(start, start + config.RERANK_BATCH)
         others = vectors[np.maximum(neighbour_rows[part], 0)]
         out[part] = weighted_sum(vectors[targets[part]], others, scores[part], alpha)
     return out
 
 
 def expand_queries(
-    queries: np.ndarray, database: np.ndarray, k: int = QE_K, alpha: float = ALPHA
+    queries: np.ndarray,
+    database: np.ndarray,
+    k: int = config.RERANK_QE_K,
+    alpha: float = config.RERANK_ALPHA,
 ) -> np.ndarray:
     """Alpha query expansion of each query with its top ``k`` rows of ``database``."""
     scores, rows = ExactIndex(np.arange(len(database)), database).search(queries, k)
@@ -124,8 +120,8 @@ def stored_vectors(index: VectorIndex) -> tuple[np.ndarray, np.ndarray]:
         )
     ids = np.asarray(index.ids, dtype=np.int64)
     kept, parts = [], []
-    for start in range(0, len(ids), 20 * BATCH):
-        chunk = ids[start : start + 20 * BATCH]
+    for start in range(0, len(ids), 20 * config.RERANK_BATCH):
+        chunk = ids[start : start + 20 * config.RERANK_BATCH]
         try:
             parts.append(index.vectors_of(chunk))
         except KeyError:  # removed since ids were read
@@ -142,7 +138,7 @@ def fingerprints(vectors: np.ndarray) -> np.ndarray:
     if vectors.ndim != 2 or not len(vectors):
         return np.zeros(len(vectors), dtype=np.float64)
     projection = np.random.default_rng(0).normal(size=vectors.shape[1])
-    step = 20 * BATCH
+    step = 20 * config.RERANK_BATCH
     parts = [
         vectors[i : i + step].astype(np.float64) @ projection for i in range(0, len(vectors), step)
     ]
@@ -177,7 +173,9 @@ class AugmentedVectors:
     searched: int
 
     @classmethod
-    def build(cls, index: VectorIndex, k: int = DBA_K, alpha: float = ALPHA) -> AugmentedVectors:
+    def build(
+        cls, index: VectorIndex, k: int = config.RERANK_DBA_K, alpha: float = config.RERANK_ALPHA
+    ) -> AugmentedVectors:
         """Each row plus its ``k`` nearest neighbours, found by one batched search of
         ``index`` itself (approximate at scale: no N x N comparison)."""
         started = time.perf_counter()
@@ -214,7 +212,9 @@ class AugmentedVectors:
         prints = fingerprints(vectors)
         return cls(ids, augmented, exact, seconds, found, scores, prints, searched)
 
-    def follow(self, index: VectorIndex, k: int = DBA_K, alpha: float = ALPHA) -> AugmentedVectors:
+    def follow(
+        self, index: VectorIndex, k: int = config.RERANK_DBA_K, alpha: float = config.RERANK_ALPHA
+    ) -> AugmentedVectors:
         """The augmented vectors of ``index``, an exact index grown or shrunk from the one
         these were built from (a later snapshot): only rows whose neighbours may have changed
         are searched again (new rows; rows whose neighbour went or changed; rows that a new
@@ -235,10 +235,10 @@ class AugmentedVectors:
         if len(new_rows):
             kept_rows = np.flatnonzero(kept)
             kth = self.neighbour_scores[previous, -1] if k else np.zeros(len(kept_rows))
-            for start in range(0, len(kept_rows), BATCH):
-                chunk = kept_rows[start : start + BATCH]
+            for start in range(0, len(kept_rows), config.RERANK_BATCH):
+                chunk = kept_rows[start : start + config.RERANK_BATCH]
                 nearest = (vectors[chunk] @ vectors[new_rows].T).max(axis=1)
-                redo[chunk] |= nearest > kth[start : start + BATCH]
+                redo[chunk] |= nearest > kth[start : start + config.RERANK_BATCH]
         found = np.full((len(ids), k), -1, dtype=np.int64)
         scores = np.full((len(ids), k), -np.inf, dtype=np.float32)
         found[kept], scores[kept] = self.neighbour_ids[previous], self.neighbour_scores[previous]
@@ -290,7 +290,10 @@ class AugmentedVectors:
             keep = np.isin(self.ids, allowed) if allowed is not None else None
         else:
             _, found = index.search(
-                query[None], max(POOL, POOL_PER_RESULT * k), filter=allowed, exclude=[excluded]
+                query[None],
+                max(config.RERANK_POOL, config.RERANK_POOL_PER_RESULT * k),
+                filter=allowed,
+                exclude=[excluded],
             )
             rows = rows_of(self.ids, found[0])
             keep = np.zeros(len(self.ids), dtype=bool)
@@ -305,9 +308,10 @@ class AugmentedVectors:
 def _expanded_search(
     pool: ExactIndex, queries: np.ndarray, k: int, exclude: Sequence[int | None]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Alpha query expansion of each query with its top :data:`QE_K` in ``pool``, then the
-    expanded queries' top ``k`` in ``pool``."""
-    scores, ids = pool.search(queries, QE_K, exclude=exclude)
+    """Alpha query expansion of each query with its top
+    :data:`lookalike.config.RERANK_QE_K` in ``pool``, then the expanded queries' top ``k`` in
+    ``pool``."""
+    scores, ids = pool.search(queries, config.RERANK_QE_K, exclude=exclude)
     others = pool.vectors[np.maximum(rows_of(pool.ids, ids), 0)]
-    expanded = weighted_sum(queries, others, scores, ALPHA)
+    expanded = weighted_sum(queries, others, scores, config.RERANK_ALPHA)
     return pool.search(expanded, k, exclude=exclude)

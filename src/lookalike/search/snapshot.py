@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lookalike import config
 from lookalike.index import codec as codecs
 from lookalike.index import persistent as persistent_index
 from lookalike.index import registry as indexes
@@ -122,9 +123,9 @@ class SearchSnapshot:
     def augmented(self, index: VectorIndex | None = None) -> rerank.AugmentedVectors | None:
         """The re-ranking vectors of ``index`` (the snapshot's own index, or its projected
         one), built on the first call for this snapshot; None when the collection is too
-        small to re-rank (fewer than :data:`lookalike.search.rerank.MIN_IMAGES` images)."""
+        small to re-rank (fewer than :data:`lookalike.config.RERANK_MIN_IMAGES` images)."""
         index = self.index if index is None else index
-        if len(index) < rerank.MIN_IMAGES:
+        if len(index) < config.RERANK_MIN_IMAGES:
             return None
         return self._augmentations.of(index, main=index is self.index)
 
@@ -251,7 +252,7 @@ class SnapshotCache:
                 vectors = codec.transform(changes.vectors)
             # held in memory, exact: the collection's "index" setting (auto, or an
             # approximate kind) names the index kept beside the store (_build_approximate)
-            index = indexes.build_index(indexes.DEFAULT_INDEX, changes.ids, vectors)
+            index = indexes.build_index(config.DEFAULT_INDEX, changes.ids, vectors)
         partition = None
         projection, projected = None, None
         if classifier is not None and changes.vectors is not None:
@@ -263,7 +264,7 @@ class SnapshotCache:
             if data:
                 projection = CategoryProjection.from_bytes(data)
                 projected = indexes.build_index(
-                    indexes.DEFAULT_INDEX, changes.ids, projection.transform(changes.vectors)
+                    config.DEFAULT_INDEX, changes.ids, projection.transform(changes.vectors)
                 )
         return SearchSnapshot(
             index, codec, classifier, partition, key, changes.latest, projection, projected
@@ -368,8 +369,8 @@ class SnapshotCache:
             kept = previous.ids[positions] == ids
             codes[kept] = previous.codes[positions[kept]]
             todo = ids[~kept]
-        for start in range(0, len(todo), persistent_index.BATCH):
-            chunk = todo[start : start + persistent_index.BATCH]
+        for start in range(0, len(todo), config.SCAN_BATCH):
+            chunk = todo[start : start + config.SCAN_BATCH]
             raw = store.vectors_of(chunk)
             codes[np.searchsorted(ids, chunk)] = classifier.predict_proba(raw).argmax(axis=1)
         position = {name: i for i, name in enumerate(classifier.classes)}

@@ -652,7 +652,9 @@ class PostgresStore:
         rows = self._query(SQL.ids)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def vector_batches(self, batch_size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def vector_batches(
+        self, batch_size: int = config.SCAN_BATCH
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every (ids, vectors) in id order, ``batch_size`` rows at a time (one query each, by
         the primary key: no transaction is held open between batches)."""
         last = -1

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike import config
 from lookalike.errors import ReadOnlyCollection
 from lookalike.store.records import (
     EmbeddedImage,
@@ -434,7 +435,9 @@ class Store:
         something is written (a whole-collection scan taken after it misses nothing)."""
         return int(self.get_meta("change_seq") or 0)
 
-    def vector_batches(self, batch_size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def vector_batches(
+        self, batch_size: int = config.SCAN_BATCH
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every (ids, vectors) in id order, ``batch_size`` rows at a time: whole-collection
         jobs at millions of images never hold every vector at once."""
         last = -1
