@@ -121,7 +121,7 @@ def test_a_typo_shows_the_commands_usage(capsys: pytest.CaptureFixture[str]) -> 
     [
         (["serach", "q.jpg"], "unknown command 'serach': did you mean 'search'?"),
         (["-v", "idnex", "photos"], "unknown command 'idnex': did you mean 'index'?"),
-        (["zzz"], "unknown command 'zzz': choose from index, search, classify, eval, embed"),
+        (["zzz"], "unknown command 'zzz': choose from index, search, concepts, classify, eval"),
     ],
 )
 def test_a_mistyped_command_gets_the_closest_one(

@@ -32,6 +32,10 @@ from tests.conftest import make_image
 
 REQUIRED = os.environ.get("LOOKALIKE_REQUIRE_RAY") == "1"
 
+#: Every test here starts or joins a real Ray cluster (its fixture is not among
+#: conftest.INTEGRATION_FIXTURES): out of the quick suite.
+pytestmark = pytest.mark.integration
+
 
 @dataclass(frozen=True)
 class RayCluster:

@@ -221,6 +221,8 @@ def test_loading_a_model_holds_up_no_search_of_another(client: TestClient) -> No
         time.sleep(0.01)
     loaded_in = time.monotonic() - began
     assert loaded_in > 0.5  # long enough for the check to mean something
-    assert max(waits) < 0.1, (max(waits), loaded_in)
+    # Before, a search waited for the whole load; a bound relative to the load's own time
+    # holds on a busy machine too (the loading thread's Python work competes for the GIL).
+    assert max(waits) < 0.25 * loaded_in, (max(waits), loaded_in)
     response = client.get("/collections/demo/images/2/similar")
     assert response.status_code == 200
