@@ -67,6 +67,11 @@ def test_tier_vector_is_the_two_models_side_by_side(tmp_path: Path) -> None:
     expected = np.concatenate([lite0, lite2], axis=1) / np.sqrt(2)
     np.testing.assert_allclose(tier, expected, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(tier, axis=1), 1.0, atol=1e-5)
+    # the tier classifies with its first part's ImageNet head (lookalike classify)
+    lite0_encoder = load_encoder(builtin_spec("lite0", "fp32"), threads=1)
+    np.testing.assert_allclose(
+        encoder.imagenet_probabilities(images), lite0_encoder.imagenet_probabilities(images)
+    )
 
 
 def test_tier_indexes_searches_and_refuses_other_models(tmp_path: Path) -> None:

@@ -36,3 +36,8 @@ class ImageEncoder(Protocol):
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         """Only the vectors of :meth:`describe`."""
         ...
+
+    def imagenet_probabilities(self, images: list[Image.Image]) -> np.ndarray:
+        """(N, 1000) ImageNet class probabilities (``lookalike classify``); raises
+        :class:`~lookalike.errors.ModelError` for a model without an ImageNet head."""
+        ...

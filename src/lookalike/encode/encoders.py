@@ -61,6 +61,10 @@ class CompositeEncoder:
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         return self.describe(images).vectors
 
+    def imagenet_probabilities(self, images: list[Image.Image]) -> np.ndarray:
+        """The first part's ImageNet head (every built-in part has one)."""
+        return self.parts[0].imagenet_probabilities(images)
+
 
 class EncoderPool:
     """Loaded encoders by (spec, threads), each loaded once however many ask for it."""

@@ -12,7 +12,7 @@ from PIL import Image
 
 from lookalike.encode.base import ImageEncoder
 from lookalike.encode.models import ModelSpec
-from lookalike.errors import InvalidInput
+from lookalike.errors import InvalidInput, ModelError
 
 Head = Callable[[list[Image.Image]], np.ndarray]
 
@@ -20,9 +20,13 @@ Head = Callable[[list[Image.Image]], np.ndarray]
 def head_of(encoder: ImageEncoder, model: str) -> Head:
     """The encoder's ImageNet head (images -> class probabilities), or
     :class:`~lookalike.errors.InvalidInput` if the model ``model`` has none."""
-    head: Head | None = getattr(encoder, "imagenet_probabilities", None)
-    if head is None:
-        raise InvalidInput(f"{model} has no ImageNet head to classify with")
+
+    def head(images: list[Image.Image]) -> np.ndarray:
+        try:
+            return encoder.imagenet_probabilities(images)
+        except ModelError as exc:
+            raise InvalidInput(f"{model} has no ImageNet head to classify with") from exc
+
     return head
 
 

@@ -33,6 +33,23 @@ class VectorCodec(Protocol):
         """Dimensions of the transformed vectors (0: same as the input)."""
         ...
 
+    @property
+    def stored_dims(self) -> int:
+        """Dimensions of the vectors it writes (the input's when it keeps them all, as
+        centring does); 0 for the identity, whose output is the raw vectors themselves."""
+        ...
+
+    @property
+    def fitted_on(self) -> int | None:
+        """How many images the collection held when it was fitted (staleness is measured
+        against it); None: nothing fitted, never stale."""
+        ...
+
+    def counted(self, images: int) -> VectorCodec:
+        """The same codec, counted as fitted on a collection of ``images`` (it was fitted on a
+        sample of them)."""
+        ...
+
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """(N, D) raw unit vectors -> (N, d) vectors for the index (unit length for cosine)."""
         ...
@@ -50,6 +67,11 @@ class IdentityCodec:
     """The codec of an uncompressed collection: vectors pass through unchanged."""
 
     dims = 0
+    stored_dims = 0
+    fitted_on = None
+
+    def counted(self, images: int) -> IdentityCodec:
+        return self
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         return np.atleast_2d(np.asarray(vectors, dtype=np.float32))

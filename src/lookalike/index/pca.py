@@ -19,6 +19,7 @@ cosine); it is refitted whenever the collection grows or shrinks by 10%.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 
@@ -40,6 +41,14 @@ class Pca:
     def dims(self) -> int:
         """Output dimensions; 0: the same as the input (centring only)."""
         return int(self.components.shape[0])
+
+    @property
+    def stored_dims(self) -> int:
+        """Dimensions of the vectors it writes: ``dims``, or the input's when centring only."""
+        return self.dims or int(self.mean.shape[0])
+
+    def counted(self, images: int) -> Pca:
+        return dataclasses.replace(self, fitted_on=images)
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """Centre, project and (whiten) when there are components, scale back to unit length."""

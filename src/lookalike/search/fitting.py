@@ -8,7 +8,6 @@ snapshot with the new model and an index made with it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -98,7 +97,7 @@ def _refresh_codec(store: MetadataStore) -> None:
         return
     if data:
         current = codecs.load_codec(settings, data)
-        fitted_on = getattr(current, "fitted_on", None)  # codecs fitted on the vectors have it
+        fitted_on = current.fitted_on
         if fitted_on is None or abs(count - fitted_on) <= config.PCA_REFIT_FRACTION * max(
             fitted_on, 1
         ):
@@ -106,9 +105,8 @@ def _refresh_codec(store: MetadataStore) -> None:
     if count < 2:
         return
     fitted = codecs.fit_codec(settings, store.sample_vectors(config.PCA_SAMPLE))
-    if hasattr(fitted, "fitted_on"):  # staleness counts the collection, not the sample
-        fitted = dataclasses.replace(fitted, fitted_on=count)  # type: ignore[type-var]
-    store.put_artifact("pca", fitted.to_bytes())
+    # staleness counts the collection, not the sample
+    store.put_artifact("pca", fitted.counted(count).to_bytes())
     bump_codec_generation(store)
 
 

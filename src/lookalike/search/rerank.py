@@ -110,9 +110,8 @@ def expand_queries(
 def stored_vectors(index: VectorIndex) -> tuple[np.ndarray, np.ndarray]:
     """Ids and index-space vectors of every row of ``index``, read a batch at a time. Rows
     removed meanwhile (an approximate index changes in place) are left out."""
-    exact_rows = getattr(index, "vectors", None)
-    if isinstance(index, ExactIndex) and isinstance(exact_rows, np.ndarray):
-        return index.ids, exact_rows
+    if isinstance(index, ExactIndex):
+        return index.ids, index.vectors
     if not index.capabilities.reconstruct:
         raise Unavailable(
             "re-ranking needs an index that returns stored vectors (exact or hnsw; "

@@ -491,7 +491,7 @@ class PostgresStore:
         settings = json.loads(found[0] or "{}")
         data = bytes(found[1]) if found[1] else None
         codec = codecs.load_codec(settings, data)
-        dims = _output_dims(codec)
+        dims = codec.stored_dims
         self._drop_stale_columns(keep={str(found[2] or "vector")})
         if not dims:
             self._build_vector_index()
@@ -932,7 +932,7 @@ def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
     settings = json.loads(found[0] or "{}") if found else {}
     data = bytes(found[1]) if found and found[1] else None
     column = "vector"
-    if data is not None and _output_dims(codecs.load_codec(settings, data)):
+    if data is not None and codecs.load_codec(settings, data).stored_dims:
         column = "reduced"
         conn.execute(
             "INSERT INTO artifacts (name, data) VALUES ('codec:reduced', %s)"
@@ -1054,13 +1054,3 @@ class PostgresIndex:
 
     def save(self, path: Path) -> None:
         raise Unavailable("a PostgreSQL collection's index lives in the database")
-
-
-def _output_dims(codec: VectorCodec) -> int:
-    """Dimensions of the vectors a codec writes, 0 for the identity: a codec that only
-    centres (compression.Pca with dims 0, the default) keeps the input's dimensions but
-    still changes the vectors, so they are stored and searched as the reduced ones."""
-    if codec.dims:
-        return int(codec.dims)
-    mean = getattr(codec, "mean", None)
-    return int(mean.shape[0]) if mean is not None else 0
