@@ -203,9 +203,13 @@ def test_slow_clients_are_cut_off(real_server: int) -> None:
         assert ok.recv(65536).startswith(b"HTTP/1.1 200")
 
 
-def test_loading_a_model_holds_up_no_search_of_another(client: TestClient) -> None:
+def test_loading_a_model_holds_up_no_search_of_another(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Creating a `lite0+lite2` collection loads two models (seconds): searches of a
     collection whose model is loaded go on meanwhile."""
+    # an empty graph cache: the tier's graphs are built, not read back from earlier tests
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
     service = _service(client)
     demo = service.collections.get("demo").spec
     service.batcher(demo)  # loaded

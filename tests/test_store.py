@@ -270,3 +270,30 @@ def test_read_connections_of_ended_threads_are_closed(tmp_path: Path) -> None:
     assert open_files() == after_a_few  # one connection per live thread, not per thread ever
     store.close()
     assert open_files() == 0
+
+
+def test_a_reader_never_recreates_a_deleted_collection(tmp_path: Path) -> None:
+    """A thread whose first read comes after the collection's file was deleted (a server
+    deleting a collection during requests) gets an error, and no empty database appears."""
+    path = tmp_path / "doomed.db"
+    store = store_module.Store(path)
+    store.set_meta("kept", "1")
+    errors: list[BaseException] = []
+
+    def first_read_on_a_new_thread() -> None:
+        try:
+            store.get_meta("kept")
+        except (sqlite3.Error, StoreError) as exc:
+            errors.append(exc)
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    reader = threading.Thread(target=first_read_on_a_new_thread)
+    reader.start()
+    reader.join()
+    assert len(errors) == 1 and not path.exists()
+    store.close()  # then closed: a new reader is refused too
+    reader = threading.Thread(target=first_read_on_a_new_thread)
+    reader.start()
+    reader.join()
+    assert len(errors) == 2 and not path.exists()

@@ -134,6 +134,7 @@ class Store:
         #: new one is opened after its thread ended).
         self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._readers_lock = threading.Lock()
+        self._closed = False
         self._count: tuple[int, int] | None = None  # (generation, images), see count()
         #: On read-only media: searched, never written (writes raise ReadOnlyCollection).
         self.read_only = self.path.exists() and _on_read_only_media(self.path)
@@ -217,6 +218,7 @@ class Store:
 
     def close(self) -> None:
         with self._lock, self._readers_lock:
+            self._closed = True
             for _, reader in self._readers:
                 reader.close()
             self._readers.clear()
@@ -249,9 +251,14 @@ class Store:
         return reader
 
     def _open_reader(self) -> sqlite3.Connection:
-        reader = _connect(self.path, read_only=self.read_only)
+        # Never creates the file: a collection deleted (or closed) under a thread that had no
+        # read connection yet must not come back as an empty database.
+        reader = _connect(self.path, read_only=self.read_only, create=False)
         reader.execute("PRAGMA busy_timeout=10000")
         with self._readers_lock:
+            if self._closed:
+                reader.close()
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
             ended = [(t, c) for t, c in self._readers if not t.is_alive()]
             for entry in ended:
                 entry[1].close()
@@ -722,12 +729,17 @@ def _on_read_only_media(path: Path) -> bool:
     return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
 
 
-def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
-    """A connection (``read_only``: that can never write, nor create a file). A WAL file
-    whose ``-shm`` cannot be made on read-only media is opened ``immutable``."""
-    if not read_only:
-        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def _connect(path: Path, *, read_only: bool, create: bool = True) -> sqlite3.Connection:
+    """A connection (``read_only``: that can never write, nor create a file; ``create``
+    False: that opens an existing file only). A WAL file whose ``-shm`` cannot be made on
+    read-only media is opened ``immutable``."""
     uri = "file:" + urllib.parse.quote(str(path.absolute()))
+    if not read_only:
+        if create:
+            return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(
+            f"{uri}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
+        )
     db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     try:
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
