@@ -213,6 +213,9 @@ def test_full_size_view_shows_folder_and_score_and_deletes(
     expect(page.locator("#viewer-name")).to_have_text(Path(path).name)
     expect(page.locator("#viewer-folder")).to_have_text(str(Path(path).parent))
     expect(page.locator("#viewer-facts")).to_contain_text(f"score {score}")
+    # the calibrated confidences of the default model (same item / same kind)
+    expect(page.locator("#viewer-facts")).to_contain_text("same item")
+    expect(page.locator("#viewer-facts")).to_contain_text("same kind")
     image = page.locator("#viewer-image")
     expect(image).to_have_js_property("complete", True)
     with Image.open(path) as original:  # the original file, at its size

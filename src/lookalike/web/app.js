@@ -149,6 +149,15 @@ function loading(on) {
 
 // --- cards -----------------------------------------------------------------------------------
 
+// The calibrated chances that a result is the same item / the same kind as the query
+// (docs/EVALUATION.md), where the collection's model has a calibration.
+function confidences(item) {
+  const parts = [];
+  if (typeof item.same_item === "number") parts.push(`same item ${Math.round(item.same_item * 100)}%`);
+  if (typeof item.same_kind === "number") parts.push(`same kind ${Math.round(item.same_kind * 100)}%`);
+  return parts.join(" · ");
+}
+
 function card(item) {
   state.items.set(item.id, item);
   const node = $("#card").content.firstElementChild.cloneNode(true);
@@ -163,6 +172,7 @@ function card(item) {
   const bar = node.querySelector(".bar-score");
   if (typeof item.score === "number") {
     score.textContent = item.score.toFixed(3);
+    score.title = confidences(item);
     bar.firstElementChild.style.width = `${Math.max(0, Math.min(1, item.score)) * 100}%`;
     if (item.weak) {
       node.classList.add("weak");
@@ -529,6 +539,8 @@ function renderViewer(viewId) {
   $("#viewer-folder").textContent = item.folder === UPLOADED ? "uploaded here" : item.folder || "";
   const facts = [];
   if (typeof item.score === "number") facts.push(`score ${item.score.toFixed(3)}${item.weak ? " (weak match)" : ""}`);
+  const confidence = confidences(item);
+  if (confidence) facts.push(confidence);
   if (item.category) facts.push(`category ${item.category}`);
   facts.push(`#${id}`);
   $("#viewer-facts").textContent = facts.join(" · ");
