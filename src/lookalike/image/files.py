@@ -169,3 +169,15 @@ def candidates_for(
         else:
             found.append(_candidate(str(path)))
     return found, folders
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine: files named after the process that
+    writes them (an index save's, an upload's) are abandoned once it is gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

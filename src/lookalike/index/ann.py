@@ -51,6 +51,7 @@ import numpy as np
 
 from lookalike import config
 from lookalike.errors import Unavailable
+from lookalike.image.files import process_alive
 from lookalike.index.base import IdFilter
 from lookalike.types import IndexCapabilities
 
@@ -595,20 +596,12 @@ def _abandoned(path: Path, data_file: Path) -> bool:
     tag = data_file.name[len(path.name) + 1 : data_file.name.rindex(".")]
     pid, dash, _ = tag.partition("-")
     if dash and pid.isdigit():
-        return int(pid) == os.getpid() or not _alive(int(pid))
+        return int(pid) == os.getpid() or not process_alive(int(pid))
     try:
         return time.time() - data_file.stat().st_mtime > ORPHAN_SECONDS
     except OSError:
         return False
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
     return True
 
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from lookalike.errors import NotFound, StorageError
 from lookalike.image.decode import SUPPORTED_FORMATS, load_image
+from lookalike.image.files import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def remove_abandoned_parts(folder: Path) -> list[Path]:
     for part in sorted(folder.glob("*/*.part")):
         pid, dash, _ = part.name.partition("-")
         if dash and pid.isdigit():
-            abandoned = not _alive(int(pid))
+            abandoned = not process_alive(int(pid))
         else:
             try:
                 abandoned = time.time() - part.stat().st_mtime > 3600
@@ -183,14 +184,6 @@ def remove_abandoned_parts(folder: Path) -> list[Path]:
         )
     return removed
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
     return True
 
 
