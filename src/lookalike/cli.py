@@ -485,11 +485,11 @@ def _print_hits(results, weak_below: float = config.WEAK_MATCH) -> None:  # type
         label = f"  [{hit.category}]" if hit.category else ""
         weak = "  (weak)" if hit.score < weak_below else ""
         chances = "".join(
-            f"  {name} {value:.0%}"
+            f"{name} {value:>4.0%}  "
             for name, value in (("same item", hit.same_item), ("same kind", hit.same_kind))
             if value is not None
         )
-        print(f"  {rank:>3}  {hit.score:.4f}  {one_line(hit.path)}{label}{weak}{chances}")
+        print(f"  {rank:>3}  {hit.score:.4f}  {chances}{one_line(hit.path)}{label}{weak}")
     if results and all(hit.score < weak_below for hit in results):
         print(
             f"  every match is weak (cosine < {weak_below}): probably nothing like "
