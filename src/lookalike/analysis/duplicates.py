@@ -202,15 +202,12 @@ def find_duplicates(
         threshold,
         time.perf_counter() - started,
     )
-    return [
-        DuplicateGroup(
-            ids=tuple(int(ids[r]) for r in g.ids),
-            scores=g.scores,
-            min_score=g.min_score,
-            max_score=g.max_score,
-        )
-        for g in groups
-    ]
+    return _with_ids(groups, ids)
+
+
+def _with_ids(groups: list[DuplicateGroup], ids: np.ndarray) -> list[DuplicateGroup]:
+    """Groups of row numbers (what :func:`group_pairs` finds) as groups of these rows' ids."""
+    return [dataclasses.replace(g, ids=tuple(int(ids[r]) for r in g.ids)) for g in groups]
 
 
 def _neighbour_search() -> SearchSettings:
@@ -287,15 +284,7 @@ def find_duplicates_by_neighbours(
         len(all_ids),
         time.perf_counter() - started,
     )
-    return [
-        DuplicateGroup(
-            ids=tuple(int(all_ids[r]) for r in g.ids),
-            scores=g.scores,
-            min_score=g.min_score,
-            max_score=g.max_score,
-        )
-        for g in groups
-    ]
+    return _with_ids(groups, all_ids)
 
 
 def with_records(
