@@ -19,6 +19,7 @@ from lookalike.index import ann as ann_index
 from lookalike.index import persistent as persistent_index
 from lookalike.index.ann import AnnIndex
 from lookalike.index.persistent import FollowedIndex, Target
+from lookalike.index.refine import RefinedIndex
 from lookalike.search import fitting
 from lookalike.store.records import EmbeddedImage
 from lookalike.store.sqlite import Store
@@ -48,6 +49,13 @@ def write(collection: Collection, start: int, vectors: np.ndarray) -> None:
 @pytest.fixture
 def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config, "ANN_MIN_IMAGES", 1000)
+
+
+def approximate_index(collection: Collection) -> AnnIndex:
+    """The FAISS index under the refine step a large collection searches with."""
+    index = collection.index()
+    assert isinstance(index, RefinedIndex)
+    return index.approximate
 
 
 def recall_at_10(collection: Collection, queries: np.ndarray) -> float:
@@ -93,7 +101,7 @@ def test_automatic_choice_persistence_and_following(
     monkeypatch.setattr(FollowedIndex, "rebuild", no_rebuild)
     with Collection.open(db) as collection:
         assert collection.search_many(list(queries), k=10) == before
-        assert isinstance(collection.index(), AnnIndex)
+        assert isinstance(approximate_index(collection), AnnIndex)
         # Another writer adds and removes images: searches follow without a rebuild.
         with Collection.open(db) as writer:
             write(writer, 5000, vectors[:1] * -1)  # an image unlike any other
@@ -232,7 +240,7 @@ def test_rebuild_for_tombstones_runs_in_the_background(
         write(collection, 0, updated)
         collection.sync_index()  # the writer starts the rebuild and returns at once
         assert held.built.wait(60)
-        old = collection.index()
+        old = approximate_index(collection)
         assert isinstance(old, AnnIndex) and old.positions == 1600 and old.needs_rebuild
         assert collection.index_info()["rebuilding"]
         # Writes and searches go on against the current index while the rebuild runs.
@@ -242,10 +250,10 @@ def test_rebuild_for_tombstones_runs_in_the_background(
         assert hit.path == "/photos/005000.jpg"
         (hit,) = collection.search_many([updated[10]], k=1)[0]
         assert hit.path == "/photos/000010.jpg"
-        assert collection.index() is old
+        assert approximate_index(collection) is old
         held.release.set()
         followed.wait_for_rebuild()
-        new = collection.index()
+        new = approximate_index(collection)
         assert new is not old and isinstance(new, AnnIndex)
         assert len(new) == 1200 and new.positions < 1210  # tombstones gone
         (hit,) = collection.search_many([vectors[0] * -1], k=1)[0]  # caught up
@@ -260,7 +268,7 @@ def test_rebuild_for_tombstones_runs_in_the_background(
 
     monkeypatch.setattr(FollowedIndex, "rebuild", no_rebuild)
     with Collection.open(db) as collection:  # a new process loads the rebuilt index
-        index = collection.index()
+        index = approximate_index(collection)
         assert isinstance(index, AnnIndex) and index.positions < 1210
         (hit,) = collection.search_many([vectors[0] * -1], k=1)[0]
         assert hit.path == "/photos/005000.jpg"

@@ -105,6 +105,12 @@ ANN_KIND = "hnsw"
 #: HNSW candidates per query; IVF cells scanned per query.
 ANN_EF_SEARCH = 128
 ANN_NPROBE = 64
+#: Candidates the approximate index returns for a top k (at least ANN_REFINE_POOL, and
+#: ANN_REFINE_PER_RESULT per result asked): they are re-scored with the store's full vectors
+#: through the codec before the top k is cut (lookalike.index.refine), so an image's score is
+#: the exact scan's.
+ANN_REFINE_POOL = 100
+ANN_REFINE_PER_RESULT = 4
 #: A writer saves the approximate index at most this often (and when the collection closes).
 #: A saved index records the store's change cursor and is caught up from it when loaded, so
 #: a save behind the store costs a few milliseconds at the next open, while a save after

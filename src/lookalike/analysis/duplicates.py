@@ -245,9 +245,12 @@ def find_duplicates_by_neighbours(
     firsts: list[np.ndarray] = []
     seconds: list[np.ndarray] = []
     scores: list[np.ndarray] = []
-    search: Callable[..., tuple[np.ndarray, np.ndarray]] = index.search
     from lookalike.index.ann import AnnIndex  # FAISS: imported only where it is used
+    from lookalike.index.refine import RefinedIndex
 
+    if isinstance(index, RefinedIndex):  # its candidates are re-scored below, on stored vectors
+        index = index.approximate
+    search: Callable[..., tuple[np.ndarray, np.ndarray]] = index.search
     if isinstance(index, AnnIndex):
         search = functools.partial(index.search, settings=_neighbour_search())
     for ids, vectors in batches:

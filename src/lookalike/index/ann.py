@@ -202,6 +202,16 @@ class AnnIndex:
         """The store ids held, ascending."""
         return np.sort(self._ids[self._ids >= 0])
 
+    def holds(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each of these store ids is in the index (a mask, without sorting every id
+        held as :attr:`ids` does)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        with self._lock:
+            inside = (ids >= 0) & (ids < len(self._position_of))
+            held = np.zeros(len(ids), dtype=bool)
+            held[inside] = self._position_of[ids[inside]] >= 0
+        return held
+
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
         """The (8-bit decoded) vectors of these ids, HNSW only."""
         if self.kind != "hnsw":

@@ -24,6 +24,7 @@ from lookalike.index import persistent as persistent_index
 from lookalike.index import registry as indexes
 from lookalike.index.base import IdentityCodec, VectorCodec, VectorIndex
 from lookalike.index.persistent import FollowedIndex, Target
+from lookalike.index.refine import RefinedIndex
 from lookalike.search import rerank
 from lookalike.search.categories import CategoryModel, CategoryProjection
 from lookalike.store.base import MetadataStore
@@ -351,7 +352,12 @@ class SnapshotCache:
         # Queries go through the codec of the index held, which is the wanted one except while
         # a rebuild for a refitted codec runs in the background.
         serving = self._followed.codec or IdentityCodec()
-        snapshot = SearchSnapshot(index, serving, classifier, partition, key, self._followed.cursor)
+        # Candidates re-scored with the store's full vectors through that codec: the scores
+        # are the exact scan's (lookalike.index.refine).
+        refined = RefinedIndex(index, self.store, serving)
+        snapshot = SearchSnapshot(
+            refined, serving, classifier, partition, key, self._followed.cursor
+        )
         if previous is not None:  # a changed codec changes every vector: all recomputed
             snapshot._augmentations.seed = previous._augmentations.to_follow(previous.index)
         return snapshot
