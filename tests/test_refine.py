@@ -185,3 +185,18 @@ def test_refined_index_is_what_a_large_collection_searches(big: Collection) -> N
             big.snapshot().codec.transform(big.store.vectors_of(some)),
             atol=1e-6,
         )
+
+
+def test_reranking_scores_the_neighbours_it_finds_with_the_stored_vectors(big: Collection) -> None:
+    with big:
+        snapshot = big.snapshot()
+        augmented = snapshot.augmented()
+        assert augmented is not None and not augmented.exact
+        rows = np.arange(0, len(augmented.ids), 97)
+        vectors = snapshot.index.vectors_of(augmented.ids[rows])
+        for row, vector in zip(rows, vectors, strict=True):
+            found = augmented.neighbour_ids[row]
+            assert (found >= 0).all() and augmented.ids[row] not in found
+            want = snapshot.index.vectors_of(found) @ vector
+            np.testing.assert_allclose(augmented.neighbour_scores[row], want, atol=1e-5)
+            assert (np.diff(augmented.neighbour_scores[row]) <= 0).all()

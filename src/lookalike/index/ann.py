@@ -3,6 +3,8 @@
 :class:`AnnIndex` answers the same ``search`` as :class:`lookalike.index.exact.ExactIndex`
 (top-k store ids and cosine scores per query, best first, -1 / -inf padding) over vectors
 held compactly (8-bit scalar quantization, usually of PCA-256 vectors: 256 bytes an image).
+Searches re-score its candidates with the store's full vectors
+(:mod:`lookalike.index.refine`): the codes find the neighbourhood, the stored vectors order it.
 Two kinds, chosen at index time:
 
 ``hnsw``

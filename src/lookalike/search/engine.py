@@ -11,7 +11,9 @@ through these functions, so what is measured is what users get:
    searches (from a classifier: the collection's, or in ``eval`` a cross-fitted one);
 3. :func:`rank`: codec -> index top-k (filtered to those categories), with optional query
    expansion or re-ranking (:mod:`lookalike.search.rerank`), all on one
-   :class:`~lookalike.search.snapshot.SearchSnapshot`;
+   :class:`~lookalike.search.snapshot.SearchSnapshot` (a large collection's index is the
+   approximate one with its candidates re-scored on the stored vectors,
+   :class:`lookalike.index.refine.RefinedIndex`: the same scores as an exact scan);
 4. :func:`common_scores`: whatever ordered the results, each one's score is the cosine of
    the query (its better view) and the result in the collection's common space, the codec's
    (see :func:`search`);
@@ -563,8 +565,10 @@ def common_scores(
     result in the collection's common space (the codec's, which plain search ranks in), the
     better of the query's two views when it has an object view; -inf where ``ids`` is -1.
 
-    The results' vectors are the snapshot index's own (what plain search compares with). An
-    image removed from the index since (an approximate index changes in place) gets id -1."""
+    The results' vectors are the snapshot index's own (what plain search compares with; for
+    an approximate index, the stored vectors through the codec, as its refine step and the
+    exact scan use). An image removed from the index since (an approximate index changes in
+    place) gets id -1."""
     index = snapshot.index
     out = np.full(ids.shape, -np.inf, dtype=np.float32)
     found = np.unique(ids[ids >= 0])

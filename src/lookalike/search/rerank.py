@@ -30,8 +30,13 @@ from lookalike.encode.models import normalize
 from lookalike.errors import Unavailable
 from lookalike.index.base import IdFilter, VectorIndex
 from lookalike.index.exact import ExactIndex
+from lookalike.index.refine import RefinedIndex, pool_size
 
 log = logging.getLogger(__name__)
+
+#: Candidate vectors' elements scored at once by the neighbour pass of a refined index
+#: (16 Mi float32: 64 MiB).
+SCORED_ELEMENTS = 16 * 1024 * 1024
 
 
 def exact_neighbours(
@@ -62,6 +67,43 @@ def neighbours(
     if not found_ids:
         return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
     return np.concatenate(found_ids), np.concatenate(found_scores)
+
+
+def codes_of(index: VectorIndex) -> VectorIndex:
+    """What re-ranking searches for candidates it scores itself: an approximate index's
+    compressed codes alone (its refine step would read a pool of stored vectors a query, where
+    re-ranking holds every vector), any other index as it is."""
+    return index.approximate if isinstance(index, RefinedIndex) else index
+
+
+def held_neighbours(
+    index: VectorIndex, ids: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest other items of ``index`` (ids, best first, -1 padding) of the rows
+    ``rows`` of ``vectors`` (held, aligned with ``ids``), with their cosines. An approximate
+    index with a refine step is refined here with the held vectors, not the store's: its
+    codes give a pool of :func:`lookalike.index.refine.pool_size` candidates, scored with
+    ``vectors`` (a candidate not among ``ids``, added since they were read, is left out)."""
+    searched = codes_of(index)
+    if searched is index:
+        return neighbours(index, vectors[rows], k, ids=ids[rows])
+    pool = pool_size(k)
+    found, _ = neighbours(searched, vectors[rows], pool, ids=ids[rows])
+    out_ids = np.full((len(rows), k), -1, dtype=np.int64)
+    out_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    step = max(1, SCORED_ELEMENTS // (pool * max(vectors.shape[1], 1)))
+    for start in range(0, len(rows), step):
+        part = slice(start, start + step)
+        where = rows_of(ids, found[part])
+        scores = np.einsum("ij,ikj->ik", vectors[rows[part]], vectors[np.maximum(where, 0)])
+        scores = np.where(where >= 0, scores, -np.inf).astype(np.float32)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        best = np.take_along_axis(scores, order, axis=1)
+        out_scores[part, : order.shape[1]] = best
+        out_ids[part, : order.shape[1]] = np.where(
+            np.isfinite(best), np.take_along_axis(found[part], order, axis=1), -1
+        )
+    return out_ids, out_scores
 
 
 def weighted_sum(
@@ -179,7 +221,7 @@ class AugmentedVectors:
         ``index`` itself (approximate at scale: no N x N comparison)."""
         started = time.perf_counter()
         ids, vectors = stored_vectors(index)
-        found, scores = neighbours(index, vectors, k, ids=ids)
+        found, scores = held_neighbours(index, ids, vectors, np.arange(len(ids)), k)
         rows = rows_of(ids, found)  # a neighbour added after ``ids`` were read: left out
         found = np.where(rows >= 0, found, -1)
         augmented = augment_database(vectors, (rows, scores), alpha)
@@ -245,7 +287,7 @@ class AugmentedVectors:
         augmented[kept] = self.vectors[previous]
         todo = np.flatnonzero(redo)
         if len(todo):
-            got, got_scores = neighbours(index, vectors[todo], k, ids=ids[todo])
+            got, got_scores = held_neighbours(index, ids, vectors, todo, k)
             found[todo], scores[todo] = got, got_scores
             rows = rows_of(ids, got)
             augmented[todo] = augment_database(vectors, (rows, got_scores), alpha, rows=todo)
@@ -288,7 +330,7 @@ class AugmentedVectors:
         if self.exact:
             keep = np.isin(self.ids, allowed) if allowed is not None else None
         else:
-            _, found = index.search(
+            _, found = codes_of(index).search(  # the pool is scored on augmented vectors
                 query[None],
                 max(config.RERANK_POOL, config.RERANK_POOL_PER_RESULT * k),
                 filter=allowed,
