@@ -41,6 +41,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -227,17 +228,56 @@ def measure(db: Path, queries: np.ndarray, kind: str) -> list[dict[str, object]]
     return rows
 
 
+def markdown(reports: list[dict[str, Any]]) -> str:
+    """The reports' results as two Markdown tables: recall@10 per shape and the search step
+    (the slowest shape's p50 / p95) per configuration; build time and bytes per index."""
+    results = [row for report in reports for row in report["results"]]
+    shapes = [s for s in SHAPES if any(r["shape"] == s for r in results)]
+    configs = sorted({(r["kind"], r["breadth"], r["pool"]) for r in results})
+    lines = [
+        "| index | breadth | pool | " + " | ".join(shapes) + " | p50 ms | p95 ms |",
+        "|---|---:|---:|" + "---:|" * len(shapes) + "---:|---:|",
+    ]
+    for kind, breadth, pool in configs:
+        rows = {
+            r["shape"]: r
+            for r in results
+            if (r["kind"], r["breadth"], r["pool"]) == (kind, breadth, pool)
+        }
+        recalls = [f"{rows[s]['recall@10']:.3f}" if s in rows else "" for s in shapes]
+        p50 = max(r["search_ms_p50"] for r in rows.values())
+        p95 = max(r["search_ms_p95"] for r in rows.values())
+        name = f"{kind} {'efSearch' if kind == 'hnsw' else 'nprobe'}"
+        lines.append(f"| {name} | {breadth} | {pool} | {' | '.join(recalls)} | {p50} | {p95} |")
+    builds = {(r["shape"], r["kind"]): r for r in results}
+    lines += ["", "| shape | index | build s | index bytes |", "|---|---|---:|---:|"]
+    for (shape, kind), r in sorted(builds.items()):
+        lines.append(f"| {shape} | {kind} | {r['build_s']} | {r['index_bytes']:,} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, default=Path("/tmp/scale8/caltech.parquet"))
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lookalike-shapes"))
     parser.add_argument("--queries", type=int, default=200, help="real vectors held out")
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
     parser.add_argument("--kinds", nargs="+", choices=list(SWEEP), default=list(SWEEP))
     parser.add_argument("--out", type=Path, help="the report (JSON) is also written here")
+    parser.add_argument("--hnsw-ef", type=int, nargs="+", help="efSearch values (HNSW)")
+    parser.add_argument("--ivf-nprobe", type=int, nargs="+", help="nprobe values (IVF)")
+    parser.add_argument("--pools", type=int, nargs="+", help="refine pools (0: no refine)")
+    parser.add_argument(
+        "--table", type=Path, nargs="+", help="only print these reports (--out) as Markdown"
+    )
     args = parser.parse_args()
+    if args.table:
+        print(markdown([json.loads(path.read_text()) for path in args.table]))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
+    for kind, breadths in (("hnsw", args.hnsw_ef), ("ivf", args.ivf_nprobe)):
+        SWEEP[kind] = (tuple(breadths or SWEEP[kind][0]), tuple(args.pools or SWEEP[kind][1]))
     real, categories = real_vectors(args.real)
     held = np.random.default_rng(7).choice(len(real), args.queries, replace=False)
     kept = np.setdiff1d(np.arange(len(real)), held)

@@ -220,7 +220,7 @@ def test_large_collections_find_duplicates_from_index_neighbours(
             [EmbeddedImage(f"/p/{i:05}.jpg", 1, 1, 64, 48, v) for i, v in enumerate(vectors)], []
         )
         collection.refresh_models()
-        assert collection.index_kind() == config.ANN_KIND == "hnsw"
+        assert collection.index_kind() == config.ANN_KIND
         found = collection.duplicates()
         ids, stored = collection.store.load_vectors()
         expected = find_duplicates(ids, stored)

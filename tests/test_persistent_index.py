@@ -85,10 +85,10 @@ def test_automatic_choice_persistence_and_following(
         write(collection, 800, vectors[800:])
         collection.refresh_models()
         collection.sync_index()
-        assert collection.index_kind() == config.ANN_KIND == "hnsw"
+        assert collection.index_kind() == config.ANN_KIND
         info = collection.index_info()
         assert info["approximate"] and info["dims"] == 256 and info["images"] == 1500
-        assert 256 <= info["bytes_per_image"] < 700  # 8-bit codes of PCA-256 vectors, graph, ids
+        assert 256 <= info["bytes_per_image"] < 700  # 8-bit codes of PCA-256 vectors, ids (graph)
         queries, _ = vectors_like_images(20, seed=1)
         assert recall_at_10(collection, queries) >= 0.9
         before = collection.search_many(list(queries), k=10)
@@ -150,7 +150,7 @@ def test_category_filter_inside_the_index(tmp_path: Path, small_threshold: None)
     with Collection.open(tmp_path / "c.db") as collection:
         write(collection, 0, vectors)
         collection.set_labels({f"/photos/{i:06}.jpg": f"kind{labels[i]}" for i in range(1500)})
-        assert collection.index_kind() == config.ANN_KIND == "hnsw"
+        assert collection.index_kind() == config.ANN_KIND
         queries, query_labels = vectors_like_images(10, seed=3)
         outcomes = collection.search_detailed(list(queries), k=10, by_category=True)
         for outcome, label in zip(outcomes, query_labels, strict=True):
@@ -230,6 +230,7 @@ def test_rebuild_for_tombstones_runs_in_the_background(
     vectors, _ = vectors_like_images(1200)
     with Collection.open(db) as collection:
         write(collection, 0, vectors)
+        collection.set_index("hnsw")  # the kind that keeps tombstones
         collection.refresh_models()
         collection.sync_index()
         followed = collection.snapshots.followed()
@@ -324,7 +325,8 @@ def test_reader_searches_an_index_of_an_earlier_codec_without_rebuilding(
         assert hit.path == "/photos/000007.jpg"
         assert collection.snapshot().codec.dims == 256  # type: ignore[attr-defined]
         followed = collection.snapshots.followed()
-        assert followed is not None and followed.rebuild_reason() == "hnsw:pca2 -> hnsw:pca4"
+        kind = config.ANN_KIND
+        assert followed is not None and followed.rebuild_reason() == f"{kind}:pca2 -> {kind}:pca4"
 
 
 def test_writers_save_the_index_now_and_then_and_when_closing(
@@ -484,3 +486,37 @@ def test_search_exact_scans_the_store_once_for_all_queries(
     assert [line["results"][0]["id"] for line in approximate] == [
         line["results"][0]["id"] for line in one_by_one
     ]
+
+
+def test_an_index_of_the_former_default_kind_keeps_serving_until_rebuilt(
+    tmp_path: Path, small_threshold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collection saved while `auto` meant HNSW opens under the IVF default: its saved
+    index is searched (refined) as it is, and a writer rebuilds it as IVF in the background."""
+    db = tmp_path / "c.db"
+    vectors, _ = vectors_like_images(1200)
+    monkeypatch.setattr(config, "ANN_KIND", "hnsw")
+    with Collection.open(db) as collection:
+        write(collection, 0, vectors)
+        collection.refresh_models()
+        collection.sync_index()
+        assert approximate_index(collection).kind == "hnsw"
+    monkeypatch.setattr(config, "ANN_KIND", "ivf")
+
+    def no_rebuild(self: FollowedIndex) -> None:
+        raise AssertionError("the saved index should have been loaded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FollowedIndex, "rebuild", no_rebuild)
+        with Collection.open(db) as reader:
+            assert reader.index_kind() == "ivf"
+            assert approximate_index(reader).kind == "hnsw"  # the saved one, serving
+            (hit,) = reader.search_many([vectors[7]], k=1)[0]
+            assert hit.path == "/photos/000007.jpg"
+            followed = reader.snapshots.followed()
+            assert followed is not None and followed.rebuild_reason() is not None
+            reader.sync_index()  # a writer: the rebuild as IVF starts in the background
+            followed.wait_for_rebuild()
+            assert approximate_index(reader).kind == "ivf"
+            (hit,) = reader.search_many([vectors[7]], k=1)[0]
+            assert hit.path == "/photos/000007.jpg"

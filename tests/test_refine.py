@@ -43,17 +43,24 @@ def write(collection: Collection, vectors: np.ndarray) -> None:
     )
 
 
-@pytest.fixture
-def big(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Collection:
-    """1,500 images in dense families, searched with the approximate index."""
-    monkeypatch.setattr(config, "ANN_MIN_IMAGES", 1000)
+def families_collection(path: Path, setting: str = "auto") -> Collection:
+    """1,500 images in dense families, searched with an approximate index (``setting``)."""
     vectors, family = families()
-    collection = Collection.open(tmp_path / "families.db")
+    collection = Collection.open(path)
     write(collection, vectors)
+    collection.set_index(setting)
     collection.set_labels({f"/photos/{i:06}.jpg": f"family{f % 3}" for i, f in enumerate(family)})
     collection.refresh_models()
     collection.sync_index()
-    assert collection.index_kind() == "hnsw"
+    return collection
+
+
+@pytest.fixture
+def big(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Collection:
+    """The families, searched with the default approximate index."""
+    monkeypatch.setattr(config, "ANN_MIN_IMAGES", 1000)
+    collection = families_collection(tmp_path / "families.db")
+    assert collection.index_kind() == config.ANN_KIND
     return collection
 
 
@@ -99,6 +106,16 @@ def test_approximate_search_gives_the_exact_scans_answer_and_scores(big: Collect
         encoded = big.snapshot().encode(np.stack(queries))
         coded_scores, _ = index.approximate.search(encoded, 10)
         assert np.abs(coded_scores - exact_scores).max() > 1e-4
+
+
+def test_the_hnsw_kind_gives_the_exact_answer_too(tmp_path: Path) -> None:
+    queries = list(queries_near_items())
+    with families_collection(tmp_path / "hnsw.db", "hnsw") as collection:
+        assert collection.index_kind() == "hnsw"
+        assert_same_answer(
+            collection.search_many(queries, k=10),
+            collection.search_many(queries, k=10, exact=True),
+        )
 
 
 def test_filters_exclusion_and_expansion_keep_the_exact_answer(big: Collection) -> None:

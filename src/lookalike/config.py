@@ -98,13 +98,16 @@ WORD_CANDIDATES = 500
 #: approximate FAISS index (HNSW graph over 8-bit codes of PCA-256 vectors) from it on: see
 #: BENCHMARKS.md, "Large collections".
 ANN_MIN_IMAGES = 50_000
-#: The approximate index kind `auto` picks: "hnsw" (recall@10 0.96 at 1.5 ms on 100,000
-#: Lite0-shaped vectors, where IVF needed half its cells scanned for 0.95) or "ivf" (builds
-#: 10x faster and deletes for real, but lower recall at the same speed on such vectors).
-ANN_KIND = "hnsw"
+#: The approximate index kind `auto` picks: "ivf" (k-means cells, a query scans the nprobe
+#: nearest) or "hnsw" (a graph). With the refine step below, IVF won or tied on all four data
+#: shapes of BENCHMARKS.md ("Approximate search on four data shapes", 100,000 images, real
+#: held-out queries): recall@10 0.96-0.99 where HNSW at efSearch 256 got 0.68-0.99 (0.68 on
+#: dense families of near-variants), at a similar search step; it also builds 3-7x faster and
+#: deletes for real.
+ANN_KIND = "ivf"
 #: HNSW candidates per query; IVF cells scanned per query.
 ANN_EF_SEARCH = 128
-ANN_NPROBE = 64
+ANN_NPROBE = 128
 #: Candidates the approximate index returns for a top k (at least ANN_REFINE_POOL, and
 #: ANN_REFINE_PER_RESULT per result asked): they are re-scored with the store's full vectors
 #: through the codec before the top k is cut (lookalike.index.refine), so an image's score is
