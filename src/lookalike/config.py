@@ -102,7 +102,7 @@ ANN_MIN_IMAGES = 50_000
 #: nearest) or "hnsw" (a graph). With the refine step below, IVF won or tied on all four data
 #: shapes of BENCHMARKS.md ("Approximate search on four data shapes", 100,000 images, real
 #: held-out queries): recall@10 0.96-0.99 where HNSW at efSearch 256 got 0.68-0.99 (0.68 on
-#: dense families of near-variants), at a similar search step; it also builds 3-7x faster and
+#: dense families of near-variants), at a similar search step; it also builds 2.4-7x faster and
 #: deletes for real.
 ANN_KIND = "ivf"
 #: HNSW candidates per query; IVF cells scanned per query.
@@ -111,9 +111,11 @@ ANN_NPROBE = 128
 #: Candidates the approximate index returns for a top k (at least ANN_REFINE_POOL, and
 #: ANN_REFINE_PER_RESULT per result asked): they are re-scored with the store's full vectors
 #: through the codec before the top k is cut (lookalike.index.refine), so an image's score is
-#: the exact scan's.
-ANN_REFINE_POOL = 100
-ANN_REFINE_PER_RESULT = 4
+#: the exact scan's. On the four shapes of BENCHMARKS.md every pool from 20 to 200 gave the
+#: same recall (the cells scanned, not the pool, limit it; a search asks for k + 4 = 14);
+#: 50 leaves room for denser collections for about a millisecond more.
+ANN_REFINE_POOL = 50
+ANN_REFINE_PER_RESULT = 3
 #: A writer saves the approximate index at most this often (and when the collection closes).
 #: A saved index records the store's change cursor and is caught up from it when loaded, so
 #: a save behind the store costs a few milliseconds at the next open, while a save after

@@ -7,13 +7,15 @@ Searches re-score its candidates with the store's full vectors
 (:mod:`lookalike.index.refine`): the codes find the neighbourhood, the stored vectors order it.
 Two kinds, chosen at index time:
 
-``hnsw``
-    ``HNSW32,SQ8``: a proximity graph; the best recall for its speed on image vectors (the
-    default), but slow to build, and removed vectors stay in the graph as tombstones until
-    a rebuild.
 ``ivf``
-    ``IVF{nlist},SQ8``: k-means cells, a query scans the ``nprobe`` nearest ones. Ten times
-    faster to build, removals are real, 256 bytes an image; lower recall at equal speed.
+    ``IVF{nlist},SQ8``: k-means cells, a query scans the ``nprobe`` nearest ones (the
+    default: with the refine step it held recall@10 >= 0.95 on spread-out images, dense
+    families of near-variants, exact copies and a grown collection, BENCHMARKS.md issue 23).
+    Builds several times faster than HNSW, removals are real, 256 bytes an image.
+``hnsw``
+    ``HNSW32,SQ8``: a proximity graph; slower to build, removed vectors stay in the graph as
+    tombstones until a rebuild, and on dense families of near-variants its walk misses
+    much of the true top k (recall@10 0.68 at efSearch 256 there).
 
 FAISS numbers vectors by *position* (0, 1, ... in the order they were added); this module
 maps positions to store ids and back, so that an updated image simply gets a new position
