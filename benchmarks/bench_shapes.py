@@ -165,7 +165,7 @@ def parquet_files(
 def build(shape: str, kind: str, files: list[Path], db: Path) -> dict[str, object]:
     """A collection of the shape through the write path, its index of ``kind``."""
     for stale in db.parent.glob(db.name + "*"):
-        stale.unlink()
+        stale.unlink(missing_ok=True)
     spec = parquet_io.read_spec(files[0])
     started = time.perf_counter()
     with Collection.open(db, model=spec) as collection:
@@ -305,7 +305,7 @@ def main() -> None:
             for row in measure(db, queries, kind):
                 results.append({"shape": shape, **built, **row})
             for stale in db.parent.glob(db.name + "*"):
-                stale.unlink()
+                stale.unlink(missing_ok=True)
     report["results"] = results
     report["load_average_after"] = [round(v, 1) for v in os.getloadavg()]
     text = json.dumps(report, indent=1)
