@@ -214,10 +214,10 @@ def _neighbour_search() -> SearchSettings:
     """How hard the approximate index looks for near-duplicates: they are an image's very
     closest neighbours, which a short HNSW candidate list finds (100,000 Lite0-shaped
     vectors, 20,000 queries: efSearch 32 found the same 509 candidate pairs as 128, in 2.5x
-    less time). IVF scans its default cells."""
+    less time); IVF a few cells (:data:`lookalike.config.DUPLICATE_NPROBE`)."""
     from lookalike.index.ann import SearchSettings
 
-    return SearchSettings(nprobe=config.ANN_NPROBE, ef_search=config.DUPLICATE_EF_SEARCH)
+    return SearchSettings(nprobe=config.DUPLICATE_NPROBE, ef_search=config.DUPLICATE_EF_SEARCH)
 
 
 def find_duplicates_by_neighbours(
