@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,126 @@ def test_import_refuses_other_vector_columns_in_one_line(
     assert "vector column" in err and "fixed_size_list" in err
     with Collection.open(db) as collection:
         assert len(collection) == 0
+
+
+def _parts(folder: Path, spec_json: str, files: int, rows: int, seed: int = 5) -> np.ndarray:
+    """``files`` Parquet files of ``rows`` unit vectors each in ``folder`` (row groups of 10
+    rows); all their vectors, in order."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(files * rows, 1280)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in range(files):
+        table = pa.table(
+            {
+                "path": [f"/elsewhere/{part}/{i}.jpg" for i in range(rows)],
+                "vector": pa.array(
+                    list(vectors[part * rows : (part + 1) * rows]), type=pa.list_(pa.float32())
+                ),
+            },
+            schema=pa.schema(
+                [("path", pa.string()), ("vector", pa.list_(pa.float32()))],
+                metadata={b"lookalike.model": spec_json.encode()},
+            ),
+        )
+        pq.write_table(table, folder / f"part-{part}.parquet", row_group_size=10)
+    return vectors
+
+
+def test_import_of_a_folder_or_a_glob_reports_and_skips_bad_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = builtin_spec("efficientnet-lite0")
+    parts = tmp_path / "parts"
+    vectors = _parts(parts, spec.to_json(), files=3, rows=30)
+    (parts / "torn.parquet").write_bytes(b"PAR1 not really")
+    write_vectors(
+        parts / "lite2.parquet",
+        builtin_spec("efficientnet-lite2").to_json(),
+        ["/x/a.jpg"],
+        np.ones((1, 1408), dtype=np.float32),
+    )
+    db = tmp_path / "c.db"
+    assert main(["import", str(parts), "--db", str(db), "--json"]) == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["files"] == 3 and summary["rows"] == 90 and summary["images"] == 90
+    assert sorted(Path(f["file"]).name for f in summary["failed"]) == [
+        "lite2.parquet",
+        "torn.parquet",
+    ]
+    assert "skipped" in captured.err and "torn.parquet" in captured.err
+    with Collection.open(db) as collection:
+        ids, stored = collection.store.load_vectors()
+        paths = collection.store.paths(ids)
+        expected = {f"/elsewhere/{i // 30}/{i % 30}.jpg": v for i, v in enumerate(vectors)}
+        assert np.allclose(stored, np.stack([expected[paths[int(i)]] for i in ids]), atol=1e-6)
+    # a pattern names the same files: all already in, nothing written again
+    assert main(["import", str(parts / "part-*.parquet"), "--db", str(db), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["rows"] == 0 and again["already_imported"] == 90 and again["images"] == 90
+    assert main(["import", str(tmp_path / "none-*.parquet"), "--db", str(db)]) == 2
+    assert "no Parquet file" in capsys.readouterr().err
+
+
+def _damage(file: Path, row_group: int) -> None:
+    """Overwrite the middle of a row group's vector data with garbage."""
+    column = pq.ParquetFile(file).metadata.row_group(row_group).column(1)
+    start = column.data_page_offset
+    middle = start + column.total_compressed_size // 2
+    with file.open("r+b") as out:
+        out.seek(start)
+        out.write(b"\xfe" * (middle - start))
+
+
+def test_a_file_damaged_midway_keeps_the_rows_before_and_the_next_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = builtin_spec("efficientnet-lite0")
+    parts = tmp_path / "parts"
+    _parts(parts, spec.to_json(), files=2, rows=40)
+    _damage(parts / "part-0.parquet", row_group=2)  # rows 20 to 29
+    monkeypatch.setattr(parquet_io, "ROWS_PER_BATCH", 10)
+    with Collection.open(tmp_path / "c.db") as collection:
+        report = parquet_io.import_files(collection, [parts])
+        assert report.files == 1 and [Path(f).name for f, _ in report.failed] == ["part-0.parquet"]
+        assert "first 20 rows" in report.failed[0][1]
+        assert len(collection) == 20 + 40
+        assert collection.store.lookup("/elsewhere/1/39.jpg") is None  # (not a file on disk)
+        assert set(collection.store.file_states("/elsewhere/1")) == {
+            f"/elsewhere/1/{i}.jpg" for i in range(40)
+        }
+
+
+def test_a_resumed_import_does_not_read_the_row_groups_already_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows committed are recorded, and the row groups before them are not read again: a
+    resumed import of a file whose early row groups were since damaged on disk still ends."""
+    spec = builtin_spec("efficientnet-lite0")
+    parts = tmp_path / "parts"
+    _parts(parts, spec.to_json(), files=1, rows=50)
+    file = parts / "part-0.parquet"
+    monkeypatch.setattr(parquet_io, "ROWS_PER_BATCH", 10)
+    with Collection.open(tmp_path / "c.db") as collection:
+        calls = 0
+        real = collection.store.write_batch
+
+        def crash_on_fourth(embedded, skipped, forget=()):  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            if calls == 4:
+                raise KeyboardInterrupt
+            real(embedded, skipped, forget)
+
+        monkeypatch.setattr(collection.store, "write_batch", crash_on_fourth)
+        with pytest.raises(KeyboardInterrupt):
+            parquet_io.import_files(collection, [file])
+        assert len(collection) == 30
+        monkeypatch.setattr(collection.store, "write_batch", real)
+        stat = file.stat()
+        _damage(file, row_group=1)  # rows 10 to 19: in already
+        os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        report = parquet_io.import_files(collection, [file])
+        assert not report.failed and report.already_imported == 30 and report.rows == 20
+        assert len(collection) == 50

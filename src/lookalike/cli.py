@@ -726,10 +726,11 @@ def _import(args: argparse.Namespace) -> int:
     from lookalike.collection import Collection
     from lookalike.pipeline import parquet_io
 
-    spec = parquet_io.read_spec(args.files[0])
+    files = parquet_io.parquet_files(args.files)
+    spec = parquet_io.common_spec(files)
     with Collection.open(args.db, model=spec) as collection:
         with tqdm(unit="row", desc="importing", disable=not sys.stderr.isatty()) as bar:
-            report = parquet_io.import_files(collection, args.files, progress=bar.update)
+            report = parquet_io.import_files(collection, files, progress=bar.update)
         images = len(collection)
         summary = {**report.as_dict(), "images": images}
     if args.json:
@@ -738,11 +739,17 @@ def _import(args: argparse.Namespace) -> int:
         print(
             f"imported {_count(report.rows, 'vector')} from {_count(report.files, 'file')} "
             f"({report.already_imported:,} already imported, {len(report.rejected):,} "
-            f"rejected); {_count(images, 'image')}"
+            f"rejected{_failed_files(report.failed)}); {_count(images, 'image')}"
         )
         for path, reason in report.rejected:
             print(f"  rejected {path}: {reason}")
-    return 0
+    for file, reason in report.failed:
+        print(f"warning: skipped {file}: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _failed_files(failed: list[tuple[str, str]]) -> str:
+    return f", {_count(len(failed), 'file')} skipped" if failed else ""
 
 
 def _remove(args: argparse.Namespace) -> int:
@@ -1201,7 +1208,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "import", help="add the vectors of Parquet files (from lookalike embed) to a collection"
     )
-    p.add_argument("files", nargs="+", type=Path, help="Parquet files with path and vector")
+    p.add_argument(
+        "files",
+        nargs="+",
+        help="Parquet files with path and vector, folders of them, or patterns (parts/*.parquet)",
+    )
     _add_db(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=_import)

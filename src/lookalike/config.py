@@ -85,6 +85,10 @@ DEFAULT_INDEX = "exact"
 #: Rows read per batch when building an index, scanning the store (``search --exact``) or
 #: predicting categories (20,000 x 1280 float32: 100 MB).
 SCAN_BATCH = 20_000
+#: Changes a bulk write (``lookalike import``) queues on the writer while it reads and
+#: converts the next batch: the file is read while the batch before is written (two cores
+#: at work), and memory holds at most this many batches more.
+WRITES_AHEAD = 2
 #: Results below this cosine are shown as weak matches (see docs/EVALUATION.md, "Weak
 #: matches"): a query unlike anything in the collection still gets k results.
 WEAK_MATCH = 0.4
@@ -273,6 +277,16 @@ def default_db() -> Path:
 #: 0.940 at 40, 0.9495 at 100 and 0.968 at 200: 200 keeps recall above 0.95 at a million.
 PG_POOL_SIZE = 4
 PG_EF_SEARCH = 200
+#: A batch of at least this many rows goes to PostgreSQL as one binary COPY (into a temporary
+#: table, then one INSERT from it); smaller ones (an upload) as one statement per row.
+PG_COPY_ROWS = 100
+#: A run of writes (an import, an index run) of at least this many rows, and at least as many
+#: as the collection holds, loads without the searched column's HNSW index and builds it
+#: after (PostgresStore.bulk_load); smaller runs keep the index live.
+PG_BULK_LOAD_ROWS = 10_000
+#: maintenance_work_mem of the session that builds an HNSW index: pgvector builds fast while
+#: the graph fits in it and far slower once it does not (the server's default is 64 MB).
+PG_INDEX_BUILD_MEMORY = "1GB"
 #: A category-filtered search on PostgreSQL over at most this many rows reads them all (by
 #: their ids, through the primary key) and ranks them exactly; a larger filter walks the HNSW
 #: index with pgvector's iterative scan, testing each row it meets against a bitmap of the

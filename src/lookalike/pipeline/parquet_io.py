@@ -17,9 +17,11 @@ again does nothing. pyarrow is an optional dependency (``pip install 'lookalike[
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,12 +174,31 @@ def read_spec(path: str | os.PathLike[str]) -> ModelSpec:
     return ModelSpec.from_json(metadata[MODEL_KEY].decode())
 
 
+def common_spec(files: Sequence[str | os.PathLike[str]]) -> ModelSpec:
+    """The model most of these files record (the first one's on a tie): the model of a new
+    collection made for them (a stray file of another model is then the one skipped). The
+    first file's error if none records one."""
+    specs: list[ModelSpec] = []
+    errors: list[ValueError] = []
+    for file in files:
+        try:
+            specs.append(read_spec(file))
+        except ValueError as exc:
+            errors.append(exc)
+    if not specs:
+        raise errors[0] if errors else ValueError("no Parquet file to import")
+    counts = Counter(_comparable(spec) for spec in specs)
+    return max(specs, key=lambda spec: counts[_comparable(spec)])
+
+
 @dataclass
 class ImportReport:
     files: int = 0
     rows: int = 0
     already_imported: int = 0  # rows skipped because an earlier run committed them
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    #: (file, reason) of files skipped whole or from the first row that could not be read
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -185,7 +206,28 @@ class ImportReport:
             "rows": self.rows,
             "already_imported": self.already_imported,
             "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
+            "failed": [{"file": f, "reason": r} for f, r in self.failed],
         }
+
+
+def parquet_files(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The Parquet files that ``sources`` name, in order, each once: a file as it is, a folder
+    as the ``*.parquet`` files below it (sorted), a pattern with ``*``, ``?`` or ``[`` as the
+    files it matches (sorted; ``**`` reaches into sub-folders). Raises FileNotFoundError for a
+    source that names nothing."""
+    found: dict[Path, None] = {}
+    for source in sources:
+        text = os.fspath(source)
+        if Path(text).is_dir():
+            matches = sorted(p for p in Path(text).rglob("*.parquet") if p.is_file())
+        elif any(mark in text for mark in "*?[") and not Path(text).exists():
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        else:
+            matches = [Path(text)] if Path(text).is_file() else []
+        if not matches:
+            raise FileNotFoundError(f"{text}: no Parquet file there")
+        found.update(dict.fromkeys(matches))
+    return list(found)
 
 
 def import_files(
@@ -194,49 +236,129 @@ def import_files(
     *,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Add the rows of Parquet files to ``collection``; refuses a file made by another model.
+    """Add the rows of Parquet files (or of the folders and patterns in ``files``, see
+    :func:`parquet_files`) to ``collection``, streamed a record batch at a time.
 
-    Rows with an empty path, a vector of the wrong length or non-finite numbers are rejected
-    and reported; vectors are scaled to unit length. Each record batch is one transaction,
-    and the file's progress is recorded after it, so an interrupted import resumes.
+    Every file is checked first (its model, its columns): a file of another model or that
+    cannot be read is reported in ``failed`` and skipped, the others imported; if no file can
+    be imported, ValueError and nothing is written. A file that fails midway (a damaged page)
+    keeps the rows committed before and is reported; the next files go on. Rows with an empty
+    path, a vector of the wrong length or non-finite numbers are rejected and reported;
+    vectors are scaled to unit length. Each record batch is one transaction that records the
+    file's progress too, so an interrupted import resumes where it stopped (without reading
+    the row groups already in) and importing the same file again writes nothing.
     """
     report = ImportReport()
-    for file in files:  # every file checked before any row is written
-        _check_file(collection, file)
+    good: list[Path] = []
+    for file in parquet_files(files):  # every file checked before any row is written
+        try:
+            _check_file(collection, file)
+        except ValueError as exc:
+            report.failed.append((str(file), str(exc)))
+            continue
+        good.append(file)
+    if not good:
+        raise ValueError("; ".join(reason for _, reason in report.failed))
     writes = collection.writes
-    with writes.batches():  # settled at the end: models refitted, the index followed and saved
-        for file in files:
+    rows = sum(_open_streaming(file).metadata.num_rows for file in good)
+    with writes.batches(rows=rows):  # settled at the end: models refitted, the index followed
+        for file in good:
             _import_file(collection, file, report, progress)
     return report
 
 
 def _import_file(
     collection: Collection,
-    file: str | os.PathLike[str],
+    file: Path,
     report: ImportReport,
     progress: Callable[[int], None] | None,
 ) -> None:
-    writes = collection.writes
-    parquet = _open_streaming(file)
-    key = "import:" + _file_key(Path(file))
-    done = int(collection.store.get_meta(key) or 0)
-    dims = None
-    batches = parquet.iter_batches(batch_size=ROWS_PER_BATCH, use_threads=False)
-    for number, batch in enumerate(batches):
-        if number < done:
-            report.already_imported += batch.num_rows
-            continue
+    """Stream one file's rows into the collection (reading and converting a batch while the
+    one before is written); a file that cannot be read to its end is reported in
+    ``report.failed`` with the rows before kept."""
+    pa = _pyarrow()
+    key = _file_key(file)
+    done = _rows_done(collection, key)
+    try:
+        parquet = _open_streaming(file)
+        total = parquet.metadata.num_rows
+        report.already_imported += min(done, total)
+        changes = _writes(collection, file, parquet, key, done, report, progress)
+        collection.writes.stream(changes)
+    except (OSError, pa.ArrowException) as exc:
+        log.warning("%s: could not be read to its end (%s); its other rows are kept", file, exc)
+        kept = _rows_done(collection, key)
+        report.failed.append((str(file), f"unreadable after its first {kept:,} rows: {exc}"))
+        return
+    report.files += 1
+
+
+def _writes(
+    collection: Collection,
+    file: Path,
+    parquet: Any,
+    key: str,
+    done: int,
+    report: ImportReport,
+    progress: Callable[[int], None] | None,
+) -> Iterator[Callable[[], None]]:
+    """One change per record batch after the first ``done`` rows: its rows and the file's
+    progress (rows read, rejected ones included), written together."""
+    store = collection.store
+    dims: int | None = None
+    position = done
+    for batch in _batches_from(parquet, done):
         rows, dims = _rows(batch, dims, str(file), report)
+        position += batch.num_rows
 
-        def write(rows: list[EmbeddedImage] = rows, done: int = number + 1, key: str = key) -> None:
-            writes.write_batch(rows, [])  # on the writer already: the rows and the progress
-            collection.store.set_meta(key, str(done))  # recorded in one change
+        def write(rows: list[EmbeddedImage] = rows, position: int = position) -> None:
+            store.write_batch(rows, [])  # on the writer: the rows and the progress in one
+            store.set_meta(_PROGRESS + key, str(position))  # change (see WritePath.stream)
 
-        writes.change(write)
+        yield write
         report.rows += len(rows)
         if progress is not None:
             progress(batch.num_rows)
-    report.files += 1
+
+
+#: Meta key prefix of a file's import progress: the rows committed (read, rejected included).
+_PROGRESS = "imported-rows:"
+#: The key of an earlier version, which counted record batches of ROWS_PER_BATCH rows.
+_PROGRESS_IN_BATCHES = "import:"
+
+
+def _rows_done(collection: Collection, key: str) -> int:
+    store = collection.store
+    rows = store.get_meta(_PROGRESS + key)
+    if rows is not None:
+        return int(rows)
+    return int(store.get_meta(_PROGRESS_IN_BATCHES + key) or 0) * ROWS_PER_BATCH
+
+
+def _batches_from(parquet: Any, start: int) -> Iterator[Any]:
+    """The file's record batches from row ``start`` on: the row groups wholly before it are
+    not read at all."""
+    metadata = parquet.metadata
+    groups: list[int] = []
+    first_row = 0  # of the first row group read
+    end = 0  # of the row group below
+    for group in range(metadata.num_row_groups):
+        end += metadata.row_group(group).num_rows
+        if end <= start:
+            first_row = end
+        else:
+            groups.append(group)
+    if not groups:
+        return
+    skip = start - first_row
+    for batch in parquet.iter_batches(
+        batch_size=ROWS_PER_BATCH, row_groups=groups, use_threads=False
+    ):
+        if skip >= batch.num_rows:
+            skip -= batch.num_rows
+            continue
+        yield batch.slice(skip) if skip else batch
+        skip = 0
 
 
 def _check_file(collection: Collection, file: str | os.PathLike[str]) -> None:
@@ -292,9 +414,23 @@ def _vector_values(column: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return starts, lengths, values
 
 
+def _matrix(starts: np.ndarray, values: np.ndarray, rows: np.ndarray, dims: int) -> np.ndarray:
+    """The vectors of ``rows`` (each ``dims`` long) as one (len(rows), dims) float32 matrix:
+    a view of ``values`` when they lie one after the other (the usual file), else copied."""
+    first = starts[rows]
+    if len(rows) and np.array_equal(first, first[0] + dims * np.arange(len(rows))):
+        return values[first[0] : first[0] + dims * len(rows)].reshape(len(rows), dims)
+    matrix = np.empty((len(rows), dims), dtype=np.float32)
+    for out, begin in enumerate(first):
+        matrix[out] = values[begin : begin + dims]
+    return matrix
+
+
 def _rows(
     batch: Any, dims: int | None, file: str, report: ImportReport
 ) -> tuple[list[EmbeddedImage], int | None]:
+    """One record batch's rows to store, checked and scaled to unit length with NumPy over the
+    whole batch (a 10,000-row batch is a few array operations, not 10,000 of each)."""
     pa = _pyarrow()
     names = batch.schema.names
     check_columns(batch.schema, file)
@@ -302,42 +438,47 @@ def _rows(
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     paths = batch.column("path").to_pylist()
-    optional = {
-        name: batch.column(name).to_numpy(zero_copy_only=False) if name in names else None
-        for name in ("size", "mtime_ns", "width", "height")
-    }
     starts, lengths, values = _vector_values(column)
-    rows: list[EmbeddedImage] = []
-    for i, path in enumerate(paths):
-        length = lengths[i]
-        if not path:
-            report.rejected.append((f"{file}#{i}", "empty path"))
-            continue
-        if dims is None and length:  # the first vector sets the length
-            dims = int(length)
-        if not length or length != dims:
-            report.rejected.append((path, f"vector of length {length}, expected {dims}"))
-            continue
-        vector = values[starts[i] : starts[i + 1]]
-        norm = float(np.linalg.norm(vector))
-        if not np.isfinite(vector).all() or norm == 0:
-            report.rejected.append((path, "vector with non-finite or all-zero values"))
-            continue
-
-        def field_of(name: str, default: int, row: int = i) -> int:
-            column = optional[name]
-            return default if column is None else int(column[row])
-
-        rows.append(
-            EmbeddedImage(
-                str(path),
-                field_of("size", -1),
-                field_of("mtime_ns", -1),
-                field_of("width", 0),
-                field_of("height", 0),
-                vector / norm,
-            )
+    if dims is None and lengths.any():  # the first vector sets the length
+        dims = int(lengths[np.flatnonzero(lengths)[0]])
+    named = np.fromiter((bool(p) for p in paths), dtype=bool, count=len(paths))
+    sized = named & (lengths == dims) & (lengths > 0)
+    candidates = np.flatnonzero(sized)
+    matrix = _matrix(starts, values, candidates, dims or 0)
+    norms = np.linalg.norm(matrix, axis=1)
+    finite = np.isfinite(norms) & (norms > 0)  # a NaN or inf anywhere makes the norm so
+    reasons: dict[int, str] = {}
+    for row in np.flatnonzero(~sized).tolist():
+        reasons[row] = (
+            "empty path" if not named[row] else f"vector of length {lengths[row]}, expected {dims}"
         )
+    for row in candidates[~finite].tolist():
+        reasons[row] = "vector with non-finite or all-zero values"
+    for row in sorted(reasons):
+        where = f"{file}#{row}" if not named[row] else str(paths[row])
+        report.rejected.append((where, reasons[row]))
+    kept = candidates[finite]
+    unit = matrix[finite] / norms[finite, None]
+    optional = {
+        name: (
+            batch.column(name).to_numpy(zero_copy_only=False)[kept].tolist()
+            if name in names
+            else [default] * len(kept)
+        )
+        for name, default in (("size", -1), ("mtime_ns", -1), ("width", 0), ("height", 0))
+    }
+    rows = [
+        EmbeddedImage(str(paths[i]), size, mtime, width, height, vector)
+        for i, size, mtime, width, height, vector in zip(
+            kept.tolist(),
+            optional["size"],
+            optional["mtime_ns"],
+            optional["width"],
+            optional["height"],
+            unit,
+            strict=True,
+        )
+    ]
     return rows, dims
 
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -68,6 +70,47 @@ class WritePath:
 
         return self.writer.run(change_and_publish)
 
+    def stream(
+        self, changes: Iterable[Callable[[], None]], *, ahead: int = config.WRITES_AHEAD
+    ) -> None:
+        """Run ``changes`` one after the other on the writer thread (each as :meth:`change`)
+        while this thread makes the next ones: a bulk import reads and converts a batch while
+        the one before is written. At most ``ahead`` changes wait at a time (memory stays
+        bounded); once one fails, none after it runs, and its error is raised here."""
+        failed = False
+
+        def guarded(change: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:  # on the writer thread, so ``failed`` needs no lock
+                nonlocal failed
+                if failed:
+                    return
+                try:
+                    change()
+                except BaseException:
+                    failed = True
+                    raise
+                self.snapshots.refresh()
+
+            return run
+
+        if self.writer.on_writer_thread():
+            for change in changes:
+                change()
+            return
+        pending: deque[Future[None]] = deque()
+        try:
+            for change in changes:
+                pending.append(self.writer.submit(guarded(change)))
+                while len(pending) > ahead:
+                    pending.popleft().result()
+        finally:
+            # every change queued is waited for, also when making the next one failed: a
+            # caller that goes on (to its next file) finds the writes of this one done
+            errors = [f.exception() for f in pending]
+        for error in errors:
+            if error is not None:
+                raise error
+
     def commit(self, change: Callable[[], T]) -> T:
         """Run ``change`` and settle it, as one change of the writer."""
 
@@ -104,19 +147,23 @@ class WritePath:
         return self.change(lambda: self.store.remove(doomed))
 
     @contextmanager
-    def batches(self) -> Iterator[BatchSink]:
+    def batches(self, rows: int = 0) -> Iterator[BatchSink]:
         """A sink for a run of batches (:class:`lookalike.pipeline.indexer.BatchSink`), each
         batch its own change; the run is settled when it ends, also when it stops early (a
-        cancelled job, a failed batch): the batches committed before stay, and count."""
-        try:
-            yield self
-        except Exception:
+        cancelled job, a failed batch): the batches committed before stay, and count.
+        ``rows``: about how many rows the run adds, for the store's bulk load
+        (:meth:`~lookalike.store.base.MetadataStore.bulk_load`), which ends after the
+        settling (a codec fitted by it is in place before a deferred index is built)."""
+        with self.store.bulk_load(rows):
             try:
-                self.settle()
-            except Exception:  # the run's own error is the one to report
-                log.exception("could not settle the batches written before the run stopped")
-            raise
-        self.settle()
+                yield self
+            except Exception:
+                try:
+                    self.settle()
+                except Exception:  # the run's own error is the one to report
+                    log.exception("could not settle the batches written before the run stopped")
+                raise
+            self.settle()
 
     # --- what the doors ask for ----------------------------------------------------------------
 
@@ -135,7 +182,7 @@ class WritePath:
         the Ray cluster at that address ("": a local Ray; see
         :mod:`lookalike.pipeline.ray_runner`); each batch written as one change, the run
         settled at the end."""
-        with self.batches() as sink:
+        with self.batches(rows=len(work.todo)) as sink:
             if not work.todo and not work.vanished:
                 return work.report()
             if ray is not None:

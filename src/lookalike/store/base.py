@@ -8,6 +8,7 @@ asks for a method it does not name) and a line in :mod:`lookalike.store.registry
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -66,6 +67,13 @@ class MetadataStore(Protocol):
         forget: Iterable[str] = (),
     ) -> None: ...
     def remove(self, paths: Iterable[str]) -> int: ...
+    def bulk_load(self, rows: int, /) -> AbstractContextManager[None]:
+        """Around a run of writes that adds about ``rows`` rows (an import, an index run): a
+        store may defer the upkeep of its search index to the end of a large load (building
+        it once over every row instead of row by row) as long as searches meanwhile still
+        give correct answers. The run's writes are committed batch by batch as usual."""
+        ...
+
     def skipped_files(self) -> list[SkippedFile]: ...
     def count(self) -> int: ...
     def load_vectors(self) -> tuple[np.ndarray, np.ndarray]: ...

@@ -344,6 +344,8 @@ class Store:
     ) -> None:
         """Insert or replace a batch of results in one transaction; ``forget``: files whose
         earlier record (vector or skip) no longer holds and that are not recorded anew."""
+        images = list(embedded)
+        bad = list(skipped)
         with self._transaction():
             removed = 0
             for path in map(_db_path, forget):
@@ -351,40 +353,52 @@ class Store:
                 self._db.execute("DELETE FROM skipped WHERE path = ?", (path,))
             now = time.time()  # informational only: the change feed follows ``seq``
             seq = self._next_seq()
-            for image in embedded:
-                path = _db_path(image.path)
-                self._db.execute("DELETE FROM skipped WHERE path = ?", (path,))
-                self._db.execute(
-                    "INSERT INTO images"
-                    " (path, size, mtime_ns, width, height, indexed_at, vector, box, seq)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET"
-                    " size = excluded.size, mtime_ns = excluded.mtime_ns,"
-                    " width = excluded.width, height = excluded.height,"
-                    " indexed_at = excluded.indexed_at, vector = excluded.vector,"
-                    " box = excluded.box, cluster = NULL, seq = excluded.seq",
-                    (
-                        path,
-                        image.size,
-                        image.mtime_ns,
-                        image.width,
-                        image.height,
-                        now,
-                        np.asarray(image.vector, dtype="<f4").tobytes(),
-                        box_text(image.box),
-                        seq,
-                    ),
+            rows = [
+                (
+                    _db_path(image.path),
+                    image.size,
+                    image.mtime_ns,
+                    image.width,
+                    image.height,
+                    now,
+                    vector_blob(image.vector),
+                    box_text(image.box),
+                    seq,
                 )
-            for bad in skipped:
-                path = _db_path(bad.path)
+                for image in images
+            ]
+            if rows and self._db.execute("SELECT 1 FROM skipped LIMIT 1").fetchone():
+                # (a bulk import into a collection without bad files skips this lookup)
+                self._db.executemany(
+                    "DELETE FROM skipped WHERE path = ?", [(row[0],) for row in rows]
+                )
+            self._db.executemany(
+                "INSERT INTO images"
+                " (path, size, mtime_ns, width, height, indexed_at, vector, box, seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET"
+                " size = excluded.size, mtime_ns = excluded.mtime_ns,"
+                " width = excluded.width, height = excluded.height,"
+                " indexed_at = excluded.indexed_at, vector = excluded.vector,"
+                " box = excluded.box, cluster = NULL, seq = excluded.seq",
+                rows,
+            )
+            for failed in bad:
+                path = _db_path(failed.path)
                 removed += self._db.execute("DELETE FROM images WHERE path = ?", (path,)).rowcount
                 self._db.execute(
                     "INSERT OR REPLACE INTO skipped (path, size, mtime_ns, reason)"
                     " VALUES (?, ?, ?, ?)",
-                    (path, bad.size, bad.mtime_ns, bad.reason),
+                    (path, failed.size, failed.mtime_ns, failed.reason),
                 )
             if removed:
                 self._note_removal(seq)
             self._bump_generation()
+
+    @contextmanager
+    def bulk_load(self, rows: int) -> Iterator[None]:
+        """Nothing to defer: the store keeps no search index of its own (an approximate index
+        beside it follows the change feed, see :mod:`lookalike.index.persistent`)."""
+        yield
 
     def _note_removal(self, seq: int) -> None:
         """Images were removed in change ``seq``: readers behind it need every id again
@@ -749,6 +763,12 @@ def _connect(path: Path, *, read_only: bool, create: bool = True) -> sqlite3.Con
     return sqlite3.connect(
         f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
     )
+
+
+def vector_blob(vector: np.ndarray) -> bytes:
+    """A vector as the ``images.vector`` column stores it (little-endian float32): the one
+    place vectors are encoded for the store."""
+    return np.asarray(vector, dtype="<f4").tobytes()
 
 
 def _stack(found: dict[int, bytes], ids: list[int]) -> np.ndarray:
