@@ -194,9 +194,11 @@ def test_import_refuses_other_vector_columns_in_one_line(
         assert len(collection) == 0
 
 
-def _parts(folder: Path, spec_json: str, files: int, rows: int, seed: int = 5) -> np.ndarray:
+def _parts(
+    folder: Path, spec_json: str, files: int, rows: int, seed: int = 5, name: str = "elsewhere"
+) -> np.ndarray:
     """``files`` Parquet files of ``rows`` unit vectors each in ``folder`` (row groups of 10
-    rows); all their vectors, in order."""
+    rows; paths /``name``/file/row.jpg); all their vectors, in order."""
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(files * rows, 1280)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -204,7 +206,7 @@ def _parts(folder: Path, spec_json: str, files: int, rows: int, seed: int = 5) -
     for part in range(files):
         table = pa.table(
             {
-                "path": [f"/elsewhere/{part}/{i}.jpg" for i in range(rows)],
+                "path": [f"/{name}/{part}/{i}.jpg" for i in range(rows)],
                 "vector": pa.array(
                     list(vectors[part * rows : (part + 1) * rows]), type=pa.list_(pa.float32())
                 ),

@@ -17,6 +17,7 @@ from PIL import Image
 
 from lookalike import Collection, config
 from lookalike.cli import main
+from lookalike.encode.models import builtin_spec
 from lookalike.service import ServiceSettings, create_app
 from lookalike.store.postgres import PostgresIndex, PostgresStore, _bitmap, split_uri
 from lookalike.store.records import EmbeddedImage
@@ -461,3 +462,89 @@ def test_category_aware_search_ranks_alike_in_sqlite_and_postgresql(
     for want, got in zip(sqlite, postgres, strict=True):
         assert [path for path, _ in got] == [path for path, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-4)
+
+
+def _hnsw_indexes(store: PostgresStore) -> list[tuple[str, bool]]:
+    """(name, valid) of the collection's HNSW indexes."""
+    rows = store._query(
+        "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_indexes x ON x.indexname = c.relname AND x.schemaname = %s"
+        " WHERE c.relnamespace = %s::regnamespace AND x.indexdef LIKE %s",
+        (store.schema, store.schema, "%USING hnsw%"),
+    )
+    return [(str(r[0]), bool(r[1])) for r in rows]
+
+
+def test_a_bulk_import_into_postgresql_gives_what_sqlite_gives_and_builds_the_index_after(
+    pg_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A large import loads by binary COPY without the HNSW index (a concurrent reader's
+    search, an exact scan meanwhile, is right), then builds the index once."""
+    from lookalike.pipeline import parquet_io
+    from tests.test_parquet_io import _parts
+
+    spec = builtin_spec("efficientnet-lite0")
+    parts = tmp_path / "parts"
+    vectors = _parts(parts, spec.to_json(), files=3, rows=400, seed=11)
+    monkeypatch.setattr(config, "PG_BULK_LOAD_ROWS", 1000)
+    monkeypatch.setattr(parquet_io, "ROWS_PER_BATCH", 200)
+    assert main(["import", str(parts), "--db", str(tmp_path / "c.db"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 1200
+
+    rng = np.random.default_rng(12)
+    queries = vectors[rng.choice(len(vectors), 5, replace=False)] + rng.normal(
+        scale=0.02, size=(5, 1280)
+    ).astype(np.float32)
+    during: list[tuple[list[tuple[str, bool]], int, bool]] = []
+    with Collection.open(pg_uri, model=spec) as shared, Collection.open(pg_uri) as reader:
+        store = shared.store
+        assert isinstance(store, PostgresStore)
+        real = store.write_batch
+
+        def write_and_look(embedded, skipped, forget=()):  # type: ignore[no-untyped-def]
+            real(embedded, skipped, forget)
+            seen = reader.store
+            assert isinstance(seen, PostgresStore)
+            ids, stored = seen.load_vectors()
+            unit = queries[0] / np.linalg.norm(queries[0])
+            exact = np.sort(stored @ unit)[::-1][:10]
+            found = [h.score for h in reader.search(queries[0], k=10)]
+            during.append((_hnsw_indexes(seen), len(ids), np.allclose(found, exact, atol=2e-3)))
+
+        monkeypatch.setattr(store, "write_batch", write_and_look)
+        report = parquet_io.import_files(shared, [parts])
+        assert report.rows == 1200 and not report.failed
+        monkeypatch.setattr(store, "write_batch", real)
+        assert [(indexes, count) for indexes, count, _ in during] == [
+            ([], 200 * n) for n in range(1, 7)
+        ]
+        assert all(right for _, _, right in during)
+        column = store.get_meta("search_column")
+        assert column is not None and column.startswith("reduced_")
+        assert _hnsw_indexes(store) == [(f"images_{column}", True)]
+
+        with Collection.open(tmp_path / "c.db") as local:
+            ids, stored = store.load_vectors()
+            local_ids, local_stored = local.store.load_vectors()
+            paths = store.paths(ids)
+            local_paths = local.store.paths(local_ids)
+            assert sorted(paths.values()) == sorted(local_paths.values())
+            by_path = {local_paths[int(i)]: v for i, v in zip(local_ids, local_stored, strict=True)}
+            assert np.allclose(
+                stored, np.stack([by_path[paths[int(i)]] for i in ids]), atol=1e-3
+            )  # halfvec: float16
+            for query in queries:  # the same answers, to float16's precision
+                found = shared.search(query, k=10)
+                expected = local.search(query, k=10)
+                assert found[0].path == expected[0].path
+                assert len({h.path for h in found} & {h.path for h in expected}) >= 9
+                assert np.allclose([h.score for h in found], [h.score for h in expected], atol=3e-3)
+    # an import smaller than the collection keeps the index live (and, at under 10% more
+    # rows, the codec: no refit makes a column of its own)
+    more = tmp_path / "more"
+    _parts(more, spec.to_json(), files=1, rows=100, seed=13, name="more")
+    assert main(["import", str(more), "--db", pg_uri, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1300
+    with Collection.open(pg_uri) as shared:
+        assert isinstance(shared.store, PostgresStore)
+        assert _hnsw_indexes(shared.store) == [(f"images_{column}", True)]
