@@ -177,6 +177,38 @@ def check_searching(store: MetadataStore, folder: Path) -> None:
     store.reduce()
 
 
+def check_bulk_load(store: MetadataStore, folder: Path) -> None:
+    """A bulk load's writes land as any (a batch large enough for PostgreSQL's COPY: boxes,
+    a name that is not UTF-8, a row written twice) and the store searches them after; one
+    that fails keeps what it committed."""
+    rows = 150  # over config.PG_COPY_ROWS
+    rng = np.random.default_rng(8)
+    unit = rng.normal(size=(rows, DIMS)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    paths = [str(folder / f"bulk{i}.jpg") for i in range(rows - 1)]
+    paths.append(os.fsdecode(os.fsencode(folder) + b"/bulk\xff.jpg"))
+    images = [
+        EmbeddedImage(p, i, 2, 30, 20, v, box=(0.1, 0.2, 0.5, 0.75) if i % 2 else None)
+        for i, (p, v) in enumerate(zip(paths, unit, strict=True))
+    ]
+    with pytest.raises(RuntimeError, match="stopped"), store.bulk_load(1_000_000):
+        store.write_batch(images[:100], [])
+        store.write_batch([*images[100:], images[3]], [])  # written again: replaced
+        raise RuntimeError("stopped")
+    assert store.count() == rows
+    assert set(store.file_states(str(folder))) == set(paths)
+    ids, stored = store.load_vectors()
+    by_path = {r.path: r for r in store.records(ids).values()}
+    assert by_path[paths[1]].box == (0.1, 0.2, 0.5, 0.75) and by_path[paths[2]].box is None
+    expected = {p: v for p, v in zip(paths, unit, strict=True)}
+    assert close_to(stored, np.stack([expected[store.paths([i])[i]] for i in ids.tolist()]))
+    in_database = store.database_index()
+    if in_database is not None:
+        wanted = by_path[paths[-1]].id
+        _, found = in_database.search(in_database.codec.transform(unit[-1:]), 1)
+        assert found[0, 0] == wanted
+
+
 def check_close(store: MetadataStore, folder: Path) -> None:
     store.set_meta("closing", "yes")  # closed by the fixture; reopened below by the test
 
@@ -190,6 +222,7 @@ CHECKS: dict[str, Check] = {
     "file_states": check_files,
     "write_batch": check_files,
     "remove": check_files,
+    "bulk_load": check_bulk_load,
     "skipped_files": check_files,
     "count": check_files,
     "load_vectors": check_vectors,
