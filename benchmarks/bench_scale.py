@@ -222,8 +222,15 @@ def build(args: argparse.Namespace) -> None:
     """`lookalike import` of the files (folders, patterns) into a new collection, timed: the
     whole process, its peak memory, and the rows a second less the index build's seconds
     (the build is measured apart: the issue's import rate is the rows' own)."""
-    load_before = os.getloadavg()
     sources = [str(p) for p in args.parquet]
+    if args.index:  # a new collection with this index setting ("exact": no approximate build)
+        from lookalike.index import persistent as persistent_index
+
+        first = Path(sources[0])  # (read_spec: the main of before folders still runs this)
+        first = min(first.rglob("*.parquet")) if first.is_dir() else first
+        with Collection.open(args.db, model=parquet_io.read_spec(first)) as collection:
+            persistent_index.set_setting(collection.store, args.index)
+    load_before = os.getloadavg()
     wall, peak, out, _ = run_measured(
         [lookalike_cli(), "import", *sources, "--db", str(args.db), "--json"]
     )
@@ -386,6 +393,12 @@ def main() -> None:
         "--parquet", type=Path, nargs="+", required=True, help="files, folders or patterns"
     )
     p.add_argument("--db", type=Path, required=True)
+    p.add_argument(
+        "--index",
+        choices=["auto", "exact", "ivf", "hnsw"],
+        default=None,
+        help="the new collection's index setting (exact: the import alone, no index build)",
+    )
     p.set_defaults(run=build)
     p = commands.add_parser("pgbuild")
     p.add_argument(

@@ -458,7 +458,10 @@ def _rows(
         where = f"{file}#{row}" if not named[row] else str(paths[row])
         report.rejected.append((where, reasons[row]))
     kept = candidates[finite]
-    unit = matrix[finite] / norms[finite, None]
+    if finite.all():  # the usual batch: one pass over the values, no copy of them first
+        unit = matrix / norms[:, None]
+    else:
+        unit = matrix[finite] / norms[finite, None]
     optional = {
         name: (
             batch.column(name).to_numpy(zero_copy_only=False)[kept].tolist()
