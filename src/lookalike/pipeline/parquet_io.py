@@ -458,10 +458,8 @@ def _rows(
         where = f"{file}#{row}" if not named[row] else str(paths[row])
         report.rejected.append((where, reasons[row]))
     kept = candidates[finite]
-    if finite.all():  # the usual batch: one pass over the values, no copy of them first
-        unit = matrix / norms[:, None]
-    else:
-        unit = matrix[finite] / norms[finite, None]
+    # the usual batch (every vector finite) in one pass over the values, no copy of them first
+    unit = matrix / norms[:, None] if finite.all() else matrix[finite] / norms[finite, None]
     optional = {
         name: (
             batch.column(name).to_numpy(zero_copy_only=False)[kept].tolist()

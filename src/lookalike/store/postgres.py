@@ -580,6 +580,8 @@ class PostgresStore:
         # From here on every write fills the new column too; the batches fill the rest,
         # without the writer lock: a row a writer changed meanwhile has its value already, and
         # the UPDATE (which re-reads a row changed since the SELECT) leaves it.
+        log.info("%s: filling %s with the refitted codec's vectors", self.path, column)
+        started = time.perf_counter()
         last = -1
         while True:
             with self._read() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
@@ -599,8 +601,11 @@ class PostgresStore:
                     (ids.tolist(), [HalfVector(v) for v in codec.transform(vectors)]),
                 )
                 last = int(ids[-1])
+        log.info("%s: %s filled in %.0f s", self.path, column, time.perf_counter() - started)
+        started = time.perf_counter()
         with self._read() as conn:
             _create_hnsw_index(conn, f"images_{column}", column)
+        log.info("%s: built images_%s in %.0f s", self.path, column, time.perf_counter() - started)
         self._switch(column)
         # searches use the reduced vectors from now on: an index on the input vectors
         # would only cost every insert a second HNSW walk (and as much disk again)
