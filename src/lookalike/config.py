@@ -85,6 +85,14 @@ DEFAULT_INDEX = "exact"
 #: Rows read per batch when building an index, scanning the store (``search --exact``) or
 #: predicting categories (20,000 x 1280 float32: 100 MB).
 SCAN_BATCH = 20_000
+#: Page size of a new SQLite collection file (an existing file keeps its own). With SQLite's
+#: default 4 KB a 5 KB float32 vector (1280-d) spills into overflow pages; 16 KB pages hold
+#: three whole rows (six of float16). Writing 10,000-row batches of 1280-d float32 rows ran at
+#: 38,770-48,057 rows a second with 16 KB pages against 30,125-34,864 with 4 KB and
+#: 30,535-31,495 with 8 KB (one 5 KB row a page) on the 2-core VM (benchmarks/
+#: bench_bulk_writes.py; BENCHMARKS.md, "Bulk import"). 64 KB wrote faster still but reads a
+#: 64 KB page for each vector fetched by id (re-scoring, lookups).
+SQLITE_PAGE_SIZE = 16_384
 #: Changes a bulk write (``lookalike import``) queues on the writer while it reads and
 #: converts the next batch: the file is read while the batch before is written (two cores
 #: at work), and memory holds at most this many batches more.

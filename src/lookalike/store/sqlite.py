@@ -153,6 +153,8 @@ class Store:
             if self.read_only:
                 self._check_readable(kind)
             else:
+                if kind == "empty":  # a new file: its page size is chosen before anything
+                    self._db.execute(f"PRAGMA page_size = {config.SQLITE_PAGE_SIZE}")
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._create_or_migrate()
