@@ -9,9 +9,14 @@ refused.
 This is how embeddings computed on other machines come in, and how benchmarks build
 collections of millions without images.
 
-Importing is resumable: each file's progress (Parquet record batches committed) is kept in the
-collection, so an interrupted import goes on where it stopped, and importing the same file
-again does nothing. pyarrow is an optional dependency (``pip install 'lookalike[parquet]'``).
+``lookalike import`` takes files, folders of them and patterns, and streams them: a record
+batch is read and checked while the one before is written (:meth:`WritePath.stream
+<lookalike.pipeline.write_path.WritePath.stream>`), so memory stays at a few batches whatever
+the files' number and size. Importing is resumable: each file's progress (the rows committed)
+is kept in the collection with them, so an interrupted import goes on where it stopped without
+reading the row groups already in, and importing the same file again does nothing. A file
+that cannot be read is reported and skipped. pyarrow is an optional dependency (``pip install
+'lookalike[parquet]'``).
 """
 
 from __future__ import annotations
