@@ -291,7 +291,7 @@ def pgbuild(args: argparse.Namespace) -> None:
         phases = [
             {"seconds_from_start": round(at, 1), "log": message}
             for at, message in stamps
-            if re.search(r"dropped|filling|filled|built|searches use", message)
+            if re.search(r"without|filling|filled|built|searches use", message)
         ]
         with Collection.open(uri, create=False) as collection:
             store = collection.store

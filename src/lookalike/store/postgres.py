@@ -430,9 +430,8 @@ class PostgresStore:
             return
         self._bulk_loads += 1
         try:
-            dropped = self._drop_search_index()
-            if dropped:
-                log.info("%s: %s dropped for a load of %d rows", self.path, dropped, rows)
+            name = self._drop_search_index()
+            log.info("%s: loading %d rows without %s (built after)", self.path, rows, name)
             yield
         finally:
             self._bulk_loads -= 1
@@ -444,7 +443,8 @@ class PostgresStore:
         column = self.get_meta("search_column") or "vector"
         return f"images_{column}", column
 
-    def _drop_search_index(self) -> str | None:
+    def _drop_search_index(self) -> str:
+        """Drop the searched column's HNSW index if there is one; its name."""
         name, _ = self._search_index()
         with self._read() as conn:
             conn.execute(
