@@ -47,3 +47,22 @@ def test_eval_config_keys_of_issue_11() -> None:
     assert new.pooling == "gem" and new.pca == 0
     assert EvalConfig.parse("model=lite0,rerank=1").rerank
     assert EvalConfig.parse("model=lite0,heldout=1").name.endswith("heldout=1")
+
+
+def test_the_plain_top_and_results_as_good_as_it_stay_first_in_plain_order() -> None:
+    plain_scores = np.array([[0.9, 0.88, 0.5], [0.7, 0.6, 0.59], [0.8, -np.inf, -np.inf]])
+    plain_ids = np.array([[4, 7, 1], [2, 3, 5], [6, -1, -1]])
+    reranked = np.array([[1, 7, 4, 9, 2], [5, 3, 2, 8, 0], [0, 1, 6, -1, -1]])
+    kept = rerank.keep_plain_top((plain_scores, plain_ids), reranked, keep=3, near=0.05)
+    # row 0: 4 (the top) and 7 (within 0.05 of it) first, 1 (0.4 below) left to re-ranking
+    assert kept[0].tolist() == [4, 7, 1, 9, 2]
+    # row 1: only the top kept (3 is 0.1 below it), each id once, the width kept
+    assert kept[1].tolist() == [2, 5, 3, 8, 0]
+    assert kept[2].tolist() == [6, 0, 1, -1, -1]
+
+
+def test_held_out_rerank_keeps_the_plain_top_one() -> None:
+    vectors, labels = _clusters()
+    plain = held_out(vectors, labels)
+    reranked = held_out(vectors, labels, rerank_db=True)
+    assert reranked.top1_accuracy == plain.top1_accuracy

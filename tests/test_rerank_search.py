@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from lookalike.index.exact import ExactIndex
 from lookalike.search import engine as search
 from lookalike.search import rerank
 from lookalike.search.snapshot import SearchSnapshot
+from lookalike.store.records import ImageRecord
 from tests.conftest import make_image
 
 
@@ -128,6 +130,47 @@ def test_too_small_a_collection_is_searched_plainly_and_says_so() -> None:
     bigger = _snapshot(*_categories(1, classes=config.RERANK_MIN_IMAGES))
     outcomes = search.search(bigger, store, described, k=3, rerank=True)  # type: ignore[arg-type]
     assert all(o.reranked for o in outcomes)
+
+
+class _Records:
+    """A store with a record for every id (``i`` at path ``/i.jpg``)."""
+
+    def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
+        return {i: ImageRecord(i, f"/{i}.jpg", 8, 8, None, None, None) for i in ids}
+
+
+def test_a_near_copy_keeps_its_source_at_the_top_with_re_ranking() -> None:
+    """DBA + alpha-QE pull a query towards the middle of its category: on tight categories
+    that moves a few near copies' sources (cosine >= 0.95) off the top; the search path's
+    re-ranking keeps the plain search's best match first, and still re-orders the rest."""
+    database, codes = _categories(30, noise=0.8)
+    snapshot = _snapshot(database, codes)
+    rng = np.random.default_rng(5)
+    copies = normalize(database + 0.2 * rng.normal(size=database.shape) / np.sqrt(32))
+    assert ((copies * database).sum(axis=1) >= 0.95).all()
+    sources = np.arange(len(database))
+    augmented = snapshot.augmented()
+    assert augmented is not None
+    _, expanded = augmented.search(
+        snapshot.index, copies, 10, filters=[None] * len(copies), exclude=[None] * len(copies)
+    )
+    assert (expanded[:, 0] != sources).any()  # what expansion alone does to some of them
+    described = search.DescribedQueries(copies, [None] * len(copies), [None] * len(copies))
+    store = _Records()
+    plain = search.search(snapshot, store, described, k=10)  # type: ignore[arg-type]
+    reranked = search.search(snapshot, store, described, k=10, rerank=True)  # type: ignore[arg-type]
+    assert all(o.reranked for o in reranked)
+    assert [o.results[0].id for o in reranked] == sources.tolist()
+    assert [o.results[0].id for o in plain] == sources.tolist()
+    # the rest is re-ranked (not the plain order), each scored by its plain cosine
+    assert any(
+        [r.id for r in p.results] != [r.id for r in o.results]
+        for p, o in zip(plain, reranked, strict=True)
+    )
+    for outcome in reranked:
+        ids = [r.id for r in outcome.results]
+        cosines = database[ids] @ copies[outcome.results[0].id]
+        np.testing.assert_allclose([r.score for r in outcome.results], cosines, atol=1e-5)
 
 
 class _NoRecords:

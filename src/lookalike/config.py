@@ -150,6 +150,11 @@ RERANK_MIN_IMAGES = RERANK_DBA_K + RERANK_QE_K + 2
 #: Candidates an approximate index returns for re-scoring (at least, and per result asked).
 RERANK_POOL = 200
 RERANK_POOL_PER_RESULT = 4
+#: Re-ranking never moves the plain search's best match off the top: it stays first, and the
+#: plain results scoring within RERANK_NEAR_TOP of it (RERANK_KEEP_TOP in all, at most) follow
+#: it in their plain order; re-ranking orders the rest (docs/EVALUATION.md, re-ranking).
+RERANK_KEEP_TOP = 3
+RERANK_NEAR_TOP = 0.05
 
 # --- categories, compression, groups ---------------------------------------------------------
 #: Category-first search scans the smallest set of top categories whose predicted

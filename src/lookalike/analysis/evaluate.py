@@ -29,6 +29,7 @@ from lookalike.config import (
     DEFAULT_INDEX,
     DEFAULT_POOLING,
     MAX_CATEGORIES,
+    RERANK_KEEP_TOP,
 )
 from lookalike.image.region import parse_box
 from lookalike.index import codec as codecs
@@ -36,6 +37,7 @@ from lookalike.index import registry as indexes
 from lookalike.index.base import IdentityCodec, VectorCodec
 from lookalike.search import engine as search
 from lookalike.search.categories import fit_classifier
+from lookalike.search.rerank import keep_plain_top
 from lookalike.search.snapshot import CategoryPartition, SearchSnapshot
 from lookalike.types import Box
 
@@ -210,7 +212,8 @@ def held_out(
     (distractors excepted) are queries against the other folds only. With ``rerank_db`` the
     database is augmented (DBA, from its own neighbours) and each query expanded (alpha-QE)
     against it, so that no query ever contributes to the database it is searched against
-    (leave-one-out would flatter re-ranking)."""
+    (leave-one-out would flatter re-ranking); the plain search's best match stays first, as
+    the search path's re-ranking keeps it (:func:`lookalike.search.rerank.keep_plain_top`)."""
     names, codes = np.unique(np.asarray(labels), return_inverse=True)
     is_distractor = np.isin(names, list(distractors))[codes]
     fold_of = np.random.default_rng(0).permutation(len(vectors)) % folds
@@ -224,6 +227,8 @@ def held_out(
         if rerank_db:  # the search path's re-ranking, on a snapshot of this fold's database
             snapshot = evaluation_snapshot(database, names, codes[db_rows], None)
             _, order = search.rank(snapshot, queries, len(db_rows), augmented=snapshot.augmented())
+            plain = search.rank(snapshot, queries, RERANK_KEEP_TOP)
+            order = keep_plain_top(plain, order)
         else:
             order = np.argsort(-(queries @ database.T), axis=1, kind="stable")
         relevant = codes[db_rows][order] == codes[q_rows][:, None]

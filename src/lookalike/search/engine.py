@@ -40,7 +40,7 @@ from lookalike.image.region import crop
 from lookalike.index.base import VectorIndex
 from lookalike.search.calibration import Calibration
 from lookalike.search.categories import CategoryModel, choose_categories
-from lookalike.search.rerank import AugmentedVectors
+from lookalike.search.rerank import AugmentedVectors, keep_plain_top
 from lookalike.search.snapshot import SearchSnapshot
 from lookalike.search.words import Match, Vocabulary, WordQuery, query_directions
 from lookalike.store.base import MetadataStore
@@ -480,9 +480,11 @@ def search_photos(
     ``calibration`` (the collection model's, :func:`lookalike.search.calibration.for_model`):
     each result also gets its confidences ``same_item`` and ``same_kind``.
 
-    ``rerank``: database-side augmentation + alpha query expansion (for collections of
-    categories, not for finding one exact item; it replaces ``expand``); a no-op, said in
-    the outcomes' ``reranked``, below :data:`lookalike.config.RERANK_MIN_IMAGES` images.
+    ``rerank``: database-side augmentation + alpha query expansion (it replaces ``expand``)
+    orders the results after the plain search's best match, which stays first with the plain
+    results as good as it (:func:`lookalike.search.rerank.keep_plain_top`: more of the same
+    kind without losing the one exact item); a no-op, said in the outcomes' ``reranked``,
+    below :data:`lookalike.config.RERANK_MIN_IMAGES` images.
 
     Category-aware search (``by_category``) ranks in the space learned from the labels
     (the snapshot's LDA projection) when there is one. A query with an object view
@@ -523,25 +525,34 @@ def search_photos(
     n = len(vectors)
     if viewed:
         vectors = np.concatenate([vectors, encode(np.stack([queries.views[i] for i in viewed]))])
-    scores, ids = rank(
-        snapshot,
-        vectors,
-        k + config.DELETED_SLACK,
-        exclude=[*queries.own_ids, *(queries.own_ids[i] for i in viewed)],
-        searched=[*searched, *(searched[i] for i in viewed)] if searched else None,
-        expand=expand,
-        index=index,
-        augmented=augmented,
-        within=[*within, *(within[i] for i in viewed)] if within is not None else None,
-    )
-    for row, i in enumerate(viewed, start=n):
-        fused_ids, fused_scores = fuse(
-            (ids[i : i + 1], scores[i : i + 1]),
-            (ids[row : row + 1], scores[row : row + 1]),
-            k + config.DELETED_SLACK,
+
+    def ranked(
+        width: int, expand: int, augmented: AugmentedVectors | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)`` of each query's top ``width``, its object view's fused in."""
+        scores, ids = rank(
+            snapshot,
+            vectors,
+            width,
+            exclude=[*queries.own_ids, *(queries.own_ids[i] for i in viewed)],
+            searched=[*searched, *(searched[i] for i in viewed)] if searched else None,
+            expand=expand,
+            index=index,
+            augmented=augmented,
+            within=[*within, *(within[i] for i in viewed)] if within is not None else None,
         )
-        ids[i], scores[i] = fused_ids[0], fused_scores[0]
-    scores, ids = scores[:n], ids[:n]
+        for row, i in enumerate(viewed, start=n):
+            fused_ids, fused_scores = fuse(
+                (ids[i : i + 1], scores[i : i + 1]),
+                (ids[row : row + 1], scores[row : row + 1]),
+                width,
+            )
+            ids[i], scores[i] = fused_ids[0], fused_scores[0]
+        return scores[:n], ids[:n]
+
+    scores, ids = ranked(k + config.DELETED_SLACK, expand, augmented)
+    if augmented is not None:  # the plain search's best match stays first
+        ids = keep_plain_top(ranked(config.RERANK_KEEP_TOP, 0, None), ids)
     if index is not None or augmented is not None or expand > 0:  # ordered in another space
         scores = common_scores(snapshot, queries, ids)
     confidences = calibration.confidences(scores) if calibration is not None else None

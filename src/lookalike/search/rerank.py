@@ -356,3 +356,35 @@ def _expanded_search(
     others = pool.vectors[np.maximum(rows_of(pool.ids, ids), 0)]
     expanded = weighted_sum(queries, others, scores, config.RERANK_ALPHA)
     return pool.search(expanded, k, exclude=exclude)
+
+
+def keep_plain_top(
+    plain: tuple[np.ndarray, np.ndarray],
+    reranked_ids: np.ndarray,
+    *,
+    keep: int = config.RERANK_KEEP_TOP,
+    near: float = config.RERANK_NEAR_TOP,
+) -> np.ndarray:
+    """Re-ranked ``ids`` rows with the plain search's best match first: ``plain`` is the
+    ``(scores, ids)`` of the plain search (best first, at least its top ``keep``); its best
+    match, and those of its next ``keep - 1`` results that score within ``near`` of it, go
+    first in their plain order, then the re-ranked results without them (same width).
+
+    Why: expansion pulls a query towards the middle of its category, which is what a
+    category search wants and what costs an instance search its one match (a near copy, a
+    photo of the item): the plain search's top, and the results as good as it, are the
+    confident instance candidates, so re-ranking only orders what comes after them. Top-1
+    is then the plain search's, on every query (docs/EVALUATION.md, re-ranking)."""
+    scores, ids = plain
+    out = np.full_like(reranked_ids, -1)
+    width = reranked_ids.shape[1]
+    for row, (row_scores, row_ids) in enumerate(zip(scores, ids, strict=True)):
+        first = [
+            int(i)
+            for j, (i, s) in enumerate(zip(row_ids[:keep], row_scores[:keep], strict=True))
+            if i >= 0 and (j == 0 or s >= row_scores[0] - near)
+        ]
+        rest = [int(i) for i in reranked_ids[row] if i >= 0 and int(i) not in first]
+        merged = (first + rest)[:width]
+        out[row, : len(merged)] = merged
+    return out
