@@ -15,17 +15,20 @@ Benchmarks (see docs/EVALUATION.md):
 * ``caltech-split``: Caltech-101's test split as queries against the train split (held out:
   the protocol for re-ranking, which would be flattered by leave-one-out);
 * ``sbi-split``: the same for the 88 images, 4 folds (each quarter against the rest);
+* ``caltech-folds``: all of Caltech-101 in 5 folds, each fold's object images against the
+  other folds (what ``lookalike eval ... rerank=1`` does: leave-one-out, held out);
 * ``scenes``, ``wall``, ``transformed``: instance retrieval against Caltech-101's clean test
   split (2,893 images): top-1 (the source image first) and mAP (1 / its rank); category P@10
   on the scenes.
 
 Descriptors: ``avg`` (global average, the default before issue 11), ``gem`` (GeM, p = 3),
 ``rmac``; ``+pca`` projects to 256 dimensions (fewer when the database is smaller) with a
-PCA fitted on the benchmark's database only; ``+rerank`` adds database-side augmentation
-and alpha query expansion (lookalike.search.rerank). Models ``lite0+lite2`` concatenate the two
-models' vectors (each centred or PCA-projected when asked), each scaled by 1/sqrt(2);
-``+centerall`` centres the concatenation as a whole instead (what ``--model lite0+lite2``
-stores and its default codec does).
+PCA fitted on the benchmark's database only; ``+rerank`` re-ranks as the library does
+(database-side augmentation and alpha query expansion, the plain search's best match kept
+first: lookalike.search.rerank), ``+dbaqe`` without keeping it (before issue 19). Models
+``lite0+lite2`` concatenate the two models' vectors (each centred or PCA-projected when
+asked), each scaled by 1/sqrt(2); ``+centerall`` centres the concatenation as a whole
+instead (what ``--model lite0+lite2`` stores and its default codec does).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike import config as settings
 from lookalike.analysis.evaluate import average_precisions, leave_one_out, read_labels
 from lookalike.encode.models import normalize
 from lookalike.index import pca as compression
@@ -98,18 +102,27 @@ def descriptor(
     return db, q
 
 
-def reranked(
-    config: str, db: np.ndarray, q: np.ndarray
-) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Query x database score function, with re-ranking when the config asks for it."""
-    if "rerank" not in config:
-        return lambda qv, dbv: qv @ dbv.T
-    augmented = rerank.augment_database(dbv := db, rerank.exact_neighbours(dbv))
-
-    def scores(qv: np.ndarray, _: np.ndarray) -> np.ndarray:
-        return rerank.expand_queries(qv, augmented) @ augmented.T
-
-    return scores
+def ranking(config: str, db: np.ndarray, views: list[np.ndarray]) -> np.ndarray:
+    """Query x database scores, higher first: the cosine, each query's views (the whole
+    photo and its localized object) fused at their better score. ``+dbaqe``: every result
+    ordered by database-side augmentation and alpha query expansion (re-ranking before
+    issue 19); ``+rerank``: what the library's re-ranking does, the same with the plain
+    search's best match kept first (:func:`lookalike.search.rerank.keep_plain_top`)."""
+    plain = np.max([q @ db.T for q in views], axis=0)
+    if "rerank" not in config and "dbaqe" not in config:
+        return plain
+    augmented = rerank.augment_database(db, rerank.exact_neighbours(db))
+    score = np.max([rerank.expand_queries(q, augmented) @ augmented.T for q in views], axis=0)
+    if "dbaqe" in config:
+        return score
+    top = np.argsort(-plain, axis=1, kind="stable")[:, : settings.RERANK_KEEP_TOP]
+    order = rerank.keep_plain_top(
+        (np.take_along_axis(plain, top, axis=1), top), np.argsort(-score, axis=1, kind="stable")
+    )
+    out = np.empty_like(score)
+    places = np.broadcast_to(-np.arange(order.shape[1], dtype=score.dtype), order.shape)
+    np.put_along_axis(out, order, places, axis=1)
+    return out
 
 
 def instance_scores(score: np.ndarray, source_rows: np.ndarray) -> tuple[float, float]:
@@ -146,10 +159,11 @@ def run_instance(vectors: Vectors, config: str, folder: Path, suffix: str = "") 
     suffix = suffix.removesuffix("+max")
     q_paths = [q["query_path"] + suffix for q in queries]
     db, qv = descriptor(vectors, config, db_paths, q_paths)
-    score = reranked(config, db, qv)(qv, db)
+    views = [qv]
     if fuse:  # the localized query and the whole photo, each item's better score
         _, whole = descriptor(vectors, config, db_paths, [q["query_path"] for q in queries])
-        score = np.maximum(score, reranked(config, db, whole)(whole, db))
+        views.append(whole)
+    score = ranking(config, db, views)
     row_of = {p: i for i, p in enumerate(db_paths)}
     source = np.array([row_of[q["source_path"]] for q in queries])
     kinds = np.array([q["kind"] for q in queries])
@@ -186,7 +200,7 @@ def run_split(
     totals: dict[str, list[float]] = {"mAP": [], "P@10": [], "top1": []}
     for db_paths, q_paths in folds:
         db, qv = descriptor(vectors, config, db_paths, q_paths)
-        score = reranked(config, db, qv)(qv, db)
+        score = ranking(config, db, [qv])
         cat = category_scores(
             score,
             np.array([code[labels[p]] for p in q_paths]),
@@ -315,6 +329,11 @@ def main() -> None:
         split = caltech_split(args.caltech, cal_labels)
         benches["caltech-split"] = lambda c: run_split(vectors, c, cal_labels, split)
         benches["small"] = lambda c: run_small(vectors, c, cal_labels)
+        caltech_folds = [
+            (db, [p for p in q if cal_labels[p] != DISTRACTOR])
+            for db, q in k_folds(sorted(cal_labels), 5)
+        ]
+        benches["caltech-folds"] = lambda c: run_split(vectors, c, cal_labels, caltech_folds)
         test_labels = {p: cal_labels[p] for p in split[0][1]}
         benches["caltech-test"] = lambda c: run_loo(vectors, c, test_labels)
         benches["labels"] = lambda c: run_labels(vectors, c, cal_labels, split)
