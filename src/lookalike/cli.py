@@ -1089,8 +1089,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rerank",
         action="store_true",
-        help="re-rank (database-side augmentation + query expansion): for collections of "
-        "categories, not for finding one exact item",
+        help="re-rank (database-side augmentation + query expansion): more of the same kind "
+        "after the best match, which stays first (for collections of categories)",
     )
     p.add_argument(
         "--plot",

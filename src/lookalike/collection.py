@@ -354,8 +354,8 @@ class Collection:
         ``by_category`` predicts each query's categories and searches only them (see
         :meth:`search_detailed`); ``expand`` > 0 turns on query expansion: the query is
         averaged with its top ``expand`` results and searched again. ``rerank`` re-ranks
-        by database-side augmentation and alpha query expansion: for collections of
-        categories, not for finding one exact item (:mod:`lookalike.search.rerank`).
+        by database-side augmentation and alpha query expansion after the best match,
+        which stays first: for collections of categories (:mod:`lookalike.search.rerank`).
         Raises :class:`lookalike.image.decode.DecodeError` if a query is not a usable image.
         ``localize`` ("mask" or "crop") finds the object in each query photo before describing
         it, whatever the collection does: for photos of an object in a scene searched against

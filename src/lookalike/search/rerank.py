@@ -1,12 +1,14 @@
 """Re-ranking for collections of categories: database-side augmentation + alpha query expansion.
 
-For collections of categories, not for finding one exact item. Each indexed vector is
-replaced by a weighted sum of itself and its nearest neighbours (database-side
-augmentation, DBA), and each query by a weighted sum of itself and its top results in the
-augmented collection (alpha query expansion, alpha-QE; Radenovic et al., 2018). The weights
-are the cosine raised to the power ``alpha``, so near copies count most. Both pull vectors
-towards the dense middle of their category: category retrieval improves, while the score of
-one exact item against its copy is diluted (see docs/EVALUATION.md).
+For collections of categories. Each indexed vector is replaced by a weighted sum of itself
+and its nearest neighbours (database-side augmentation, DBA), and each query by a weighted
+sum of itself and its top results in the augmented collection (alpha query expansion,
+alpha-QE; Radenovic et al., 2018). The weights are the cosine raised to the power ``alpha``,
+so near copies count most. Both pull vectors towards the dense middle of their category:
+category retrieval improves, while the score of one exact item against its copy is diluted.
+So the search path keeps the plain search's best match first (:func:`keep_plain_top`) and
+lets re-ranking order the rest: top-1 is the plain search's, never moved off the top by
+expansion (see docs/EVALUATION.md).
 
 The neighbour pass asks the vector index (any :class:`lookalike.index.base.VectorIndex`,
 exact or approximate) for each vector's top ``k``: one batched search, never an N x N matrix

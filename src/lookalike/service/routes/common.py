@@ -40,8 +40,9 @@ ByCategory = Annotated[bool, Query(description="only results of the query's pred
 Rerank = Annotated[
     bool,
     Query(
-        description="re-rank (database-side augmentation + query expansion): for collections "
-        "of categories, not for finding one exact item; a plain search below a few images"
+        description="re-rank (database-side augmentation + query expansion) after the best "
+        "match, which stays first: for collections of categories; a plain search below a few "
+        "images"
     ),
 ]
 RegionQuery = Annotated[
