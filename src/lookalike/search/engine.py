@@ -527,7 +527,7 @@ def search_photos(
         vectors = np.concatenate([vectors, encode(np.stack([queries.views[i] for i in viewed]))])
 
     def ranked(
-        width: int, expand: int, augmented: AugmentedVectors | None
+        width: int, expand_by: int, reranking: AugmentedVectors | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, ids)`` of each query's top ``width``, its object view's fused in."""
         scores, ids = rank(
@@ -536,9 +536,9 @@ def search_photos(
             width,
             exclude=[*queries.own_ids, *(queries.own_ids[i] for i in viewed)],
             searched=[*searched, *(searched[i] for i in viewed)] if searched else None,
-            expand=expand,
+            expand=expand_by,
             index=index,
-            augmented=augmented,
+            augmented=reranking,
             within=[*within, *(within[i] for i in viewed)] if within is not None else None,
         )
         for row, i in enumerate(viewed, start=n):
