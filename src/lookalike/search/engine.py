@@ -705,10 +705,11 @@ def search_photos(
     if index is not None or augmented is not None or expand > 0:  # ordered in another space
         scores = common_scores(snapshot, queries, ids)
     confidences = calibration.confidences(scores) if calibration is not None else None
-    rows = results_for(store, ids, scores, min_score, confidences)
+    # ``min_score`` cuts the top k (the spares after them only stand in for deleted images)
+    rows = results_for(store, ids, scores, None, confidences)
     return [
         QueryOutcome(
-            row[:k],
+            [r for r in row[:k] if min_score is None or r.score >= min_score],
             choices[i].searched if choices else None,
             choices[i].predictions if choices else [],
             queries.boxes[i],
