@@ -165,7 +165,7 @@ MAX_CATEGORIES = 3
 #: split in docs/EVALUATION.md); "filter" searches only the top categories (the two settings
 #: above), the whole collection when the prediction is unsure.
 CATEGORY_RANKING: Literal["soft", "filter"] = "soft"
-CATEGORY_WEIGHT = 0.3
+CATEGORY_WEIGHT = 0.2
 #: Soft ranking searches a query's most probable categories one at a time, at most this many,
 #: stopping when no image of the next one can make the top k; then all the others at once.
 CATEGORY_ROUNDS = 8
