@@ -53,7 +53,6 @@ MAP_DEPTH = 100
 def colourfulness(path: str) -> float:
     """Hasler and Suesstrunk's colourfulness of the image, on a 64x64 thumbnail."""
     with Image.open(path) as image:
-        image.draft("RGB", (128, 128))
         pixels = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.float32)
     rg = pixels[..., 0] - pixels[..., 1]
     yb = (pixels[..., 0] + pixels[..., 1]) / 2 - pixels[..., 2]
