@@ -56,12 +56,17 @@ def test_category_first_search(labelled: Collection, panda_query: Path) -> None:
         c: 5 for c in ("airplanes", "chair", "cup", "panda", "starfish", "sunflower")
     }
     assert labelled.classify(panda_query)[0][0] == "panda"
-    (outcome,) = labelled.search_detailed([panda_query], k=5, by_category=True)
-    assert outcome.searched == ["panda"]
-    assert all(r.category == "panda" for r in outcome.results)
-    assert labelled.scanned_fraction(outcome.searched) == pytest.approx(5 / 30)
-    # an impossible coverage: unsure, so the whole collection is searched
-    (unsure,) = labelled.search_detailed([panda_query], k=30, by_category=True, coverage=1.1)
+    for ranking in ("soft", "filter"):
+        (outcome,) = labelled.search_detailed(
+            [panda_query], k=5, by_category=True, category_ranking=ranking
+        )
+        assert outcome.searched == ["panda"]
+        assert all(r.category == "panda" for r in outcome.results)
+        assert labelled.scanned_fraction(outcome.searched) == pytest.approx(5 / 30)
+    # an impossible coverage: unsure, so the filter searches the whole collection
+    (unsure,) = labelled.search_detailed(
+        [panda_query], k=30, by_category=True, coverage=1.1, category_ranking="filter"
+    )
     assert unsure.searched is None and len(unsure.results) == 30
 
 

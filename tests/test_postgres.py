@@ -79,7 +79,9 @@ def test_category_first_search_filters_in_the_database(
         with Collection.open(db) as collection:
             collection.add([photos])
             collection.set_labels(labelled)
-            (outcome,) = collection.search_detailed([query], k=10, by_category=True)
+            (outcome,) = collection.search_detailed(
+                [query], k=10, by_category=True, category_ranking="filter"
+            )
             assert outcome.searched is not None and "panda" in outcome.searched
             assert {Path(h.path).parent.name for h in outcome.results} <= set(outcome.searched)
             assert str(panda) in [h.path for h in outcome.results]  # predicted, not labelled

@@ -56,7 +56,14 @@ from lookalike.search import explain as explaining
 from lookalike.search import fitting
 from lookalike.search.calibration import Calibration
 from lookalike.search.categories import CategoryModel, CategoryProjection
-from lookalike.search.engine import ImageSource, Query, QueryOutcome, Region, SearchResult
+from lookalike.search.engine import (
+    CategoryRanking,
+    ImageSource,
+    Query,
+    QueryOutcome,
+    Region,
+    SearchResult,
+)
 from lookalike.search.explain import Explanation
 from lookalike.search.snapshot import SearchSnapshot, SnapshotCache
 from lookalike.search.words import Concept, Vocabulary
@@ -385,14 +392,20 @@ class Collection:
         rerank: bool = False,
         coverage: float = config.CATEGORY_COVERAGE,
         max_categories: int = config.MAX_CATEGORIES,
+        category_ranking: CategoryRanking = config.CATEGORY_RANKING,
         localize: Localize | None = None,
         exact: bool = False,
     ) -> list[QueryOutcome]:
         """Like :meth:`search_many`, also saying which categories were searched.
 
-        With ``by_category``, the classifier's top categories whose probabilities add up to
-        ``coverage`` are searched, unless that takes more than ``max_categories``: then
-        the prediction is unsure and the whole collection is searched (``searched`` None).
+        With ``by_category``, results are ranked in the space learned from the labels and by
+        the classifier's predicted categories. ``category_ranking`` "soft" (the default)
+        ranks every image, each weighted by the predicted probability of its category
+        (``searched``: the categories searched before no other could reach the top ``k``,
+        None if that took all of them); "filter" (also what a collection with an approximate index
+        does) searches only the top categories whose probabilities add up to ``coverage``,
+        unless that takes more than ``max_categories``: then the prediction is unsure and
+        the whole collection is searched (``searched`` None).
         ``exact`` scans every stored vector even when the collection has an approximate
         index (for checking its recall; slow on large collections).
         """
@@ -418,6 +431,7 @@ class Collection:
             rerank=rerank,
             coverage=coverage,
             max_categories=max_categories,
+            category_ranking=category_ranking,
             calibration=self.calibration(),
         )
 

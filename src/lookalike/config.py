@@ -163,6 +163,17 @@ CATEGORY_COVERAGE = 0.8
 #: ...unless it takes more categories than this: then the prediction is unsure and the whole
 #: collection is searched.
 MAX_CATEGORIES = 3
+#: How category-aware search uses the predicted categories where the collection has the
+#: labels' projection (an exact index): "soft" ranks every image by its cosine in the
+#: projected space plus CATEGORY_WEIGHT times the log of the probability of its category,
+#: so that no query falls back to an unordered whole collection (measured better on every
+#: split in docs/EVALUATION.md); "filter" searches only the top categories (the two settings
+#: above), the whole collection when the prediction is unsure.
+CATEGORY_RANKING: Literal["soft", "filter"] = "soft"
+CATEGORY_WEIGHT = 0.2
+#: Soft ranking searches a query's most probable categories one at a time, at most this many,
+#: stopping when no image of the next one can make the top k; then all the others at once.
+CATEGORY_ROUNDS = 8
 #: Query localization when none is asked for (on a collection indexed without one): "border"
 #: also searches with the object cut from the photo when its background is plain
 #: (lookalike.image.localization), each result at its better score. Clean photos measured

@@ -91,6 +91,16 @@ def choose_categories(
     return [int(i) for i in order[:needed]]
 
 
+def category_weights(
+    probabilities: np.ndarray, weight: float = config.CATEGORY_WEIGHT
+) -> np.ndarray:
+    """What soft category-aware search adds to an image's cosine in the projected space:
+    ``weight`` times the log of the predicted probability of the image's category (<= 0;
+    a category the classifier rules out weighs -inf only at probability 0)."""
+    tiny = np.finfo(np.float32).tiny
+    return (weight * np.log(np.maximum(probabilities, tiny))).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class CategoryProjection:
     """A linear map learned from the labels (linear discriminant analysis): vectors of one

@@ -27,6 +27,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -39,15 +40,18 @@ from lookalike.image.localization import crop_to, find_object, fuse
 from lookalike.image.region import crop
 from lookalike.index.base import VectorIndex
 from lookalike.search.calibration import Calibration
-from lookalike.search.categories import CategoryModel, choose_categories
+from lookalike.search.categories import CategoryModel, category_weights, choose_categories
 from lookalike.search.rerank import AugmentedVectors, keep_plain_top
-from lookalike.search.snapshot import SearchSnapshot
+from lookalike.search.snapshot import CategoryPartition, SearchSnapshot
 from lookalike.search.words import Match, Vocabulary, WordQuery, query_directions
 from lookalike.store.base import MetadataStore
 from lookalike.types import Box
 
 log = logging.getLogger(__name__)
 
+
+#: How category-aware search uses the predicted categories (see :func:`search_photos`).
+CategoryRanking = Literal["soft", "filter"]
 
 #: A query image: a file path, encoded image bytes, or a decoded image.
 ImageSource = str | os.PathLike[str] | bytes | Image.Image
@@ -268,12 +272,18 @@ def choose_categories_for(
     searched."""
     choices = []
     for probabilities in classifier.predict_proba(raw):
-        top = np.argsort(-probabilities)[:5]
-        predictions = [(classifier.classes[j], float(probabilities[j])) for j in top]
         chosen = choose_categories(probabilities, coverage=coverage, max_categories=max_categories)
         searched = None if chosen is None else [classifier.classes[j] for j in chosen]
-        choices.append(CategoryChoice(searched, predictions))
+        choices.append(CategoryChoice(searched, top_predictions(classifier, probabilities)))
     return choices
+
+
+def top_predictions(
+    classifier: CategoryModel, probabilities: np.ndarray
+) -> list[tuple[str, float]]:
+    """The five most probable categories of one query, with their probabilities."""
+    top = np.argsort(-probabilities)[:5]
+    return [(classifier.classes[j], float(probabilities[j])) for j in top]
 
 
 def expand_queries(index: VectorIndex, queries: np.ndarray, top_ids: np.ndarray) -> np.ndarray:
@@ -342,6 +352,120 @@ def rank(
     return out_scores, out_ids
 
 
+def rank_by_category(
+    snapshot: SearchSnapshot,
+    vectors: np.ndarray,
+    k: int,
+    weights: np.ndarray,
+    *,
+    exclude: Sequence[int | None] | None = None,
+    expand: int = 0,
+    index: VectorIndex | None = None,
+    augmented: AugmentedVectors | None = None,
+    within: Sequence[np.ndarray | None] | None = None,
+    settle: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[list[str] | None]]:
+    """``(scores, ids, searched)`` of the top ``k`` by soft category-aware ranking: an
+    image's score for query ``i`` is its :func:`rank` score plus ``weights[i, c]`` (<= 0),
+    ``c`` its category in the snapshot's partition (see
+    :func:`lookalike.search.categories.category_weights`).
+
+    A query's categories are searched heaviest first, one at a time, until no image of the
+    next one can make its top ``settle`` (default ``k``; a cosine is at most 1): exact, and
+    one search for a query the classifier is sure of (the results after the first
+    ``settle``, spares for images deleted meanwhile, come from the categories searched).
+    After :data:`config.CATEGORY_ROUNDS` categories, the rest are searched together: their
+    top ``k`` by cosine, then weighted. ``searched[i]``: the categories query ``i``
+    searched, all its results are in them; None when it went on to the rest (the whole
+    collection)."""
+    partition = snapshot.partition
+    if partition is None:
+        raise ValueError("soft category ranking needs the snapshot's category partition")
+    n = len(vectors)
+    exclude = list(exclude) if exclude is not None else [None] * n
+    order = np.argsort(-weights, axis=1, kind="stable")
+    best_scores = np.full((n, k), -np.inf, dtype=np.float32)
+    best_ids = np.full((n, k), -1, dtype=np.int64)
+    rounds = min(config.CATEGORY_ROUNDS, len(partition.classes))
+    last = min(k if settle is None else settle, k) - 1
+    rows = np.arange(n)
+    steps = np.zeros(n, dtype=np.int64)  # categories searched one at a time, per query
+    for step in range(rounds + 1):
+        steps[rows] = step + 1
+        picked: list[list[str] | None] | None = None
+        allowed: list[np.ndarray | None] | None = None
+        if step == rounds:  # the categories not searched yet, at once
+            allowed = [_rest(partition, order[i, :step], within, i) for i in rows.tolist()]
+        else:
+            picked = [[partition.classes[c]] for c in order[rows, step]]
+            allowed = None if within is None else [within[i] for i in rows.tolist()]
+        scores, ids = rank(
+            snapshot,
+            vectors[rows],
+            k,
+            exclude=[exclude[i] for i in rows.tolist()],
+            searched=picked,
+            expand=expand,
+            index=index,
+            augmented=augmented,
+            within=allowed,
+        )
+        codes = partition.codes[np.searchsorted(partition.ids, np.maximum(ids, 0))]
+        scores = scores + np.take_along_axis(weights[rows], codes, axis=1)
+        _keep_best(best_scores, best_ids, rows, scores, ids)
+        if step == rounds:
+            break
+        # the next category alone, or after the last round the rest together (none: -inf)
+        later = order[rows, step + 1 : step + 2] if step + 1 < rounds else order[rows, rounds:]
+        heaviest = np.take_along_axis(weights[rows], later, axis=1).max(axis=1, initial=-np.inf)
+        rows = rows[1.0 + heaviest > best_scores[rows, last]]
+        if not len(rows):
+            break
+    searched: list[list[str] | None] = [
+        None if taken > rounds else [partition.classes[c] for c in order[i, :taken]]
+        for i, taken in enumerate(steps.tolist())
+    ]
+    return best_scores, best_ids, searched
+
+
+def _rest(
+    partition: CategoryPartition,
+    searched: np.ndarray,
+    within: Sequence[np.ndarray | None] | None,
+    row: int,
+) -> np.ndarray:
+    """Sorted ids of the rows outside the ``searched`` categories (codes), within
+    ``within[row]`` if given."""
+    rest = partition.ids[~np.isin(partition.codes, searched)]
+    only = None if within is None else within[row]
+    return rest if only is None else np.intersect1d(rest, only)
+
+
+def _together(searched: list[list[str] | None]) -> list[str] | None:
+    """The categories some searches searched together, in order (None: any searched all)."""
+    names: list[str] = []
+    for found in searched:
+        if found is None:
+            return None
+        names += [name for name in found if name not in names]
+    return names
+
+
+def _keep_best(
+    best_scores: np.ndarray,
+    best_ids: np.ndarray,
+    rows: np.ndarray,
+    scores: np.ndarray,
+    ids: np.ndarray,
+) -> None:
+    """Merge (``scores``, ``ids``) into the kept top of ``rows`` (disjoint ids), in place."""
+    both_scores = np.concatenate([best_scores[rows], scores], axis=1)
+    both_ids = np.concatenate([best_ids[rows], ids], axis=1)
+    top = np.argsort(-both_scores, axis=1, kind="stable")[:, : best_scores.shape[1]]
+    best_scores[rows] = np.take_along_axis(both_scores, top, axis=1)
+    best_ids[rows] = np.take_along_axis(both_ids, top, axis=1)
+
+
 def _filters(
     snapshot: SearchSnapshot,
     n: int,
@@ -374,6 +498,7 @@ def search(
     rerank: bool = False,
     coverage: float = config.CATEGORY_COVERAGE,
     max_categories: int = config.MAX_CATEGORIES,
+    category_ranking: CategoryRanking = config.CATEGORY_RANKING,
     calibration: Calibration | None = None,
 ) -> list[QueryOutcome]:
     """Described queries -> outcomes, on one snapshot (see the module's steps).
@@ -407,6 +532,7 @@ def search(
             rerank=rerank,
             coverage=coverage,
             max_categories=max_categories,
+            category_ranking=category_ranking,
             within=within if photos.words else None,
             calibration=calibration,
         )
@@ -472,6 +598,7 @@ def search_photos(
     rerank: bool = False,
     coverage: float = config.CATEGORY_COVERAGE,
     max_categories: int = config.MAX_CATEGORIES,
+    category_ranking: CategoryRanking = config.CATEGORY_RANKING,
     within: Sequence[np.ndarray | None] | None = None,
     calibration: Calibration | None = None,
 ) -> list[QueryOutcome]:
@@ -487,7 +614,13 @@ def search_photos(
     below :data:`lookalike.config.RERANK_MIN_IMAGES` images.
 
     Category-aware search (``by_category``) ranks in the space learned from the labels
-    (the snapshot's LDA projection) when there is one. A query with an object view
+    (the snapshot's LDA projection) when there is one, and uses the classifier's predicted
+    categories: ``category_ranking`` "soft" (with the projection) weighs each image by the
+    probability of its category, nothing left out (:func:`rank_by_category`; ``searched``:
+    the categories it searched before no other could reach its top k, None if it went on
+    to all of them); "filter", or a collection without the projection, searches only the top
+    categories covering ``coverage``, everything when that takes more than
+    ``max_categories`` (see :func:`choose_categories_for`). A query with an object view
     (``queries.views``: border localization) is searched twice, every result at its better
     score (:func:`lookalike.image.localization.fuse`).
 
@@ -507,9 +640,16 @@ def search_photos(
         )
     vectors = encode(queries.vectors)
     choices: list[CategoryChoice] | None = None
+    weights: np.ndarray | None = None
     if by_category:
         if snapshot.classifier is None:
             log.info("no category classifier: searching everything")
+        elif category_ranking == "soft" and index is not None and snapshot.partition is not None:
+            probabilities = snapshot.classifier.predict_proba(queries.vectors)
+            weights = category_weights(probabilities)
+            choices = [
+                CategoryChoice(None, top_predictions(snapshot.classifier, p)) for p in probabilities
+            ]
         else:
             choices = choose_categories_for(
                 snapshot.classifier,
@@ -525,22 +665,40 @@ def search_photos(
     n = len(vectors)
     if viewed:
         vectors = np.concatenate([vectors, encode(np.stack([queries.views[i] for i in viewed]))])
+    exclude = [*queries.own_ids, *(queries.own_ids[i] for i in viewed)]
+    allowed = [*within, *(within[i] for i in viewed)] if within is not None else None
 
     def ranked(
         width: int, expand_by: int, reranking: AugmentedVectors | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, ids)`` of each query's top ``width``, its object view's fused in."""
-        scores, ids = rank(
-            snapshot,
-            vectors,
-            width,
-            exclude=[*queries.own_ids, *(queries.own_ids[i] for i in viewed)],
-            searched=[*searched, *(searched[i] for i in viewed)] if searched else None,
-            expand=expand_by,
-            index=index,
-            augmented=reranking,
-            within=[*within, *(within[i] for i in viewed)] if within is not None else None,
-        )
+    ) -> tuple[np.ndarray, np.ndarray, list[list[str] | None] | None]:
+        """``(scores, ids)`` of each query's top ``width``, its object view's fused in, and
+        (soft category ranking) the categories each row searched."""
+        by_rows = None
+        if weights is not None:
+            scores, ids, by_rows = rank_by_category(
+                snapshot,
+                vectors,
+                width,
+                np.concatenate([weights, weights[viewed]]),
+                exclude=exclude,
+                expand=expand_by,
+                index=index,
+                augmented=reranking,
+                within=allowed,
+                settle=min(k, width),
+            )
+        else:
+            scores, ids = rank(
+                snapshot,
+                vectors,
+                width,
+                exclude=exclude,
+                searched=[*searched, *(searched[i] for i in viewed)] if searched else None,
+                expand=expand_by,
+                index=index,
+                augmented=reranking,
+                within=allowed,
+            )
         for row, i in enumerate(viewed, start=n):
             fused_ids, fused_scores = fuse(
                 (ids[i : i + 1], scores[i : i + 1]),
@@ -548,18 +706,25 @@ def search_photos(
                 width,
             )
             ids[i], scores[i] = fused_ids[0], fused_scores[0]
-        return scores[:n], ids[:n]
+        return scores[:n], ids[:n], by_rows
 
-    scores, ids = ranked(k + config.DELETED_SLACK, expand, augmented)
+    scores, ids, by_rows = ranked(k + config.DELETED_SLACK, expand, augmented)
+    if by_rows is not None:
+        assert choices is not None
+        for i, choice in enumerate(choices):
+            views = [by_rows[row] for row, j in enumerate(viewed, start=n) if j == i]
+            choices[i] = dataclasses.replace(choice, searched=_together([by_rows[i], *views]))
     if augmented is not None:  # the plain search's best match stays first
-        ids = keep_plain_top(ranked(config.RERANK_KEEP_TOP, 0, None), ids)
+        plain_scores, plain_ids, _ = ranked(config.RERANK_KEEP_TOP, 0, None)
+        ids = keep_plain_top((plain_scores, plain_ids), ids)
     if index is not None or augmented is not None or expand > 0:  # ordered in another space
         scores = common_scores(snapshot, queries, ids)
     confidences = calibration.confidences(scores) if calibration is not None else None
-    rows = results_for(store, ids, scores, min_score, confidences)
+    # ``min_score`` cuts the top k (the spares after them only stand in for deleted images)
+    rows = results_for(store, ids, scores, None, confidences)
     return [
         QueryOutcome(
-            row[:k],
+            [r for r in row[:k] if min_score is None or r.score >= min_score],
             choices[i].searched if choices else None,
             choices[i].predictions if choices else [],
             queries.boxes[i],
