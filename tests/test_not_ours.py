@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -19,7 +20,8 @@ from lookalike.cli import main
 from lookalike.errors import ReadOnlyCollection
 from lookalike.service import ServiceSettings, create_app
 from lookalike.store.records import NotACollection
-from lookalike.store.sqlite import APPLICATION_ID, Store
+from lookalike import config
+from lookalike.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, Store
 from tests.conftest import SAMPLE, make_image
 
 
@@ -91,7 +93,10 @@ def test_collections_of_older_versions_are_recognised_by_their_schema(tmp_path: 
     db.close()
     store = Store(path)
     try:
-        assert store.count() == 1 and store.get_meta("schema_version") == "3"
+        assert store.count() == 1 and store.get_meta("schema_version") == str(SCHEMA_VERSION)
+        # its float32 vectors are kept as they are, and read as such
+        assert store.get_meta("vector_format") == "float32"
+        assert store.vectors_of(np.array([1])).tolist() == [[1.0, 0.0, 0.0]]
     finally:
         store.close()
     db = sqlite3.connect(path)
@@ -187,3 +192,32 @@ def test_a_collection_on_a_read_only_mount_is_searched_and_refuses_writes(
         assert found.status_code == 200 and found.json()["results"]
         deleted = client.delete("/collections/c/images/1")
         assert deleted.status_code == 403 and "read-only" in deleted.json()["detail"]
+
+
+def test_a_schema_3_collection_on_a_read_only_mount_is_searched_as_it_is(
+    read_only_folder: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Schema 4 only records the vector format: a float32 collection of schema 3 that cannot
+    be upgraded (read-only media) is still searched, with the answers it gave before."""
+    source, target = read_only_folder
+    photos = source / "photos"
+    shutil.copytree(SAMPLE / "collection" / "panda", photos)
+    monkeypatch.setattr(config, "SQLITE_VECTOR_FORMAT", "float32")  # as files before schema 4
+    with Collection.open(source / "c.db") as collection:
+        collection.add([photos])
+    query = str(SAMPLE / "queries" / "query_panda.jpg")
+    assert main(["search", query, "--db", str(source / "c.db"), "--json"]) == 0
+    expected = capsys.readouterr().out
+    with sqlite3.connect(source / "c.db") as db:  # back to schema 3: no vector_format yet
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        db.execute("DELETE FROM meta WHERE key = 'vector_format'")
+    db.close()
+    assert main(["search", query, "--db", str(target / "c.db"), "--json"]) == 0
+    assert capsys.readouterr().out == expected
+    store = Store(target / "c.db")
+    try:
+        assert store.read_only and store.get_meta("schema_version") == "3"
+    finally:
+        store.close()

@@ -111,6 +111,81 @@ def test_a_v2_database_is_upgraded_in_place(tmp_path: Path) -> None:
     assert reopened.vectors_since(newer.latest).ids.size == 0
 
 
+def _blob_lengths(path: Path) -> set[int]:
+    with sqlite3.connect(path) as db:
+        lengths = {int(r[0]) for r in db.execute("SELECT length(vector) FROM images")}
+    db.close()
+    return lengths
+
+
+def test_a_new_collection_stores_float16_and_reads_float32_everywhere(tmp_path: Path) -> None:
+    """2 bytes a dimension (Lite0's 1280: 2,560 bytes an image, not 5,120), read back as the
+    float16 rounding of what was written (PostgreSQL's halfvec) by every read."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(5, 1280)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rounded = vectors.astype(np.float16).astype(np.float32)
+    photo = tmp_path / "p0.jpg"
+    photo.write_bytes(b"0123")
+    stat = photo.stat()
+    store = Store(tmp_path / "c.db")
+    store.write_batch(
+        [
+            EmbeddedImage(str(tmp_path / f"p{i}.jpg"), stat.st_size, stat.st_mtime_ns, 4, 3, v)
+            for i, v in enumerate(vectors)
+        ],
+        [],
+    )
+    assert store.get_meta("vector_format") == "float16"
+    assert _blob_lengths(tmp_path / "c.db") == {2 * 1280}
+    ids, loaded = store.load_vectors()
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, rounded)
+    np.testing.assert_array_equal(store.vectors_of(ids[::-1]), rounded[::-1])
+    np.testing.assert_array_equal(store.vectors_present(ids[:2])[1], rounded[:2])
+    np.testing.assert_array_equal(store.sample_vectors(10), rounded)
+    batches = list(store.vector_batches(2))
+    assert [len(b[0]) for b in batches] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), rounded)
+    changes = store.vectors_since(None)
+    assert changes.vectors is not None
+    np.testing.assert_array_equal(changes.vectors, rounded)
+    found = store.lookup(str(photo))
+    assert found is not None and found[1].dtype == np.float32
+    np.testing.assert_array_equal(found[1], rounded[0])
+    store.close()
+
+
+def test_an_upgraded_float32_collection_stays_float32(tmp_path: Path) -> None:
+    """A file made before schema 4 is not rewritten: its vectors read back exactly, and new
+    ones are stored as float32 too (one format a file)."""
+    path = tmp_path / "v2.db"
+    _make_v2(path)
+    store = Store(path)
+    assert store.get_meta("vector_format") == "float32"
+    precise = np.full(8, 0.1, dtype=np.float32)  # not a float16 number
+    store.write_batch([EmbeddedImage("/new/c.jpg", 1, 2, 3, 4, precise)], [])
+    assert _blob_lengths(path) == {4 * 8}
+    np.testing.assert_array_equal(store.load_vectors()[1][2], precise)
+    store.close()
+
+
+def test_a_vector_beyond_float16_is_refused_not_stored(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db")
+    assert store.get_meta("vector_format") == "float16"
+    huge = np.full(8, 1e6, dtype=np.float32)  # never an L2-normalised vector: inf in float16
+    with pytest.raises(StoreError, match="float16"):
+        store.write_batch([_image("/a.jpg", 0.5), EmbeddedImage("/b.jpg", 1, 2, 3, 4, huge)], [])
+    assert store.count() == 0  # the batch is one transaction
+    store.close()
+
+
+def test_an_unknown_vector_format_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path / "c.db").set_meta("vector_format", "bfloat8")
+    with pytest.raises(StoreError, match="bfloat8"):
+        Store(tmp_path / "c.db")
+
+
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     Store(tmp_path / "c.db").set_meta("schema_version", str(SCHEMA_VERSION + 1))
     with pytest.raises(StoreError, match="newer"):

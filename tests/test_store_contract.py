@@ -62,9 +62,10 @@ def fill(store: MetadataStore, folder: Path) -> list[str]:
     return paths
 
 
-def close_to(a: np.ndarray, b: np.ndarray) -> bool:
-    # PostgreSQL keeps vectors as float16 (halfvec)
-    return a.shape == b.shape and bool(np.allclose(a, b, atol=2e-3))
+def as_stored(vectors: np.ndarray) -> np.ndarray:
+    """What both engines read back: float16 (a new SQLite file's vectors, PostgreSQL's
+    halfvec), as float32: the same numbers to the bit."""
+    return vectors.astype(np.float16).astype(np.float32)
 
 
 def check_meta(store: MetadataStore, folder: Path) -> None:
@@ -101,7 +102,8 @@ def check_files(store: MetadataStore, folder: Path) -> None:
 def check_vectors(store: MetadataStore, folder: Path) -> None:
     paths = fill(store, folder)
     ids, stored = store.load_vectors()
-    assert close_to(stored, vectors()) and list(ids) == sorted(ids)
+    assert stored.dtype == np.float32 and np.array_equal(stored, as_stored(vectors()))
+    assert list(ids) == sorted(ids)
     assert np.array_equal(store.ids(), ids)
     batches = list(store.vector_batches(4))
     assert [len(b[0]) for b in batches] == [4, 4, 1]
@@ -119,7 +121,7 @@ def check_vectors(store: MetadataStore, folder: Path) -> None:
     assert all(any(np.array_equal(row, s) for s in stored) for row in sample)
     assert np.array_equal(store.sample_vectors(ROWS + 5), stored)
     found = store.lookup(paths[2])
-    assert found is not None and found[0] == ids[2] and close_to(found[1], stored[2])
+    assert found is not None and found[0] == ids[2] and np.array_equal(found[1], stored[2])
     Path(paths[3]).write_bytes(b"changed on disk")
     assert store.lookup(paths[3]) is None and store.lookup("/not/indexed.jpg") is None
     assert store.paths(ids[:2]) == {int(ids[0]): paths[0], int(ids[1]): paths[1]}

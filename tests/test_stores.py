@@ -29,6 +29,10 @@ def _unit(rng: np.random.Generator, n: int, dims: int = 16) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def _as_stored(vectors: np.ndarray) -> np.ndarray:
+    return vectors.astype(np.float16).astype(np.float32)
+
+
 def _images(names: list[str], vectors: np.ndarray, folder: str = "/x") -> list[EmbeddedImage]:
     return [
         EmbeddedImage(f"{folder}/{name}", 100 + i, 1000 + i, 30 + i, 20, vectors[i])
@@ -55,8 +59,8 @@ def test_written_images_and_skipped_files_read_back(store: Store) -> None:
 
     ids, stored = store.load_vectors()
     assert list(ids) == sorted(ids) and stored.shape == (4, 16)
-    # float16 in PostgreSQL (halfvec): equal to 3 decimals
-    np.testing.assert_allclose(stored[:3], vectors, atol=2e-3)
+    # float16 in both engines (a new SQLite file, PostgreSQL's halfvec): the same rounding
+    np.testing.assert_array_equal(stored[:3], _as_stored(vectors))
     records = store.records(ids)
     by_path = {r.path: r for r in records.values()}
     assert by_path["/y/d.jpg"].box == pytest.approx((0.1, 0.2, 0.5, 0.75))
@@ -81,7 +85,7 @@ def test_rewriting_a_file_keeps_its_id_and_replaces_its_vector(store: Store) -> 
     store.write_batch(_images(["a.jpg"], second[:1]), [])
     ids_after, stored = store.load_vectors()
     assert list(ids_after) == list(ids_before)
-    np.testing.assert_allclose(stored[0], second[0], atol=2e-3)
+    np.testing.assert_array_equal(stored[0], _as_stored(second[0]))
 
 
 def test_remove_forgets_images_and_skipped_files(store: Store) -> None:
@@ -101,7 +105,7 @@ def test_lookup_checks_the_file_on_disk(store: Store, tmp_path: Path) -> None:
     store.write_batch([EmbeddedImage(str(photo), stat.st_size, stat.st_mtime_ns, 1, 1, vector)], [])
     found = store.lookup(str(photo))
     assert found is not None
-    np.testing.assert_allclose(found[1], vector, atol=2e-3)
+    np.testing.assert_array_equal(found[1], _as_stored(vector))
     photo.write_bytes(b"changed, longer content")
     assert store.lookup(str(photo)) is None
     assert store.lookup(str(tmp_path / "missing.jpg")) is None

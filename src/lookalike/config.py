@@ -97,6 +97,10 @@ SQLITE_PAGE_SIZE = 16_384
 #: converts the next batch: the file is read while the batch before is written (two cores
 #: at work), and memory holds at most this many batches more.
 WRITES_AHEAD = 2
+#: How a new SQLite collection stores its vectors: ``float16`` (2 bytes a dimension, as
+#: PostgreSQL's ``halfvec``; read back as float32) or ``float32``. A file keeps the format it
+#: was made with: those made before schema 4 stay float32 (README, "What a collection keeps").
+SQLITE_VECTOR_FORMAT = "float16"
 #: Results below this cosine are shown as weak matches (see docs/EVALUATION.md, "Weak
 #: matches"): a query unlike anything in the collection still gets k results.
 WEAK_MATCH = 0.4

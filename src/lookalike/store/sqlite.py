@@ -15,6 +15,13 @@ file on disk; :func:`_db_path` and :func:`_path_from_db` are the only conversion
 
 Older files are upgraded in place, one schema version at a time (:data:`_MIGRATIONS`).
 
+Vectors are stored in the format meta ``vector_format`` names (:data:`VECTOR_DTYPES`), set
+when the file is made and never changed after: float16 for files made since schema 4
+(:data:`lookalike.config.SQLITE_VECTOR_FORMAT`; 2 bytes a dimension, PostgreSQL's
+``halfvec`` rounding), float32 for files made before, which the upgrade to schema 4 leaves as
+they are. :func:`vector_blob` and :func:`vectors_from_blobs` are the only conversions; every
+read returns float32.
+
 A collection file carries ``PRAGMA application_id`` :data:`APPLICATION_ID`; one made before
 that is recognised by its exact schema (:func:`recognise`). Any other file is refused before
 anything is written to it: another application's database is never changed. A collection on
@@ -59,10 +66,19 @@ from lookalike.store.sql import SQLITE as SQL
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+#: The oldest schema a file on read-only media is searched in as it is: schema 4 only adds
+#: meta ``vector_format``, whose absence means float32, the only format before it.
+_READABLE_FROM = 3
+#: Meta key naming how the file stores vectors: a key of :data:`VECTOR_DTYPES`.
+VECTOR_FORMAT = "vector_format"
+#: Stored vector formats: little-endian float32 (4 bytes a dimension, every file before
+#: schema 4) and float16 (2 bytes, the format of new files).
+VECTOR_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 #: ``PRAGMA application_id`` of a collection file: "LOOK".
 APPLICATION_ID = 0x4C4F4F4B
-#: The tables of every schema version, and the columns of ``images`` in versions 1, 2, 3:
+#: The tables of every schema version, and the columns of ``images`` in versions 1, 2, 3 (and
+#: 4, whose tables are 3's):
 #: a file without the application id is a collection only if its schema is one of these.
 _TABLES = frozenset({"meta", "images", "labels", "artifacts", "skipped"})
 _V1_COLUMNS = frozenset(
@@ -159,6 +175,8 @@ class Store:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._create_or_migrate()
                 self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            #: How this file stores vectors (fixed when it was made).
+            self.vector_dtype = self._stored_vector_dtype()
         except BaseException as exc:
             self.close()
             if isinstance(exc, sqlite3.DatabaseError):
@@ -172,10 +190,11 @@ class Store:
         if kind == "empty":
             raise NotACollection(f"{self.path} is empty and read-only: not a collection")
         version = self._schema_version()
-        if version != SCHEMA_VERSION:
+        if not _READABLE_FROM <= version <= SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema {version} and is read-only: this lookalike reads"
-                f" schema {SCHEMA_VERSION} (open it once where it can be written to upgrade it)"
+                f" schemas {_READABLE_FROM} to {SCHEMA_VERSION} (open it once where it can be"
+                " written to upgrade it)"
             )
         log.info("%s is on read-only media: opened read-only", self.path)
 
@@ -197,6 +216,7 @@ class Store:
                     if statement.strip():
                         self._db.execute(statement)
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
+                self.set_meta(VECTOR_FORMAT, config.SQLITE_VECTOR_FORMAT)
                 return
         version = self._schema_version()
         if version > SCHEMA_VERSION:
@@ -210,6 +230,12 @@ class Store:
                 version += 1
                 self.set_meta("schema_version", str(version))
             log.info("%s upgraded to schema %d", self.path, version)
+
+    def _stored_vector_dtype(self) -> np.dtype[Any]:
+        name = self.get_meta(VECTOR_FORMAT) or "float32"  # schema 3 (read-only): float32
+        if name not in VECTOR_DTYPES:
+            raise StoreError(f"{self.path} stores vectors as {name!r}, unknown to this lookalike")
+        return VECTOR_DTYPES[name]
 
     def _schema_version(self) -> int:
         has_meta = self._db.execute(
@@ -363,7 +389,7 @@ class Store:
                     image.width,
                     image.height,
                     now,
-                    vector_blob(image.vector),
+                    vector_blob(image.vector, self.vector_dtype),
                     box_text(image.box),
                     seq,
                 )
@@ -450,7 +476,7 @@ class Store:
     def load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All ids (int64, ascending) and vectors (float32, N x D)."""
         rows = self._query(SQL.all_vectors)
-        ids, vectors = _ids_and_vectors(rows)
+        ids, vectors = self._ids_and_vectors(rows)
         return ids, np.empty((0, 0), dtype=np.float32) if vectors is None else vectors
 
     def cursor(self) -> int:
@@ -466,7 +492,7 @@ class Store:
         last = -1
         while True:
             rows = self._query(SQL.vector_batch, (last, batch_size))
-            ids, vectors = _ids_and_vectors(rows)
+            ids, vectors = self._ids_and_vectors(rows)
             if vectors is None:
                 return
             yield ids, vectors
@@ -483,14 +509,28 @@ class Store:
         found = self._vector_rows(wanted)
         if len(found) < len(set(wanted)):
             raise KeyError("some ids are not indexed")
-        return _stack(found, wanted)
+        return self._stack(found, wanted)
 
     def vectors_present(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ids of these still indexed (in their order) and their vectors: ids read before
         an image was removed (by another thread or process) are left out, not an error."""
         found = self._vector_rows([int(i) for i in ids])
         kept = [int(i) for i in ids if int(i) in found]
-        return np.array(kept, dtype=np.int64), _stack(found, kept)
+        return np.array(kept, dtype=np.int64), self._stack(found, kept)
+
+    def _ids_and_vectors(self, rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows of (id, vector blob, ...) -> ids and an (N, D) float32 matrix (None if no
+        row)."""
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        if not rows:
+            return ids, None
+        return ids, vectors_from_blobs([row[1] for row in rows], self.vector_dtype)
+
+    def _stack(self, found: dict[int, bytes], ids: list[int]) -> np.ndarray:
+        """The stored vectors of ``ids`` (all in ``found``) as an (N, D) float32 matrix."""
+        if not ids:
+            return np.empty((0, 0), dtype=np.float32)
+        return vectors_from_blobs([found[i] for i in ids], self.vector_dtype)
 
     def _vector_rows(self, wanted: list[int]) -> dict[int, bytes]:
         found: dict[int, bytes] = {}
@@ -537,7 +577,7 @@ class Store:
         finally:
             if not writing:
                 db.execute("COMMIT")
-        ids, vectors = _ids_and_vectors(changed)
+        ids, vectors = self._ids_and_vectors(changed)
         if cursor is None:
             all_ids = ids
         return VectorChanges(all_ids=all_ids, ids=ids, vectors=vectors, latest=latest)
@@ -547,7 +587,7 @@ class Store:
         rows = self._query(SQL.lookup, (_db_path(path),))
         if not rows or not unchanged_on_disk(path, rows[0][2], rows[0][3]):
             return None
-        return int(rows[0][0]), np.frombuffer(rows[0][1], dtype="<f4").astype(np.float32)
+        return int(rows[0][0]), vectors_from_blobs([rows[0][1]], self.vector_dtype)[0]
 
     def paths(self, ids: Iterable[int]) -> dict[int, str]:
         return {i: r.path for i, r in self.records(ids).items()}
@@ -686,20 +726,40 @@ def _migrate_2_to_3(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS images_seq ON images (seq)")
 
 
+def _migrate_3_to_4(db: sqlite3.Connection) -> None:
+    """Schema 4 records how vectors are stored: a file made before it holds float32 and
+    keeps it (its vectors are not rewritten); only new files store float16."""
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, 'float32') ON CONFLICT(key) DO NOTHING",
+        (VECTOR_FORMAT,),
+    )
+
+
 #: Upgrades by the schema version they start from; each runs in its own transaction.
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
 }
 
 
-def _ids_and_vectors(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rows of (id, vector blob, ...) -> ids and an (N, D) float32 matrix (None if no row)."""
-    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    if not rows:
-        return ids, None
-    vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4")
-    return ids, vectors.reshape(len(rows), -1).astype(np.float32, copy=False)
+def vector_blob(vector: np.ndarray, dtype: np.dtype[Any]) -> bytes:
+    """One vector as stored, in ``dtype`` (:data:`VECTOR_DTYPES`); the only serialisation.
+
+    Vectors are L2-normalised by every producer, far inside float16's range; a value that
+    would overflow it (inf) is refused rather than stored, where it would poison searches."""
+    with np.errstate(over="ignore"):  # checked below
+        stored = np.asarray(vector, dtype=np.float32).astype(dtype)
+    if not np.isfinite(stored).all():
+        raise StoreError(f"a vector with a value beyond {dtype.name}'s range cannot be stored")
+    return stored.tobytes()
+
+
+def vectors_from_blobs(blobs: list[bytes], dtype: np.dtype[Any]) -> np.ndarray:
+    """Stored vectors (blobs of one length, in ``dtype``) -> an (N, D) float32 matrix; the
+    only deserialisation."""
+    flat = np.frombuffer(b"".join(blobs), dtype=dtype)
+    return flat.reshape(len(blobs), -1).astype(np.float32, copy=False)
 
 
 def recognise(db: sqlite3.Connection) -> str:
@@ -764,21 +824,4 @@ def _connect(path: Path, *, read_only: bool, create: bool = True) -> sqlite3.Con
         db.close()
     return sqlite3.connect(
         f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
-    )
-
-
-def vector_blob(vector: np.ndarray) -> bytes:
-    """A vector as the ``images.vector`` column stores it (little-endian float32): the one
-    place vectors are encoded for the store."""
-    return np.asarray(vector, dtype="<f4").tobytes()
-
-
-def _stack(found: dict[int, bytes], ids: list[int]) -> np.ndarray:
-    """The stored vectors of ``ids`` (all in ``found``) as an (N, D) float32 matrix."""
-    if not ids:
-        return np.empty((0, 0), dtype=np.float32)
-    return (
-        np.frombuffer(b"".join(found[i] for i in ids), dtype="<f4")
-        .reshape(len(ids), -1)
-        .astype(np.float32)
     )
