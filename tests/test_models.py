@@ -56,9 +56,10 @@ def test_plugged_in_onnx_model_indexes_and_searches(tmp_path: Path, four_d: bool
         assert collection.add([folder]).added == 5
         _, vectors = collection.store.load_vectors()
         assert vectors.shape == (5, 8)
-        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+        # unit vectors, as stored: float16 (2 bytes a dimension), 11 bits of precision
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-3)
         best = collection.search(Image.open(folder / "3.png"), k=1)[0]
-        assert best.path == str(folder / "3.png") and best.score == pytest.approx(1.0, abs=1e-5)
+        assert best.path == str(folder / "3.png") and best.score == pytest.approx(1.0, abs=1e-3)
     # the spec is stored: reopening without naming the model uses the same one
     with Collection.open(tmp_path / "c.db") as again:
         assert again.spec == spec
