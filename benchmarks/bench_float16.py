@@ -9,9 +9,9 @@
 ``quality`` indexes the folder once into a float32 collection (as files made before schema 4
 store them; reused by a second run), then scores the leave-one-out protocol of
 docs/EVALUATION.md (:func:`lookalike.analysis.evaluate.leave_one_out`, the library's search
-path, with the default codec, centring, as ``lookalike eval`` has it) on those vectors and on their float16 rounding (what a new collection's store reads
-back, to the bit): mAP, P@10, top-1, how many top-10 lists change (order, or membership) and
-the largest change of a score.
+path, with the default codec, centring, as ``lookalike eval`` has it) on those vectors and
+on their float16 rounding (what a new collection's store reads back, to the bit): mAP, P@10,
+top-1, how many top-10 lists change (order, or membership) and the largest change of a score.
 
 ``scan`` writes the same ``--rows`` random unit vectors into a float32 and a float16
 collection through the store's one write path and times ``search --exact``'s scan

@@ -15,12 +15,11 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from lookalike import Collection
+from lookalike import Collection, config
 from lookalike.cli import main
 from lookalike.errors import ReadOnlyCollection
 from lookalike.service import ServiceSettings, create_app
 from lookalike.store.records import NotACollection
-from lookalike import config
 from lookalike.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, Store
 from tests.conftest import SAMPLE, make_image
 
