@@ -3,6 +3,9 @@
     flock /tmp/lookalike-bench.lock .venv/bin/python benchmarks/bench_float16.py quality \\
         ../shared/datasets/caltech101 --labels ../shared/datasets/caltech101/labels.csv \\
         --distractor BACKGROUND_Google --work /tmp/compact
+    flock /tmp/lookalike-bench.lock .venv/bin/python benchmarks/bench_float16.py quality \
+        ../shared/datasets/caltech101 --labels ../shared/datasets/caltech101/labels.csv \
+        --distractor BACKGROUND_Google --cache /tmp/compact/caltech-lite0.npz
     flock /tmp/lookalike-bench.lock .venv/bin/python benchmarks/bench_float16.py scan \\
         --rows 200000 --work /tmp/compact
 
@@ -11,7 +14,10 @@ store them; reused by a second run), then scores the leave-one-out protocol of
 docs/EVALUATION.md (:func:`lookalike.analysis.evaluate.leave_one_out`, the library's search
 path, with the default codec, centring, as ``lookalike eval`` has it) on those vectors and
 on their float16 rounding (what a new collection's store reads back, to the bit): mAP, P@10,
-top-1, how many top-10 lists change (order, or membership) and the largest change of a score.
+top-1, how many top-10 lists change (order, or membership) and the largest change of a
+score. With ``--cache``, the vectors are a feature cache's (``benchmarks/feature_cache.py``,
+its ``gem`` vectors: the default pooling) instead of a collection's, which saves embedding
+the folder again.
 
 ``scan`` writes the same ``--rows`` random unit vectors into a float32 and a float16
 collection through the store's one write path and times ``search --exact``'s scan
@@ -58,6 +64,12 @@ def float32_vectors(root: Path, db: Path) -> tuple[np.ndarray, list[str]]:
     return vectors, [paths[int(i)] for i in ids]
 
 
+def cached_vectors(cache: Path) -> tuple[np.ndarray, list[str]]:
+    """The default (GeM) vectors and paths of a feature cache (benchmarks/feature_cache.py)."""
+    with np.load(cache) as stored:
+        return stored["gem"].astype(np.float32), [str(p) for p in stored["paths"]]
+
+
 def top10(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(ids, scores) of the 10 nearest of each query row (itself left out), best first: the
     default codec (centring) fitted on these vectors, as a collection fits it."""
@@ -70,7 +82,10 @@ def top10(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def quality(args: argparse.Namespace) -> None:
     labels_of = read_labels(args.root, args.labels)
-    vectors, paths = float32_vectors(args.root, args.work / f"{args.root.name}-float32.db")
+    if args.cache is not None:
+        vectors, paths = cached_vectors(args.cache)
+    else:
+        vectors, paths = float32_vectors(args.root, args.work / f"{args.root.name}-float32.db")
     keep = [i for i, p in enumerate(paths) if p in labels_of]
     vectors = vectors[keep]
     labels = [labels_of[paths[i]] for i in keep]
@@ -170,6 +185,7 @@ def main() -> None:
     q.add_argument("--labels", type=Path, default=None)
     q.add_argument("--distractor", action="append", default=[])
     q.add_argument("--work", type=Path, default=Path("/tmp/compact"))
+    q.add_argument("--cache", type=Path, default=None, help="a feature cache .npz instead")
     q.set_defaults(run=quality)
     s = commands.add_parser("scan")
     s.add_argument("--rows", type=int, default=200_000)
