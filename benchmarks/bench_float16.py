@@ -17,7 +17,8 @@ on their float16 rounding (what a new collection's store reads back, to the bit)
 top-1, how many top-10 lists change (order, or membership) and the largest change of a
 score. With ``--cache``, the vectors are a feature cache's (``benchmarks/feature_cache.py``,
 its ``gem`` vectors: the default pooling) instead of a collection's, which saves embedding
-the folder again.
+the folder again. A third row scores the issue's other option, a store of the codec's
+vectors only (PCA-256 fitted on the collection, float16), searched as they are.
 
 ``scan`` writes the same ``--rows`` random unit vectors into a float32 and a float16
 collection through the store's one write path and times ``search --exact``'s scan
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike import config
-from lookalike.analysis.evaluate import leave_one_out, read_labels
+from lookalike.analysis.evaluate import RetrievalScores, leave_one_out, read_labels
 from lookalike.collection import Collection
 from lookalike.index import codec as codecs
 from lookalike.index.persistent import exact_search
@@ -80,6 +81,16 @@ def top10(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndar
     return order, np.take_along_axis(scores, order, axis=1)
 
 
+def _row(store: str, bytes_per_vector: int, scores: RetrievalScores) -> dict[str, object]:
+    return {
+        "store": store,
+        "bytes_per_vector": int(bytes_per_vector),
+        "mAP": round(scores.mean_average_precision, 4),
+        "P@10": round(scores.precision_at_10, 4),
+        "top-1": round(scores.top1_accuracy, 4),
+    }
+
+
 def quality(args: argparse.Namespace) -> None:
     labels_of = read_labels(args.root, args.labels)
     if args.cache is not None:
@@ -97,14 +108,13 @@ def quality(args: argparse.Namespace) -> None:
         codec = codecs.fit_codec({"dims": 0, "whiten": False}, stored)  # eval's default
         scores = leave_one_out(stored, labels, distractors=distractors, codec=codec)
         lists[name] = top10(stored, queries)
-        row = {
-            "store": name,
-            "bytes_per_vector": int(vectors.shape[1] * (4 if name == "float32" else 2)),
-            "mAP": round(scores.mean_average_precision, 4),
-            "P@10": round(scores.precision_at_10, 4),
-            "top-1": round(scores.top1_accuracy, 4),
-        }
-        rows.append(row)
+        rows.append(_row(name, stored.shape[1] * (4 if name == "float32" else 2), scores))
+    # the issue's other option: only the codec's vectors kept (PCA-256, float16), searched
+    # as they are (no full vector left to re-score with)
+    pca = codecs.fit_codec({"dims": 256, "whiten": False}, vectors)
+    reduced = as_float16(pca.transform(vectors))
+    scores = leave_one_out(reduced, labels, distractors=distractors)
+    rows.append(_row("PCA-256 float16 only", 256 * 2, scores))
     ids32, scores32 = lists["float32"]
     ids16, scores16 = lists["float16"]
     summary = {
