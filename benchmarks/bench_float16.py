@@ -1,13 +1,13 @@
 """What storing vectors as float16 costs (issue 23, "A compact store"): quality and speed.
 
     flock /tmp/lookalike-bench.lock .venv/bin/python benchmarks/bench_float16.py quality \\
+        ../shared/datasets/search-by-image --labels ../shared/datasets/search-by-image/labels.csv
+    flock /tmp/lookalike-bench.lock .venv/bin/python benchmarks/bench_float16.py quality \\
         ../shared/datasets/caltech101 --labels ../shared/datasets/caltech101/labels.csv \\
-        --distractor BACKGROUND_Google --work /tmp/compact
-    flock /tmp/lookalike-bench.lock .venv/bin/python benchmarks/bench_float16.py quality \
-        ../shared/datasets/caltech101 --labels ../shared/datasets/caltech101/labels.csv \
         --distractor BACKGROUND_Google --cache /tmp/compact/caltech-lite0.npz
     flock /tmp/lookalike-bench.lock .venv/bin/python benchmarks/bench_float16.py scan \\
         --rows 200000 --work /tmp/compact
+    .venv/bin/python benchmarks/bench_float16.py layout --rows 5000
 
 ``quality`` indexes the folder once into a float32 collection (as files made before schema 4
 store them; reused by a second run), then scores the leave-one-out protocol of
@@ -24,6 +24,9 @@ vectors only (PCA-256 fitted on the collection, float16), searched as they are.
 collection through the store's one write path and times ``search --exact``'s scan
 (:func:`lookalike.index.persistent.exact_search`, 50 queries, median of ``--repeat``) and the
 store's reads alone, and gives the bytes each file takes an image (after a WAL checkpoint).
+
+``layout`` gives the bytes an image takes in a new file by vector format, dimensions and
+SQLite page size (``--rows`` rows with 40-character paths, through the store's write path).
 """
 
 from __future__ import annotations
@@ -133,14 +136,17 @@ def quality(args: argparse.Namespace) -> None:
     print(json.dumps(summary))
 
 
-def _fill(path: Path, vectors: np.ndarray, vector_format: str) -> Store:
+def _fill(
+    path: Path, vectors: np.ndarray, vector_format: str, paths: list[str] | None = None
+) -> Store:
+    names = paths or [f"/scan/{i}.jpg" for i in range(len(vectors))]
     path.unlink(missing_ok=True)
     config.SQLITE_VECTOR_FORMAT = vector_format
     store = Store(path)
     for start in range(0, len(vectors), 5000):
         store.write_batch(
             [
-                EmbeddedImage(f"/scan/{i}.jpg", 1, 1, 1, 1, vectors[i])
+                EmbeddedImage(names[i], 1, 1, 1, 1, vectors[i])
                 for i in range(start, min(start + 5000, len(vectors)))
             ],
             [],
@@ -187,6 +193,23 @@ def scan(args: argparse.Namespace) -> None:
         path.unlink()
 
 
+def layout(args: argparse.Namespace) -> None:
+    args.work.mkdir(parents=True, exist_ok=True)
+    path = args.work / "layout.db"
+    paths = [f"/home/someone/Pictures/2024/IMG_{i:06d}.jpg" for i in range(args.rows)]
+    for dims in (1280, 2560):
+        vectors = np.random.default_rng(0).normal(size=(args.rows, dims)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        for vector_format in ("float32", "float16"):
+            sizes = {}
+            for page in (4096, 8192, 16384, 65536):
+                config.SQLITE_PAGE_SIZE = page
+                _fill(path, vectors, vector_format, paths).close()
+                sizes[page] = round(path.stat().st_size / args.rows)
+            print(json.dumps({"dims": dims, "store": vector_format, "bytes_by_page": sizes}))
+    path.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +226,10 @@ def main() -> None:
     s.add_argument("--repeat", type=int, default=3)
     s.add_argument("--work", type=Path, default=Path("/tmp/compact"))
     s.set_defaults(run=scan)
+    lay = commands.add_parser("layout")
+    lay.add_argument("--rows", type=int, default=5000)
+    lay.add_argument("--work", type=Path, default=Path("/tmp/compact"))
+    lay.set_defaults(run=layout)
     args = parser.parse_args()
     args.run(args)
 
