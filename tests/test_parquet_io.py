@@ -250,7 +250,9 @@ def test_import_of_a_folder_or_a_glob_reports_and_skips_bad_files(
         ids, stored = collection.store.load_vectors()
         paths = collection.store.paths(ids)
         expected = {f"/elsewhere/{i // 30}/{i % 30}.jpg": v for i, v in enumerate(vectors)}
-        assert np.allclose(stored, np.stack([expected[paths[int(i)]] for i in ids]), atol=1e-6)
+        want = np.stack([expected[paths[int(i)]] for i in ids])
+        # stored as float16: one float16 step from what was imported at most
+        assert (np.abs(stored - want) <= np.spacing(np.abs(stored).astype(np.float16))).all()
     # a pattern names the same files: all already in, nothing written again
     assert main(["import", str(parts / "part-*.parquet"), "--db", str(db), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)

@@ -203,7 +203,8 @@ def check_bulk_load(store: MetadataStore, folder: Path) -> None:
     by_path = {r.path: r for r in store.records(ids).values()}
     assert by_path[paths[1]].box == (0.1, 0.2, 0.5, 0.75) and by_path[paths[2]].box is None
     expected = {p: v for p, v in zip(paths, unit, strict=True)}
-    assert close_to(stored, np.stack([expected[store.paths([i])[i]] for i in ids.tolist()]))
+    want = np.stack([expected[store.paths([i])[i]] for i in ids.tolist()])
+    assert np.array_equal(stored, as_stored(want))
     in_database = store.database_index()
     if in_database is not None:
         wanted = by_path[paths[-1]].id
