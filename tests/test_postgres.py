@@ -550,3 +550,40 @@ def test_a_bulk_import_into_postgresql_gives_what_sqlite_gives_and_builds_the_in
     with Collection.open(pg_uri) as shared:
         assert isinstance(shared.store, PostgresStore)
         assert _hnsw_indexes(shared.store) == [(f"images_{column}", True)]
+
+
+def test_a_bulk_imports_codec_refit_fills_its_column_with_no_hnsw_index_to_feed(
+    pg_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk import large enough for approximate search gets PCA at its settling: a refit
+    of the codec not fitted yet (searching the input vectors), then the refit that fills the
+    reduced column. Every row the fill updates moves, so it would add an entry to every
+    index on the table: the first refit must not build the input vectors' HNSW index that
+    the bulk load deferred (at 100,000 rows the fill went 500 times slower feeding it)."""
+    from lookalike.pipeline import parquet_io
+    from tests.test_parquet_io import _parts
+
+    spec = builtin_spec("efficientnet-lite0")
+    parts = tmp_path / "parts"
+    _parts(parts, spec.to_json(), files=2, rows=300, seed=21)
+    monkeypatch.setattr(config, "PG_BULK_LOAD_ROWS", 500)
+    monkeypatch.setattr(config, "ANN_MIN_IMAGES", 500)
+    with Collection.open(pg_uri, model=spec) as shared:
+        store = shared.store
+        assert isinstance(store, PostgresStore)
+        real = store.reduce
+        seen: list[tuple[str | None, list[tuple[str, bool]]]] = []
+
+        def reduce_and_look() -> None:
+            real()
+            seen.append((store.get_meta("search_column"), _hnsw_indexes(store)))
+
+        monkeypatch.setattr(store, "reduce", reduce_and_look)
+        report = parquet_io.import_files(shared, [parts])
+        assert report.rows == 600 and not report.failed
+        column = store.get_meta("search_column")
+        assert column is not None and column.startswith("reduced_")
+        # the codec not fitted yet (input vectors searched, no index yet), then PCA's column
+        assert seen == [("vector", []), (column, [(f"images_{column}", True)])]
+        assert json.loads(store.get_meta("pca") or "{}")["dims"] == config.PCA_DIMS
+        assert _hnsw_indexes(store) == [(f"images_{column}", True)]

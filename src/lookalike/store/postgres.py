@@ -630,7 +630,13 @@ class PostgresStore:
 
     def _build_vector_index(self) -> None:
         """The HNSW index on the input vectors (only once their column is typed: else the
-        first vectors build it, see :meth:`_ensure_vector_index`)."""
+        first vectors build it, see :meth:`_ensure_vector_index`), unless a bulk load runs:
+        it builds the searched column's index when it ends (:meth:`bulk_load`). Built
+        meanwhile, by the refit of a codec not fitted yet that a bulk import's settling
+        starts with, it would be fed by every row of the refit that follows (an update moves
+        the row: a new HNSW entry each, 12 ms a row at 100,000 rows, BENCHMARKS.md)."""
+        if self._bulk_loads:
+            return
         typed = self._query(
             "SELECT atttypmod > 0 FROM pg_attribute"
             " WHERE attrelid = 'images'::regclass AND attname = 'vector'"
