@@ -594,9 +594,11 @@ class PostgresStore:
                     break
                 ids, vectors = _ids_and_vectors(rows)
                 assert vectors is not None
+                # %b: the arrays go in binary; as text, Python formats every number of every
+                # vector (0.9 ms a 256-d row: the fill's whole time once no index is fed)
                 cur.execute(
                     f"UPDATE images i SET {column} = r.reduced"  # type: ignore[call-overload]
-                    " FROM unnest(%s::bigint[], %s::halfvec[]) AS r(id, reduced)"
+                    " FROM unnest(%b::bigint[], %b::halfvec[]) AS r(id, reduced)"
                     f" WHERE i.id = r.id AND i.{column} IS NULL",
                     (ids.tolist(), [HalfVector(v) for v in codec.transform(vectors)]),
                 )
