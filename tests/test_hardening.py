@@ -234,18 +234,18 @@ import os, resource, signal, sys
 from lookalike.cli import main
 if sys.argv[3] == "rlimit":  # no tmpfs: the kernel's file-size limit, EFBIG instead of ENOSPC
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
 sys.exit(main(["index", sys.argv[1], "--db", sys.argv[2], "--batch-size", "4"]))
 """
 
 
 def _small_filesystem(path: Path) -> bool:
-    """Mount a 1 MiB tmpfs at ``path`` if allowed (root), else False."""
+    """Mount a 2 MiB tmpfs at ``path`` if allowed (root), else False."""
     path.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)],
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)],
         capture_output=True,
         check=False,
     )
@@ -256,7 +256,7 @@ def _small_filesystem(path: Path) -> bool:
 def test_a_full_disk_gives_an_error_line_and_keeps_what_was_committed(
     tmp_path: Path, how: str
 ) -> None:
-    """A real full filesystem (a 1 MiB tmpfs, where mounting is allowed: root), and the
+    """A real full filesystem (a 2 MiB tmpfs, where mounting is allowed: root), and the
     kernel's file-size limit (RLIMIT_FSIZE: writes fail with EFBIG), which needs no rights."""
     folder = tmp_path / "photos"
     for i in range(80):
@@ -270,9 +270,11 @@ def test_a_full_disk_gives_an_error_line_and_keeps_what_was_committed(
     disk.mkdir(exist_ok=True)
     try:
         db = disk / "c.db"
-        if tmpfs:  # leave about 250 KB: room for a few batches, not for 80 vectors
+        # a new collection takes about 210 KB (16 KiB pages) and as much in its write-ahead
+        # log, 80 vectors about 230 KB more: room for that and a few batches, not 80 vectors
+        if tmpfs:
             filler = disk / "filler"
-            filler.write_bytes(b"\0" * (1024 * 1024 - 250_000))
+            filler.write_bytes(b"\0" * (2 * 1024 * 1024 - 700_000))
         run = subprocess.run(
             [sys.executable, "-c", _FILL, str(folder), str(db), "tmpfs" if tmpfs else "rlimit"],
             capture_output=True,

@@ -160,8 +160,11 @@ class WritePath:
             except Exception:
                 try:
                     self.settle()
-                except Exception:  # the run's own error is the one to report
-                    log.exception("could not settle the batches written before the run stopped")
+                except Exception as error:  # the run's own error is the one to report (a full
+                    # disk fails both): this one only with -v, and the next run settles them
+                    log.info(
+                        "could not settle the batches written before the run stopped: %s", error
+                    )
                 raise
             self.settle()
 
