@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +76,7 @@ def test_import_is_resumable_idempotent_and_rejects_bad_rows(tmp_path: Path, mon
     write_vectors(file, spec.to_json(), paths, vectors)
     monkeypatch.setattr(parquet_io, "ROWS_PER_BATCH", 5)
     with Collection.open(tmp_path / "c.db") as collection:
-        calls = 0
-        real = collection.store.write_batch
-
-        def crash_on_third(embedded, skipped, forget=()):  # type: ignore[no-untyped-def]
-            nonlocal calls
-            calls += 1
-            if calls == 3:
-                raise KeyboardInterrupt
-            real(embedded, skipped, forget)
-
-        monkeypatch.setattr(collection.store, "write_batch", crash_on_third)
+        real = _crash_on_batch(3, collection, monkeypatch)
         with pytest.raises(KeyboardInterrupt):
             parquet_io.import_files(collection, [file])
         assert len(collection) == 8  # two batches of five, less the two bad rows
@@ -301,17 +292,7 @@ def test_a_resumed_import_does_not_read_the_row_groups_already_in(
     file = parts / "part-0.parquet"
     monkeypatch.setattr(parquet_io, "ROWS_PER_BATCH", 10)
     with Collection.open(tmp_path / "c.db") as collection:
-        calls = 0
-        real = collection.store.write_batch
-
-        def crash_on_fourth(embedded, skipped, forget=()):  # type: ignore[no-untyped-def]
-            nonlocal calls
-            calls += 1
-            if calls == 4:
-                raise KeyboardInterrupt
-            real(embedded, skipped, forget)
-
-        monkeypatch.setattr(collection.store, "write_batch", crash_on_fourth)
+        real = _crash_on_batch(4, collection, monkeypatch)
         with pytest.raises(KeyboardInterrupt):
             parquet_io.import_files(collection, [file])
         assert len(collection) == 30
@@ -322,3 +303,22 @@ def test_a_resumed_import_does_not_read_the_row_groups_already_in(
         report = parquet_io.import_files(collection, [file])
         assert not report.failed and report.already_imported == 30 and report.rows == 20
         assert len(collection) == 50
+
+
+def _crash_on_batch(
+    n: int, collection: Collection, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., None]:
+    """The store's ``n``-th batch write is interrupted (as Ctrl-C would), the ones before it
+    are written; the real write, to put back."""
+    calls = 0
+    real = collection.store.write_batch
+
+    def crash(embedded, skipped, forget=()):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise KeyboardInterrupt
+        real(embedded, skipped, forget)
+
+    monkeypatch.setattr(collection.store, "write_batch", crash)
+    return real
