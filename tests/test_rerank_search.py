@@ -124,11 +124,11 @@ def test_too_small_a_collection_is_searched_plainly_and_says_so() -> None:
     assert snapshot.augmented() is None
     described = search.DescribedQueries(database[:2], [0, 1], [None, None])
     store = _NoRecords()
-    (plain, _) = search.search(snapshot, store, described, k=3)  # type: ignore[arg-type]
-    outcomes = search.search(snapshot, store, described, k=3, rerank=True)  # type: ignore[arg-type]
+    (plain, _) = search.search(snapshot, store, described, search.SearchOptions(k=3))  # type: ignore[arg-type]
+    outcomes = search.search(snapshot, store, described, search.SearchOptions(k=3, rerank=True))  # type: ignore[arg-type]
     assert not plain.reranked and not any(o.reranked for o in outcomes)
     bigger = _snapshot(*_categories(1, classes=config.RERANK_MIN_IMAGES))
-    outcomes = search.search(bigger, store, described, k=3, rerank=True)  # type: ignore[arg-type]
+    outcomes = search.search(bigger, store, described, search.SearchOptions(k=3, rerank=True))  # type: ignore[arg-type]
     assert all(o.reranked for o in outcomes)
 
 
@@ -157,8 +157,8 @@ def test_a_near_copy_keeps_its_source_at_the_top_with_re_ranking() -> None:
     assert (expanded[:, 0] != sources).any()  # what expansion alone does to some of them
     described = search.DescribedQueries(copies, [None] * len(copies), [None] * len(copies))
     store = _Records()
-    plain = search.search(snapshot, store, described, k=10)  # type: ignore[arg-type]
-    reranked = search.search(snapshot, store, described, k=10, rerank=True)  # type: ignore[arg-type]
+    plain = search.search(snapshot, store, described, search.SearchOptions(k=10))  # type: ignore[arg-type]
+    reranked = search.search(snapshot, store, described, search.SearchOptions(k=10, rerank=True))  # type: ignore[arg-type]
     assert all(o.reranked for o in reranked)
     assert [o.results[0].id for o in reranked] == sources.tolist()
     assert [o.results[0].id for o in plain] == sources.tolist()

@@ -298,14 +298,15 @@ def test_a_bad_word_fails_its_own_query_not_the_batch(sqlite_sample: tuple[str, 
     vocabulary."""
     from PIL import Image
 
-    from lookalike.service.batcher import QueryBatcher, SearchOptions
+    from lookalike.search.engine import SearchOptions
+    from lookalike.service.batcher import QueryBatcher, QueryOptions
 
     db, photos = sqlite_sample
     with Collection.open(db, create=False) as collection:
         batcher = QueryBatcher(collection.spec, collection.query_embedder(), workers=1, max_batch=8)
         try:
             big = Image.open(photos / "cup" / "image_0004.jpg").convert("RGB").resize((1600, 1200))
-            options = SearchOptions(k=3)
+            options = QueryOptions(SearchOptions(k=3))
             busy = batcher.submit(collection, big, options)  # the worker is busy with it...
             chair = Image.open(photos / "chair" / "image_0003.jpg").convert("RGB")
             bad = batcher.submit(collection, Text("golden retreiver"), options)

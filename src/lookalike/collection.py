@@ -420,10 +420,7 @@ class Collection:
         if exact and not snapshot.index.capabilities.exact:
             scan = StoreScan(self.store, snapshot.codec)
             snapshot = dataclasses.replace(snapshot, index=scan)
-        return search.search(
-            snapshot,
-            self.store,
-            described,
+        options = search.SearchOptions(
             k=k,
             min_score=min_score,
             by_category=by_category,
@@ -432,8 +429,9 @@ class Collection:
             coverage=coverage,
             max_categories=max_categories,
             category_ranking=category_ranking,
-            calibration=self.calibration(),
         )
+        calibration = self.calibration()
+        return search.search(snapshot, self.store, described, options, calibration=calibration)
 
     def calibration(self) -> Calibration | None:
         """The confidences of this collection's model (None: not fitted for it)."""

@@ -53,6 +53,23 @@ log = logging.getLogger(__name__)
 #: How category-aware search uses the predicted categories (see :func:`search_photos`).
 CategoryRanking = Literal["soft", "filter"]
 
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How a search ranks and cuts its results, whatever its queries: one value from every
+    door (:class:`lookalike.Collection`, the service's query batcher) to :func:`search`
+    (see :func:`search_photos` for what each does)."""
+
+    k: int = config.DEFAULT_K
+    min_score: float | None = None
+    by_category: bool = False
+    expand: int = 0
+    rerank: bool = False
+    coverage: float = config.CATEGORY_COVERAGE
+    max_categories: int = config.MAX_CATEGORIES
+    category_ranking: CategoryRanking = config.CATEGORY_RANKING
+
+
 #: A query image: a file path, encoded image bytes, or a decoded image.
 ImageSource = str | os.PathLike[str] | bytes | Image.Image
 
@@ -490,15 +507,8 @@ def search(
     snapshot: SearchSnapshot,
     store: MetadataStore,
     queries: DescribedQueries,
+    options: SearchOptions = SearchOptions(),
     *,
-    k: int = config.DEFAULT_K,
-    min_score: float | None = None,
-    by_category: bool = False,
-    expand: int = 0,
-    rerank: bool = False,
-    coverage: float = config.CATEGORY_COVERAGE,
-    max_categories: int = config.MAX_CATEGORIES,
-    category_ranking: CategoryRanking = config.CATEGORY_RANKING,
     calibration: Calibration | None = None,
 ) -> list[QueryOutcome]:
     """Described queries -> outcomes, on one snapshot (see the module's steps).
@@ -511,7 +521,7 @@ def search(
     for the rest."""
     n = len(queries.own_ids)
     outcomes: dict[int, QueryOutcome] = {
-        i: search_words(snapshot, store, queries.words[i], k=k, min_score=min_score)
+        i: search_words(snapshot, store, queries.words[i], k=options.k, min_score=options.min_score)
         for i in sorted(queries.word_only)
     }
     rows = [i for i in range(n) if i not in queries.word_only]
@@ -525,14 +535,7 @@ def search(
             snapshot,
             store,
             photos,
-            k=k,
-            min_score=min_score,
-            by_category=by_category,
-            expand=expand,
-            rerank=rerank,
-            coverage=coverage,
-            max_categories=max_categories,
-            category_ranking=category_ranking,
+            options,
             within=within if photos.words else None,
             calibration=calibration,
         )
@@ -590,15 +593,8 @@ def search_photos(
     snapshot: SearchSnapshot,
     store: MetadataStore,
     queries: DescribedQueries,
+    options: SearchOptions = SearchOptions(),
     *,
-    k: int = config.DEFAULT_K,
-    min_score: float | None = None,
-    by_category: bool = False,
-    expand: int = 0,
-    rerank: bool = False,
-    coverage: float = config.CATEGORY_COVERAGE,
-    max_categories: int = config.MAX_CATEGORIES,
-    category_ranking: CategoryRanking = config.CATEGORY_RANKING,
     within: Sequence[np.ndarray | None] | None = None,
     calibration: Calibration | None = None,
 ) -> list[QueryOutcome]:
@@ -627,6 +623,8 @@ def search_photos(
     One meaning of the score, whatever ordered the results: re-ranking, query expansion and
     the LDA projection choose the results and their order, and each result's score is then
     the one plain search gives it (:func:`common_scores`); ``min_score`` applies to it."""
+    k, min_score, expand, rerank = options.k, options.min_score, options.expand, options.rerank
+    by_category, soft = options.by_category, options.category_ranking == "soft"
     encode: Callable[[np.ndarray], np.ndarray] = snapshot.encode
     index = None
     if by_category and snapshot.projection is not None and snapshot.projected is not None:
@@ -644,7 +642,7 @@ def search_photos(
     if by_category:
         if snapshot.classifier is None:
             log.info("no category classifier: searching everything")
-        elif category_ranking == "soft" and index is not None and snapshot.partition is not None:
+        elif soft and index is not None and snapshot.partition is not None:
             probabilities = snapshot.classifier.predict_proba(queries.vectors)
             weights = category_weights(probabilities)
             choices = [
@@ -654,8 +652,8 @@ def search_photos(
             choices = choose_categories_for(
                 snapshot.classifier,
                 queries.vectors,
-                coverage=coverage,
-                max_categories=max_categories,
+                coverage=options.coverage,
+                max_categories=options.max_categories,
             )
     # A few more than asked: an image deleted after the snapshot was taken has no record any
     # more and is left out, and the next one takes its place.

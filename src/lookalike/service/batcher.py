@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from lookalike import config
 from lookalike.collection import Collection
 from lookalike.encode.base import ImageEncoder
 from lookalike.encode.features import Localize
@@ -35,14 +34,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SearchOptions:
-    """What a search asks for, besides its image (queries with the same options of the same
-    collection are searched together)."""
+class QueryOptions:
+    """What a query asks for, besides its image: how its results are ranked (queries of the
+    same collection ranked alike are searched together) and how it is localized."""
 
-    k: int = config.DEFAULT_K
-    min_score: float | None = None
-    by_category: bool = False
-    rerank: bool = False
+    ranking: search.SearchOptions
     localize: Localize | None = None
 
 
@@ -50,7 +46,7 @@ class SearchOptions:
 class _Query:
     collection: Collection
     image: Image.Image | Region | Text
-    options: SearchOptions
+    options: QueryOptions
     future: Future[QueryOutcome]
 
 
@@ -76,7 +72,7 @@ class QueryBatcher:
         self.embedder.embed_images([Image.new("RGB", (side, side))])
 
     def submit(
-        self, collection: Collection, image: Image.Image | Region | Text, options: SearchOptions
+        self, collection: Collection, image: Image.Image | Region | Text, options: QueryOptions
     ) -> Future[QueryOutcome]:
         """Search ``collection`` for the decoded RGB ``image`` (or a region of one: a decoded
         image needs no store to describe; or words, with or without such an image); the
@@ -143,21 +139,18 @@ class QueryBatcher:
     @staticmethod
     def _search(queries: list[_Query], described: search.DescribedQueries) -> None:
         """Each collection searched once for its queries with the same options."""
-        groups: dict[tuple[int, SearchOptions], list[int]] = {}
+        groups: dict[tuple[int, search.SearchOptions], list[int]] = {}
         for row, q in enumerate(queries):
-            groups.setdefault((id(q.collection), q.options), []).append(row)
+            groups.setdefault((id(q.collection), q.options.ranking), []).append(row)
         for rows in groups.values():
             first = queries[rows[0]]
-            options, collection = first.options, first.collection
+            collection = first.collection
             try:
                 found = search.search(
                     collection.snapshot(),
                     collection.store,
                     described.take(rows),
-                    k=options.k,
-                    min_score=options.min_score,
-                    by_category=options.by_category,
-                    rerank=options.rerank,
+                    first.options.ranking,
                     calibration=collection.calibration(),
                 )
             except Exception as exc:

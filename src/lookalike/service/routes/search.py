@@ -18,7 +18,7 @@ from lookalike.image.decode import DecodeError
 from lookalike.search import engine as search
 from lookalike.search.engine import Region, Text
 from lookalike.search.explain import Explanation
-from lookalike.service.batcher import SearchOptions
+from lookalike.service.batcher import QueryOptions
 from lookalike.service.core import Service
 from lookalike.service.decoding import file_pixels
 from lookalike.service.files import shown_folder, shown_name
@@ -104,9 +104,8 @@ async def search_by_upload(
         raise InvalidInput("nothing to search for: send a file, text, or both")
     part = region(box)
     data = await read_upload(file, service) if file is not None else None
-    options = SearchOptions(
-        k=k, min_score=min_score, by_category=by_category, rerank=rerank, localize=localize
-    )
+    ranking = search.SearchOptions(k=k, min_score=min_score, by_category=by_category, rerank=rerank)
+    options = QueryOptions(ranking, localize)
     with service.collections.lease(name) as collection:
         if len(collection) == 0:
             raise Conflict(EMPTY)
