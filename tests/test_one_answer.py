@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from lookalike import Collection, Region, Text
 from lookalike.cli import main
+from lookalike.search.engine import QueryOutcome
 from lookalike.service import ServiceSettings, create_app
 from lookalike.store.postgres import split_uri
 from tests.conftest import SAMPLE
@@ -158,6 +159,17 @@ def cli_answers(
     return out
 
 
+def _answer_of(outcome: QueryOutcome) -> Answer:
+    """What the Python API answered for one query."""
+    box = outcome.query_box
+    return Answer(
+        [r.id for r in outcome.results],
+        [r.path for r in outcome.results],
+        [r.score for r in outcome.results],
+        None if box is None else [round(v, 4) for v in box],
+    )
+
+
 def api_answers(world: World, mode: str, queries: dict) -> dict[str, Answer]:
     with Collection.open(world.db, create=False) as collection:
         asked = [
@@ -165,15 +177,7 @@ def api_answers(world: World, mode: str, queries: dict) -> dict[str, Answer]:
             for path, *rest in queries.values()
         ]
         outcomes = collection.search_detailed(asked, k=K, **MODES[mode]["api"])
-    return {
-        label: Answer(
-            [r.id for r in o.results],
-            [r.path for r in o.results],
-            [r.score for r in o.results],
-            None if o.query_box is None else [round(v, 4) for v in o.query_box],
-        )
-        for label, o in zip(queries, outcomes, strict=True)
-    }
+    return {label: _answer_of(o) for label, o in zip(queries, outcomes, strict=True)}
 
 
 def http_batched(world: World, mode: str) -> dict[str, Answer]:
@@ -331,15 +335,7 @@ def api_words(world: World) -> dict[str, Answer]:
             for words, match, photo in WORDS.values()
         ]
         outcomes = collection.search_detailed(asked, k=K)
-    return {
-        label: Answer(
-            [r.id for r in o.results],
-            [r.path for r in o.results],
-            [r.score for r in o.results],
-            None if o.query_box is None else [round(v, 4) for v in o.query_box],
-        )
-        for label, o in zip(WORDS, outcomes, strict=True)
-    }
+    return {label: _answer_of(o) for label, o in zip(WORDS, outcomes, strict=True)}
 
 
 def http_words(world: World) -> dict[str, Answer]:
